@@ -1,0 +1,51 @@
+// tpde public C++ API: encode and decode one chunk.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "tpde/error.hpp"
+#include "tpde/format.hpp"
+
+namespace tpde {
+
+struct Header {
+  uint8_t version = kFormatVersion;
+  DType dtype = DType::kFloat32;
+  Mode mode = Mode::kStandalone;
+  uint8_t flags = 0;
+  std::vector<uint64_t> shape;
+  uint32_t reference_fingerprint = 0;
+  uint32_t prev_reference_fingerprint = 0;
+  uint64_t payload_size = 0;
+  uint32_t payload_crc = 0;
+  size_t header_size = 0;
+
+  uint64_t count() const;  // elements; shape validated so no overflow
+  uint64_t nbytes() const { return count() * dtype_size(dtype); }
+};
+
+struct EncodeInput {
+  DType dtype;
+  std::vector<uint64_t> shape;
+  const void* data;                     // count * dtype_size bytes
+  const void* reference = nullptr;      // same size, or null for standalone
+  const void* prev_reference = nullptr; // same size, optional context (needs reference)
+};
+
+// Largest chunk encode() can produce for nbytes of input and ndim dimensions.
+size_t encode_bound(size_t nbytes, size_t ndim);
+
+std::vector<uint8_t> encode(const EncodeInput& input);
+
+// Parse and validate the header (and its CRC); does not touch the payload.
+Header read_header(const uint8_t* src, size_t size);
+
+// Decode into out (header.nbytes() bytes). Checks payload CRC, reference fingerprints.
+void decode(const uint8_t* src, size_t size, void* out, size_t out_size,
+            const void* reference, size_t reference_size,
+            const void* prev_reference, size_t prev_reference_size);
+
+uint32_t crc32c(const void* data, size_t size, uint32_t crc = 0);
+
+}  // namespace tpde

@@ -1,0 +1,216 @@
+// pybind11 module tpde._core: numpy buffers in and out without copies, the GIL released
+// around every encode and decode, tpde::Error raised as tpde.errors.TPDEError.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <string>
+
+#include "tpde/tpde.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+struct DTypeName {
+  tpde::DType dtype;
+  const char* name;
+  const char* numpy;  // numpy dtype the decoded array gets
+};
+
+constexpr DTypeName kDTypes[] = {
+    {tpde::DType::kFloat32, "float32", "float32"}, {tpde::DType::kFloat64, "float64", "float64"},
+    {tpde::DType::kFloat16, "float16", "float16"}, {tpde::DType::kBFloat16, "bfloat16", "uint16"},
+    {tpde::DType::kInt8, "int8", "int8"},          {tpde::DType::kUInt8, "uint8", "uint8"},
+    {tpde::DType::kInt16, "int16", "int16"},       {tpde::DType::kUInt16, "uint16", "uint16"},
+    {tpde::DType::kInt32, "int32", "int32"},       {tpde::DType::kUInt32, "uint32", "uint32"},
+    {tpde::DType::kInt64, "int64", "int64"},       {tpde::DType::kUInt64, "uint64", "uint64"},
+    {tpde::DType::kBool, "bool", "bool"},
+};
+
+[[noreturn]] void raise_error(tpde::ErrorCode code, const std::string& message) {
+  throw tpde::Error(code, message);
+}
+
+tpde::DType dtype_from_name(const std::string& name) {
+  for (const auto& d : kDTypes)
+    if (name == d.name) return d.dtype;
+  raise_error(tpde::ErrorCode::kBadDtype,
+              "unsupported dtype '" + name +
+                  "': tpde codes float32, float64, float16, bfloat16, int8..int64, uint8..uint64 and bool");
+}
+
+const DTypeName& dtype_entry(tpde::DType dtype) {
+  for (const auto& d : kDTypes)
+    if (d.dtype == dtype) return d;
+  raise_error(tpde::ErrorCode::kBadDtype, "unknown dtype");
+}
+
+py::array contiguous(const py::object& obj) {
+  static py::object ascontiguousarray = py::module_::import("numpy").attr("ascontiguousarray");
+  return ascontiguousarray(obj).cast<py::array>();
+}
+
+std::vector<uint64_t> shape_of(const py::array& a) {
+  std::vector<uint64_t> shape;
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) shape.push_back(static_cast<uint64_t>(a.shape(i)));
+  return shape;
+}
+
+tpde::DType resolve_dtype(const py::array& data, const py::object& dtype) {
+  tpde::DType d;
+  if (dtype.is_none()) {
+    const std::string kind = py::str(data.dtype().attr("name"));
+    d = dtype_from_name(kind);
+  } else {
+    d = dtype_from_name(py::str(dtype));
+  }
+  if (tpde::dtype_size(d) != static_cast<size_t>(data.itemsize()))
+    raise_error(tpde::ErrorCode::kBadDtype, std::string("dtype ") + tpde::dtype_name(d) + " needs " +
+                                                 std::to_string(tpde::dtype_size(d)) + "-byte items, array has " +
+                                                 std::to_string(data.itemsize()) + "-byte items (" +
+                                                 std::string(py::str(data.dtype())) + ")");
+  return d;
+}
+
+const py::array* optional_array(const py::object& obj, py::array& holder) {
+  if (obj.is_none()) return nullptr;
+  holder = contiguous(obj);
+  return &holder;
+}
+
+py::bytes encode(const py::object& data_obj, const py::object& reference_obj, const py::object& prev_obj,
+                 const py::object& dtype) {
+  const py::array data = contiguous(data_obj);
+  py::array ref_holder, prev_holder;
+  const py::array* ref = optional_array(reference_obj, ref_holder);
+  const py::array* prev = optional_array(prev_obj, prev_holder);
+  tpde::EncodeInput in;
+  in.dtype = resolve_dtype(data, dtype);
+  in.shape = shape_of(data);
+  in.data = data.data();
+  const size_t nbytes = static_cast<size_t>(data.nbytes());
+  for (const py::array* r : {ref, prev}) {
+    if (r && static_cast<size_t>(r->nbytes()) != nbytes)
+      raise_error(tpde::ErrorCode::kSizeMismatch,
+                  std::string(r == ref ? "reference" : "prev_reference") + " has " + std::to_string(r->nbytes()) +
+                      " bytes, data has " + std::to_string(nbytes) + " (same shape and dtype required)");
+  }
+  if (prev && !ref) raise_error(tpde::ErrorCode::kInvalidArgument, "prev_reference given without reference");
+  in.reference = ref ? ref->data() : nullptr;
+  in.prev_reference = prev ? prev->data() : nullptr;
+  std::vector<uint8_t> chunk;
+  {
+    py::gil_scoped_release release;
+    chunk = tpde::encode(in);
+  }
+  return py::bytes(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+}
+
+// A read-only, C-contiguous byte view of any buffer-protocol object (copied if strided).
+class InputBytes {
+ public:
+  explicit InputBytes(const py::object& obj) {
+    if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_SIMPLE) != 0) {
+      PyErr_Clear();
+      holder_ = py::module_::import("builtins").attr("bytes")(py::memoryview(obj));
+      if (PyObject_GetBuffer(holder_.ptr(), &view_, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+    }
+  }
+  ~InputBytes() { PyBuffer_Release(&view_); }
+  InputBytes(const InputBytes&) = delete;
+  InputBytes& operator=(const InputBytes&) = delete;
+  const uint8_t* data() const { return static_cast<const uint8_t*>(view_.buf); }
+  size_t size() const { return static_cast<size_t>(view_.len); }
+
+ private:
+  py::object holder_;
+  Py_buffer view_{};
+};
+
+py::dict header_dict(const tpde::Header& h) {
+  py::dict d;
+  d["version"] = h.version;
+  d["dtype"] = tpde::dtype_name(h.dtype);
+  py::tuple shape(h.shape.size());
+  for (size_t i = 0; i < h.shape.size(); ++i) shape[i] = h.shape[i];
+  d["shape"] = shape;
+  d["mode"] = h.mode == tpde::Mode::kDelta ? "delta" : "standalone";
+  d["uses_prev_reference"] = bool(h.flags & tpde::kFlagPrevReference);
+  d["reference_fingerprint"] = h.reference_fingerprint;
+  d["prev_reference_fingerprint"] = h.prev_reference_fingerprint;
+  d["header_size"] = h.header_size;
+  d["payload_size"] = h.payload_size;
+  return d;
+}
+
+py::array decode(const py::object& chunk_obj, const py::object& reference_obj, const py::object& prev_obj,
+                 const py::object& out_obj) {
+  const InputBytes src(chunk_obj);
+  const tpde::Header h = tpde::read_header(src.data(), src.size());
+  py::array out;
+  if (out_obj.is_none()) {
+    std::vector<py::ssize_t> shape(h.shape.begin(), h.shape.end());
+    out = py::array(py::dtype(dtype_entry(h.dtype).numpy), shape);
+  } else {
+    out = out_obj.cast<py::array>();
+    if (!(out.flags() & py::array::c_style) || !out.writeable())
+      raise_error(tpde::ErrorCode::kInvalidArgument, "out must be a writeable C-contiguous array");
+  }
+  py::array ref_holder, prev_holder;
+  const py::array* ref = optional_array(reference_obj, ref_holder);
+  const py::array* prev = optional_array(prev_obj, prev_holder);
+  void* out_ptr = out.mutable_data();
+  const size_t out_size = static_cast<size_t>(out.nbytes());
+  for (const py::array* r : {ref, prev})
+    if (r && r->data() == out_ptr)
+      raise_error(tpde::ErrorCode::kInvalidArgument, "out must not be the reference buffer");
+  {
+    py::gil_scoped_release release;
+    tpde::decode(src.data(), src.size(), out_ptr, out_size, ref ? ref->data() : nullptr,
+                 ref ? static_cast<size_t>(ref->nbytes()) : 0, prev ? prev->data() : nullptr,
+                 prev ? static_cast<size_t>(prev->nbytes()) : 0);
+  }
+  return out;
+}
+
+py::dict read_header(const py::object& chunk_obj) {
+  const InputBytes src(chunk_obj);
+  return header_dict(tpde::read_header(src.data(), src.size()));
+}
+
+uint32_t fingerprint(const py::object& obj) {
+  const py::array a = contiguous(obj);
+  const void* p = a.data();
+  const size_t n = static_cast<size_t>(a.nbytes());
+  py::gil_scoped_release release;
+  return tpde::crc32c(p, n);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "tpde C++ core: chunk encode/decode";
+  m.attr("__version__") = TPDE_VERSION;
+  m.attr("FORMAT_VERSION") = tpde::kFormatVersion;
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const tpde::Error& e) {
+      py::object cls = py::module_::import("tpde.errors").attr("TPDEError");
+      py::object err = cls(e.what(), tpde::error_name(e.code()));
+      PyErr_SetObject(cls.ptr(), err.ptr());
+    }
+  });
+
+  m.def("encode", &encode, py::arg("data"), py::kw_only(), py::arg("reference") = py::none(),
+        py::arg("prev_reference") = py::none(), py::arg("dtype") = py::none(),
+        "Encode one array as a tpde chunk: standalone, or a lossless delta against reference.");
+  m.def("decode", &decode, py::arg("chunk"), py::kw_only(), py::arg("reference") = py::none(),
+        py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
+        "Decode a tpde chunk; delta chunks need the reference they were coded against.");
+  m.def("read_header", &read_header, py::arg("chunk"), "Parse and validate a chunk header.");
+  m.def("fingerprint", &fingerprint, py::arg("array"), "CRC32C of an array's raw bytes.");
+}

@@ -1,0 +1,101 @@
+// Bit I/O, MSB-first, on 64-bit words.
+//
+// READ ME FIRST
+// - BitWriter::put(v, n) needs n <= 32 and v < 2^n; put_wide handles n <= 64.
+// - BitReader never reads outside its buffer: bits past the end read as zeros, and
+//   overran() tells afterwards whether that happened. Callers bound every loop by a
+//   count they validated, then check overran() once.
+// - get(n) needs n <= 57 (one unaligned 64-bit load covers it); get_wide handles 64.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace tpde {
+
+class BitWriter {
+ public:
+  explicit BitWriter(std::vector<uint8_t>& out) : out_(out) {}
+
+  void put(uint64_t value, int nbits) {
+    acc_ = (acc_ << nbits) | value;
+    filled_ += nbits;
+    if (filled_ >= 32) {
+      filled_ -= 32;
+      const uint32_t word = static_cast<uint32_t>(acc_ >> filled_);
+      const uint8_t bytes[4] = {uint8_t(word >> 24), uint8_t(word >> 16), uint8_t(word >> 8),
+                                uint8_t(word)};
+      out_.insert(out_.end(), bytes, bytes + 4);
+    }
+  }
+
+  void put_wide(uint64_t value, int nbits) {
+    if (nbits > 32) {
+      put(value >> 32, nbits - 32);
+      put(value & 0xFFFFFFFFu, 32);
+    } else {
+      put(value, nbits);
+    }
+  }
+
+  // Pads the last byte with zero bits.
+  void finish() {
+    while (filled_ > 0) {
+      const int take = filled_ >= 8 ? 8 : filled_;
+      const uint8_t byte = static_cast<uint8_t>((acc_ >> (filled_ - take)) << (8 - take));
+      out_.push_back(byte);
+      filled_ -= take;
+    }
+    acc_ = 0;
+  }
+
+ private:
+  std::vector<uint8_t>& out_;
+  uint64_t acc_ = 0;
+  int filled_ = 0;
+};
+
+class BitReader {
+ public:
+  BitReader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+
+  uint64_t peek64() const {
+    const size_t byte = bitpos_ >> 3;
+    uint64_t w;
+    if (byte + 8 <= size_) {
+      std::memcpy(&w, data_ + byte, 8);
+    } else {
+      uint8_t tmp[8] = {0};
+      if (byte < size_) std::memcpy(tmp, data_ + byte, size_ - byte);
+      std::memcpy(&w, tmp, 8);
+    }
+    w = __builtin_bswap64(w);
+    return w << (bitpos_ & 7);
+  }
+
+  uint64_t get(int nbits) {
+    if (nbits == 0) return 0;
+    const uint64_t v = peek64() >> (64 - nbits);
+    bitpos_ += static_cast<uint64_t>(nbits);
+    return v;
+  }
+
+  uint64_t get_wide(int nbits) {
+    if (nbits > 32) {
+      const uint64_t hi = get(nbits - 32);
+      return (hi << 32) | get(32);
+    }
+    return get(nbits);
+  }
+
+  void skip(int nbits) { bitpos_ += static_cast<uint64_t>(nbits); }
+  bool overran() const { return bitpos_ > static_cast<uint64_t>(size_) * 8; }
+  uint64_t bit_position() const { return bitpos_; }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  uint64_t bitpos_ = 0;
+};
+
+}  // namespace tpde

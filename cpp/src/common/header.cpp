@@ -1,0 +1,93 @@
+#include "header.hpp"
+
+#include <string>
+
+#include "mem.hpp"
+
+namespace tpde {
+
+size_t header_size(size_t ndim) { return kFixedHeaderSize + 8 * ndim + 4; }
+
+uint64_t Header::count() const {
+  uint64_t n = 1;
+  for (uint64_t d : shape) n *= d;
+  return n;
+}
+
+void write_header(const Header& h, std::vector<uint8_t>& out) {
+  const size_t start = out.size();
+  out.resize(start + header_size(h.shape.size()));
+  uint8_t* p = out.data() + start;
+  std::memcpy(p, kMagic, 4);
+  p[4] = h.version;
+  p[5] = static_cast<uint8_t>(h.dtype);
+  p[6] = static_cast<uint8_t>(h.mode);
+  p[7] = h.flags;
+  p[8] = static_cast<uint8_t>(h.shape.size());
+  p[9] = p[10] = p[11] = 0;
+  store_le<uint32_t>(p + 12, h.reference_fingerprint);
+  store_le<uint32_t>(p + 16, h.prev_reference_fingerprint);
+  store_le<uint64_t>(p + 20, h.payload_size);
+  store_le<uint32_t>(p + 28, h.payload_crc);
+  for (size_t i = 0; i < h.shape.size(); ++i) store_le<uint64_t>(p + 32 + 8 * i, h.shape[i]);
+  const size_t crc_at = kFixedHeaderSize + 8 * h.shape.size();
+  store_le<uint32_t>(p + crc_at, crc32c(p, crc_at));
+}
+
+Header read_header(const uint8_t* src, size_t size) {
+  if (size < kFixedHeaderSize + 4)
+    fail(ErrorCode::kTruncated, "chunk is " + std::to_string(size) +
+                                    " bytes, shorter than the smallest tpde header (36 bytes)");
+  if (std::memcmp(src, kMagic, 4) != 0)
+    fail(ErrorCode::kBadMagic, "not a tpde chunk: magic bytes are not 'TPDE'");
+  Header h;
+  h.version = src[4];
+  if (h.version != kFormatVersion)
+    fail(ErrorCode::kUnsupportedVersion,
+         "chunk has format version " + std::to_string(h.version) + "; this build of tpde reads version " +
+             std::to_string(kFormatVersion));
+  const size_t ndim = src[8];
+  if (ndim > kMaxNdim)
+    fail(ErrorCode::kBadShape, "chunk header says ndim=" + std::to_string(ndim) + " (max 32)");
+  h.header_size = header_size(ndim);
+  if (size < h.header_size)
+    fail(ErrorCode::kTruncated, "chunk is " + std::to_string(size) + " bytes, its header needs " +
+                                    std::to_string(h.header_size));
+  const size_t crc_at = kFixedHeaderSize + 8 * ndim;
+  if (crc32c(src, crc_at) != load_le<uint32_t>(src + crc_at))
+    fail(ErrorCode::kChecksum, "chunk header checksum (CRC32C) mismatch: header is corrupted");
+  if (!dtype_valid(src[5]))
+    fail(ErrorCode::kBadDtype, "chunk header has unknown dtype code " + std::to_string(src[5]));
+  h.dtype = static_cast<DType>(src[5]);
+  if (src[6] > 1) fail(ErrorCode::kCorrupt, "chunk header has unknown mode " + std::to_string(src[6]));
+  h.mode = static_cast<Mode>(src[6]);
+  h.flags = src[7];
+  if (h.flags & ~kFlagPrevReference)
+    fail(ErrorCode::kCorrupt, "chunk header has unknown flags " + std::to_string(h.flags));
+  if (h.mode == Mode::kStandalone && h.flags)
+    fail(ErrorCode::kCorrupt, "standalone chunk has the prev-reference flag set");
+  h.reference_fingerprint = load_le<uint32_t>(src + 12);
+  h.prev_reference_fingerprint = load_le<uint32_t>(src + 16);
+  h.payload_size = load_le<uint64_t>(src + 20);
+  h.payload_crc = load_le<uint32_t>(src + 28);
+  uint64_t nbytes = dtype_size(h.dtype);
+  h.shape.resize(ndim);
+  for (size_t i = 0; i < ndim; ++i) {
+    const uint64_t d = load_le<uint64_t>(src + 32 + 8 * i);
+    h.shape[i] = d;
+    if (d != 0 && nbytes > kMaxChunkBytes / d)
+      fail(ErrorCode::kTooLarge, "chunk shape exceeds the 64 GiB chunk limit");
+    nbytes *= d;
+  }
+  if (nbytes > kMaxChunkBytes) fail(ErrorCode::kTooLarge, "chunk shape exceeds the 64 GiB chunk limit");
+  const uint64_t left = size - h.header_size;
+  if (h.payload_size > left)
+    fail(ErrorCode::kTruncated, "chunk payload is " + std::to_string(left) + " bytes, header says " +
+                                    std::to_string(h.payload_size));
+  if (h.payload_size < left)
+    fail(ErrorCode::kCorrupt, "chunk has " + std::to_string(left - h.payload_size) +
+                                  " trailing bytes after its payload");
+  return h;
+}
+
+}  // namespace tpde

@@ -1,0 +1,134 @@
+#include "models.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace tpde {
+
+void put_varint(std::vector<uint8_t>& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+bool get_varint(const uint8_t*& p, const uint8_t* end, uint64_t& v) {
+  v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    if (p >= end) return false;
+    const uint8_t b = *p++;
+    v |= static_cast<uint64_t>(b & 0x7F) << shift;
+    if (!(b & 0x80)) return true;
+  }
+  return false;
+}
+
+void normalize_frequencies(const uint64_t* counts, uint32_t* freqs) {
+  uint64_t total = 0;
+  int used = 0;
+  for (int s = 0; s < kAlphabet; ++s) {
+    total += counts[s];
+    used += counts[s] != 0;
+  }
+  uint32_t sum = 0;
+  int largest = -1;
+  for (int s = 0; s < kAlphabet; ++s) {
+    if (!counts[s]) {
+      freqs[s] = 0;
+      continue;
+    }
+    uint64_t f = (counts[s] * kProbScale + total / 2) / total;
+    if (f == 0) f = 1;
+    freqs[s] = static_cast<uint32_t>(f);
+    sum += freqs[s];
+    if (largest < 0 || freqs[s] > freqs[largest]) largest = s;
+  }
+  (void)used;
+  // Move the rounding error onto the symbols that can absorb it with the least cost.
+  while (sum != kProbScale) {
+    if (sum > kProbScale) {
+      const uint32_t excess = sum - kProbScale;
+      if (freqs[largest] > excess) {
+        freqs[largest] -= excess;
+        sum = kProbScale;
+      } else {
+        // Many tiny symbols: take one from every symbol that has more than 1.
+        for (int s = 0; s < kAlphabet && sum > kProbScale; ++s)
+          if (freqs[s] > 1) {
+            --freqs[s];
+            --sum;
+          }
+      }
+    } else {
+      freqs[largest] += kProbScale - sum;
+      sum = kProbScale;
+    }
+  }
+}
+
+double estimate_context_bits(const uint64_t* counts) {
+  uint64_t total = 0;
+  int used = 0;
+  for (int s = 0; s < kAlphabet; ++s) {
+    total += counts[s];
+    used += counts[s] != 0;
+  }
+  if (total == 0) return 8.0;  // the single 0 byte of an unused context
+  double bits = 0;
+  const double log_total = std::log2(static_cast<double>(total));
+  for (int s = 0; s < kAlphabet; ++s)
+    if (counts[s]) bits += counts[s] * (log_total - std::log2(static_cast<double>(counts[s])));
+  // Precision loss of 12-bit frequencies for rare symbols, and table bytes.
+  return bits + used * 24.0 + 8.0;
+}
+
+void write_tables(const std::vector<uint32_t>& freqs, int contexts, std::vector<uint8_t>& out) {
+  for (int c = 0; c < contexts; ++c) {
+    const uint32_t* f = &freqs[static_cast<size_t>(c) * kAlphabet];
+    uint64_t used = 0;
+    for (int s = 0; s < kAlphabet; ++s) used += f[s] != 0;
+    put_varint(out, used);
+    int last = -1;
+    for (int s = 0; s < kAlphabet; ++s) {
+      if (!f[s]) continue;
+      put_varint(out, static_cast<uint64_t>(s - last - 1));
+      put_varint(out, f[s] - 1);
+      last = s;
+    }
+  }
+}
+
+bool read_tables(const uint8_t* src, size_t size, int contexts, int max_symbol,
+                 std::vector<DecTable>& tables, std::vector<uint8_t>& used) {
+  const uint8_t* p = src;
+  const uint8_t* end = src + size;
+  tables.assign(static_cast<size_t>(contexts), DecTable{});
+  used.assign(static_cast<size_t>(contexts), 0);
+  for (int c = 0; c < contexts; ++c) {
+    uint64_t nsym;
+    if (!get_varint(p, end, nsym) || nsym > static_cast<uint64_t>(max_symbol) + 1) return false;
+    if (nsym == 0) continue;
+    used[c] = 1;
+    uint32_t* slots = tables[c].slot;
+    uint64_t cum = 0;
+    int64_t last = -1;
+    for (uint64_t k = 0; k < nsym; ++k) {
+      uint64_t gap, fm1;
+      if (!get_varint(p, end, gap) || !get_varint(p, end, fm1)) return false;
+      const int64_t sym = last + 1 + static_cast<int64_t>(gap);
+      if (gap > 255 || sym > max_symbol || fm1 >= kProbScale) return false;
+      const uint64_t freq = fm1 + 1;
+      if (cum + freq > kProbScale) return false;
+      for (uint64_t j = 0; j < freq; ++j)
+        slots[cum + j] = static_cast<uint32_t>(sym) | static_cast<uint32_t>(fm1 << 8) |
+                         static_cast<uint32_t>(j << 20);
+      cum += freq;
+      last = sym;
+    }
+    if (cum != kProbScale) return false;
+  }
+  return p == end;
+}
+
+}  // namespace tpde

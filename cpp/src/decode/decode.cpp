@@ -1,0 +1,229 @@
+// Chunk decoder. Every count and length read from the bytes is checked before use; bit and
+// rANS readers never leave their sections, and each section must be consumed exactly.
+#include <cstring>
+#include <string>
+
+#include "../common/bitstream.hpp"
+#include "../common/elias.hpp"
+#include "../common/header.hpp"
+#include "../common/mem.hpp"
+#include "../common/models.hpp"
+#include "../common/payload.hpp"
+#include "../common/symbols.hpp"
+#include "tpde/tpde.hpp"
+
+namespace tpde {
+namespace {
+
+[[noreturn]] void corrupt(const std::string& what) {
+  fail(ErrorCode::kCorrupt, "corrupted chunk payload: " + what);
+}
+
+struct Section {
+  const uint8_t* data;
+  size_t size;
+};
+
+Section take_section(const uint8_t*& p, const uint8_t* end, const char* name) {
+  if (end - p < 8) corrupt(std::string("missing length of the ") + name + " section");
+  const uint64_t len = load_le<uint64_t>(p);
+  p += 8;
+  if (len > static_cast<uint64_t>(end - p)) corrupt(std::string("the ") + name + " section runs past the payload");
+  Section s{p, static_cast<size_t>(len)};
+  p += len;
+  return s;
+}
+
+template <typename U>
+class ChunkDecoder {
+ public:
+  ChunkDecoder(const Header& h, const uint8_t* payload, U* out, const U* ref, const U* prev)
+      : h_(h), payload_(payload), out_(out), ref_(ref), prev_(prev), n_(h.count()) {}
+
+  void run() {
+    const uint8_t* p = payload_;
+    const uint8_t* end = payload_ + h_.payload_size;
+    if (h_.payload_size < kPayloadPrefix) corrupt("payload shorter than its 16-byte prefix");
+    const uint8_t value_scheme = p[0], position_scheme = p[1], context_scheme = p[2];
+    context_param_ = load_le<uint16_t>(p + 4);
+    const uint64_t coded = load_le<uint64_t>(p + 8);
+    p += kPayloadPrefix;
+    if (value_scheme == static_cast<uint8_t>(ValueScheme::kStored)) {
+      if (coded != n_ || static_cast<uint64_t>(end - p) != n_ * sizeof(U))
+        corrupt("stored section size does not match the shape");
+      std::memcpy(out_, p, n_ * sizeof(U));
+      return;
+    }
+    const bool is_delta = h_.mode == Mode::kDelta;
+    float_split_ = value_scheme == static_cast<uint8_t>(ValueScheme::kFloatSplit);
+    if (value_scheme > 2) corrupt("unknown value scheme " + std::to_string(value_scheme));
+    if (float_split_ && (is_delta || !is_float(h_.dtype))) corrupt("float-split scheme on a delta or integer chunk");
+    if (position_scheme > 1) corrupt("unknown position scheme " + std::to_string(position_scheme));
+    if (context_scheme >= kContextSchemeCount) corrupt("unknown context scheme " + std::to_string(context_scheme));
+    scheme_ = static_cast<ContextScheme>(context_scheme);
+    const bool ok_scheme =
+        scheme_ == ContextScheme::kNone ||
+        (scheme_ == ContextScheme::kRefExponent && is_delta && is_float(h_.dtype)) ||
+        (scheme_ == ContextScheme::kPrevResidual && is_delta && prev_) ||
+        (scheme_ == ContextScheme::kNeighbour && !float_split_) ||
+        (scheme_ == ContextScheme::kPrevExponent && float_split_);
+    if (!ok_scheme) corrupt("context scheme " + std::to_string(context_scheme) + " does not fit this chunk");
+    if (is_float(h_.dtype) && context_param_ >= (1 << exponent_bits(h_.dtype)))
+      corrupt("context parameter out of range");
+    elias_ = position_scheme == static_cast<uint8_t>(PositionScheme::kEliasGaps);
+    if (elias_ ? coded > n_ : coded != n_) corrupt("coded value count does not match the shape");
+
+    const Section gaps = take_section(p, end, "gaps");
+    const Section tables = take_section(p, end, "tables");
+    const Section rans = take_section(p, end, "rANS");
+    const Section tails = take_section(p, end, "tails");
+    if (p != end) corrupt("trailing bytes after the tails section");
+    if (!elias_ && gaps.size) corrupt("gap section present without gap coding");
+
+    const int contexts = context_count(scheme_);
+    const int max_symbol = float_split_ ? 255 : log_bucket_max_symbol(kBits<U>);
+    if (!read_tables(tables.data, tables.size, contexts, max_symbol, tables_, used_))
+      corrupt("malformed frequency tables");
+
+    if (is_delta && elias_) {
+      std::memcpy(out_, ref_, n_ * sizeof(U));  // uncoded positions keep the reference value
+    } else if (!is_delta) {
+      std::memset(out_, 0, n_ * sizeof(U));
+    }
+    decode_values(coded, gaps, rans, tails);
+    finish_transform();
+  }
+
+ private:
+  int context_at(uint64_t i, U previous_v) const {
+    switch (scheme_) {
+      case ContextScheme::kNone: return 0;
+      case ContextScheme::kRefExponent:
+        return exponent_context(context_param_, float_exponent(ref_[i], mantissa_bits(h_.dtype),
+                                                               exponent_bits(h_.dtype)));
+      case ContextScheme::kPrevResidual:
+        return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
+      case ContextScheme::kNeighbour: return magnitude_class(previous_v);
+      case ContextScheme::kPrevExponent:
+        return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mantissa_bits(h_.dtype),
+                                                               exponent_bits(h_.dtype)));
+    }
+    return 0;
+  }
+
+  void decode_values(uint64_t coded, Section gaps, Section rans_section, Section tails) {
+    BitReader gap_reader(gaps.data, gaps.size);
+    BitReader tail_reader(tails.data, tails.size);
+    RansDecoder rans(rans_section.data, rans_section.size);
+    U previous = 0;
+    if (scheme_ == ContextScheme::kPrevExponent)
+      previous = rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mantissa_bits(h_.dtype)));
+    uint64_t position = 0;
+    for (uint64_t k = 0; k < coded; ++k) {
+      uint64_t i = k;
+      if (elias_) {
+        const uint64_t gap = get_elias_delta(gap_reader);
+        if (gap == 0 || gap > n_ - position) corrupt("position gap out of range");
+        i = position + gap - 1;
+        position = i + 1;
+      }
+      const int c = context_at(i, previous);
+      if (!used_[c]) corrupt("value coded in a context without a table");
+      const uint32_t sym = rans.get(tables_[c]);
+      U v;
+      if (float_split_) {
+        v = static_cast<U>((static_cast<U>(sym) << (kBits<U> - 8)) | tail_reader.get_wide(kBits<U> - 8));
+      } else {
+        const int tb = log_bucket_tail_bits(sym);
+        v = static_cast<U>(log_bucket_join(sym, tb ? tail_reader.get_wide(tb) : 0));
+      }
+      if (elias_ && v == 0) corrupt("zero value at a coded position");
+      store_value(i, v);
+      previous = v;
+    }
+    if (gap_reader.overran() || (gap_reader.bit_position() + 7) / 8 != gaps.size)
+      corrupt("gap section length does not match its codes");
+    if (tail_reader.overran() || (tail_reader.bit_position() + 7) / 8 != tails.size)
+      corrupt("tail section length does not match its bits");
+    if (!rans.finished_cleanly()) corrupt("rANS stream does not end cleanly");
+  }
+
+  void store_value(uint64_t i, U v) {
+    if (h_.mode == Mode::kDelta) {
+      out_[i] = static_cast<U>(ref_[i] + unzigzag<U>(v));
+    } else if (float_split_) {
+      out_[i] = rotr1<U>(v);
+    } else {
+      out_[i] = v;  // neighbour differences, summed in finish_transform
+    }
+  }
+
+  void finish_transform() {
+    if (h_.mode == Mode::kDelta || float_split_) return;
+    U previous = 0;
+    for (uint64_t i = 0; i < n_; ++i) {
+      previous = static_cast<U>(previous + unzigzag<U>(out_[i]));
+      out_[i] = previous;
+    }
+  }
+
+  const Header& h_;
+  const uint8_t* payload_;
+  U* out_;
+  const U* ref_;
+  const U* prev_;
+  const uint64_t n_;
+  bool float_split_ = false;
+  bool elias_ = false;
+  ContextScheme scheme_ = ContextScheme::kNone;
+  int context_param_ = 0;
+  std::vector<DecTable> tables_;
+  std::vector<uint8_t> used_;
+};
+
+}  // namespace
+
+void decode(const uint8_t* src, size_t size, void* out, size_t out_size, const void* reference,
+            size_t reference_size, const void* prev_reference, size_t prev_reference_size) {
+  const Header h = read_header(src, size);
+  const uint8_t* payload = src + h.header_size;
+  const uint64_t nbytes = h.nbytes();
+  if (out_size != nbytes)
+    fail(ErrorCode::kSizeMismatch, "output buffer is " + std::to_string(out_size) + " bytes, chunk decodes to " +
+                                       std::to_string(nbytes));
+  if (crc32c(payload, h.payload_size) != h.payload_crc)
+    fail(ErrorCode::kChecksum, "chunk payload checksum (CRC32C) mismatch: chunk is corrupted");
+  if (h.mode == Mode::kDelta) {
+    if (!reference)
+      fail(ErrorCode::kMissingReference,
+           "delta chunk needs its reference (the predecessor's reconstruction); decode it through "
+           "tpde.CheckpointStore or pass reference=");
+    if (reference_size != nbytes)
+      fail(ErrorCode::kSizeMismatch, "reference is " + std::to_string(reference_size) + " bytes, chunk has " +
+                                         std::to_string(nbytes));
+    if (crc32c(reference, nbytes) != h.reference_fingerprint)
+      fail(ErrorCode::kReferenceMismatch,
+           "reference does not match the one this delta chunk was coded against (fingerprint mismatch)");
+    if (h.flags & kFlagPrevReference) {
+      if (!prev_reference)
+        fail(ErrorCode::kMissingReference, "delta chunk was coded with a prev_reference context; pass prev_reference=");
+      if (prev_reference_size != nbytes)
+        fail(ErrorCode::kSizeMismatch, "prev_reference is " + std::to_string(prev_reference_size) +
+                                           " bytes, chunk has " + std::to_string(nbytes));
+      if (crc32c(prev_reference, nbytes) != h.prev_reference_fingerprint)
+        fail(ErrorCode::kReferenceMismatch, "prev_reference does not match this delta chunk (fingerprint mismatch)");
+    } else {
+      prev_reference = nullptr;
+    }
+  } else {
+    reference = prev_reference = nullptr;
+  }
+  switch (dtype_size(h.dtype)) {
+    case 1: ChunkDecoder<uint8_t>(h, payload, static_cast<uint8_t*>(out), static_cast<const uint8_t*>(reference), static_cast<const uint8_t*>(prev_reference)).run(); break;
+    case 2: ChunkDecoder<uint16_t>(h, payload, static_cast<uint16_t*>(out), static_cast<const uint16_t*>(reference), static_cast<const uint16_t*>(prev_reference)).run(); break;
+    case 4: ChunkDecoder<uint32_t>(h, payload, static_cast<uint32_t*>(out), static_cast<const uint32_t*>(reference), static_cast<const uint32_t*>(prev_reference)).run(); break;
+    case 8: ChunkDecoder<uint64_t>(h, payload, static_cast<uint64_t*>(out), static_cast<const uint64_t*>(reference), static_cast<const uint64_t*>(prev_reference)).run(); break;
+  }
+}
+
+}  // namespace tpde

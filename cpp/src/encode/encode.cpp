@@ -1,0 +1,319 @@
+// Chunk encoder: residuals, zero masking with Elias-delta gaps, context-modelled rANS.
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "../common/bitstream.hpp"
+#include "../common/elias.hpp"
+#include "../common/header.hpp"
+#include "../common/mem.hpp"
+#include "../common/models.hpp"
+#include "../common/payload.hpp"
+#include "../common/symbols.hpp"
+#include "tpde/tpde.hpp"
+
+namespace tpde {
+namespace {
+
+struct Plan {
+  PositionScheme positions = PositionScheme::kInline;
+  ContextScheme contexts = ContextScheme::kNone;
+  double bits = std::numeric_limits<double>::infinity();
+};
+
+template <typename U>
+class ChunkEncoder {
+ public:
+  ChunkEncoder(const EncodeInput& in, uint64_t n)
+      : n_(n),
+        x_(static_cast<const U*>(in.data)),
+        ref_(static_cast<const U*>(in.reference)),
+        prev_(static_cast<const U*>(in.prev_reference)),
+        dtype_(in.dtype),
+        float_split_(!in.reference && is_float(in.dtype)) {}
+
+  void encode_payload(std::vector<uint8_t>& out) {
+    transform();
+    const Plan plan = choose_plan();
+    const double stored_bits = 8.0 * static_cast<double>(n_ * sizeof(U));
+    if (!(plan.bits < stored_bits)) {
+      write_stored(out);
+      return;
+    }
+    const size_t start = out.size();
+    write_coded(plan, out);
+    if (out.size() - start >= kPayloadPrefix + n_ * sizeof(U)) {
+      out.resize(start);
+      write_stored(out);
+    }
+  }
+
+ private:
+  void transform() {
+    v_.resize(n_);
+    symbols_.resize(n_);
+    zeros_ = 0;
+    U previous = 0;
+    for (uint64_t i = 0; i < n_; ++i) {
+      U v;
+      if (ref_) {
+        v = zigzag<U>(static_cast<U>(x_[i] - ref_[i]));
+      } else if (float_split_) {
+        v = rotl1<U>(x_[i]);
+      } else {
+        v = zigzag<U>(static_cast<U>(x_[i] - previous));
+        previous = x_[i];
+      }
+      v_[i] = v;
+      zeros_ += v == 0;
+      symbols_[i] = static_cast<uint8_t>(
+          float_split_ ? (v >> (kBits<U> - 8)) : log_bucket_split(v).symbol);
+    }
+    if (is_float(dtype_)) {
+      const int mant = mantissa_bits(dtype_), expb = exponent_bits(dtype_);
+      const int all_ones = (1 << expb) - 1;
+      const U* base = ref_ ? ref_ : x_;
+      int top = 0;
+      for (uint64_t i = 0; i < n_; ++i) {
+        const int e = float_exponent(base[i], mant, expb);
+        if (e != all_ones && e > top) top = e;
+      }
+      context_param_ = top;
+    }
+  }
+
+  std::vector<ContextScheme> candidate_contexts() const {
+    std::vector<ContextScheme> c = {ContextScheme::kNone};
+    if (float_split_) {
+      c.push_back(ContextScheme::kPrevExponent);
+      return c;
+    }
+    if (ref_ && is_float(dtype_)) c.push_back(ContextScheme::kRefExponent);
+    if (ref_ && prev_) c.push_back(ContextScheme::kPrevResidual);
+    c.push_back(ContextScheme::kNeighbour);
+    return c;
+  }
+
+  // Context of position i given the previously coded value.
+  int context_at(ContextScheme scheme, uint64_t i, U previous_v) const {
+    switch (scheme) {
+      case ContextScheme::kNone: return 0;
+      case ContextScheme::kRefExponent:
+        return exponent_context(context_param_,
+                                float_exponent(ref_[i], mantissa_bits(dtype_), exponent_bits(dtype_)));
+      case ContextScheme::kPrevResidual:
+        return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
+      case ContextScheme::kNeighbour: return magnitude_class(previous_v);
+      case ContextScheme::kPrevExponent:
+        return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mantissa_bits(dtype_),
+                                                               exponent_bits(dtype_)));
+    }
+    return 0;
+  }
+
+  U initial_previous(ContextScheme scheme) const {
+    // Standalone floats: a previous value with the top exponent maps to context 0.
+    if (scheme == ContextScheme::kPrevExponent)
+      return rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mantissa_bits(dtype_)));
+    return 0;
+  }
+
+  double tail_bits_of(uint64_t i) const {
+    if (float_split_) return kBits<U> - 8;
+    return log_bucket_tail_bits(symbols_[i]);
+  }
+
+  Plan choose_plan() {
+    Plan best;
+    std::vector<PositionScheme> position_options = {PositionScheme::kInline};
+    if (zeros_ > 0) position_options.push_back(PositionScheme::kEliasGaps);
+    double tails[2] = {0, 0};
+    for (uint64_t i = 0; i < n_; ++i) {
+      const double t = tail_bits_of(i);
+      tails[0] += t;
+      if (v_[i]) tails[1] += t;
+    }
+    double gap_bits = 0;
+    if (zeros_ > 0) {
+      uint64_t last = 0;
+      for (uint64_t i = 0; i < n_; ++i)
+        if (v_[i]) {
+          const uint64_t g = i + 1 - last;
+          const int len = bit_length(g);
+          gap_bits += len + 2 * bit_length(static_cast<uint64_t>(len)) - 2;
+          last = i + 1;
+        }
+    }
+    Histogram hist;
+    for (PositionScheme pos : position_options) {
+      const bool elias = pos == PositionScheme::kEliasGaps;
+      for (ContextScheme scheme : candidate_contexts()) {
+        const int contexts = context_count(scheme);
+        hist.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
+        U previous = initial_previous(scheme);
+        for (uint64_t i = 0; i < n_; ++i) {
+          const U v = v_[i];
+          if (elias && v == 0) continue;
+          ++hist[static_cast<size_t>(context_at(scheme, i, previous)) * kAlphabet + symbols_[i]];
+          previous = v;
+        }
+        double bits = 8.0 * (kPayloadPrefix + 32) + tails[elias] + (elias ? gap_bits : 0);
+        for (int c = 0; c < contexts; ++c) bits += estimate_context_bits(&hist[size_t(c) * kAlphabet]);
+        if (bits < best.bits) best = {pos, scheme, bits};
+      }
+    }
+    return best;
+  }
+
+  void write_stored(std::vector<uint8_t>& out) {
+    const size_t start = out.size();
+    out.resize(start + kPayloadPrefix, 0);
+    out[start] = static_cast<uint8_t>(ValueScheme::kStored);
+    store_le<uint64_t>(out.data() + start + 8, n_);
+    const auto* bytes = reinterpret_cast<const uint8_t*>(x_);
+    out.insert(out.end(), bytes, bytes + n_ * sizeof(U));
+  }
+
+  void write_coded(const Plan& plan, std::vector<uint8_t>& out) {
+    const bool elias = plan.positions == PositionScheme::kEliasGaps;
+    const int contexts = context_count(plan.contexts);
+    const uint64_t coded = elias ? n_ - zeros_ : n_;
+
+    std::vector<uint8_t> ctx(coded);
+    Histogram hist(static_cast<size_t>(contexts) * kAlphabet, 0);
+    std::vector<uint8_t> gaps, tails;
+    BitWriter gap_writer(gaps), tail_writer(tails);
+    {
+      U previous = initial_previous(plan.contexts);
+      uint64_t k = 0, last = 0;
+      for (uint64_t i = 0; i < n_; ++i) {
+        const U v = v_[i];
+        if (elias) {
+          if (v == 0) continue;
+          put_elias_delta(gap_writer, i + 1 - last);
+          last = i + 1;
+        }
+        const int c = context_at(plan.contexts, i, previous);
+        ctx[k++] = static_cast<uint8_t>(c);
+        ++hist[static_cast<size_t>(c) * kAlphabet + symbols_[i]];
+        if (float_split_) {
+          tail_writer.put_wide(v & ((U(1) << (kBits<U> - 8)) - 1), kBits<U> - 8);
+        } else {
+          const Split s = log_bucket_split(v);
+          if (s.tail_bits) tail_writer.put_wide(s.tail, s.tail_bits);
+        }
+        previous = v;
+      }
+    }
+    gap_writer.finish();
+    tail_writer.finish();
+
+    std::vector<uint32_t> freqs(static_cast<size_t>(contexts) * kAlphabet, 0);
+    std::vector<EncSymbol> enc(static_cast<size_t>(contexts) * kAlphabet);
+    for (int c = 0; c < contexts; ++c) {
+      const size_t base = static_cast<size_t>(c) * kAlphabet;
+      bool any = false;
+      for (int s = 0; s < kAlphabet; ++s) any |= hist[base + s] != 0;
+      if (!any) continue;
+      normalize_frequencies(&hist[base], &freqs[base]);
+      uint32_t cum = 0;
+      for (int s = 0; s < kAlphabet; ++s) {
+        enc[base + s] = {freqs[base + s], cum};
+        cum += freqs[base + s];
+      }
+    }
+    std::vector<uint8_t> tables;
+    write_tables(freqs, contexts, tables);
+
+    RansEncoder rans;
+    {
+      uint64_t k = coded;
+      for (uint64_t i = n_; i-- > 0;) {
+        if (elias && v_[i] == 0) continue;
+        --k;
+        rans.put(enc[static_cast<size_t>(ctx[k]) * kAlphabet + symbols_[i]]);
+      }
+    }
+    const std::vector<uint8_t> rans_bytes = rans.finish();
+
+    const size_t start = out.size();
+    out.resize(start + kPayloadPrefix, 0);
+    uint8_t* p = out.data() + start;
+    p[0] = static_cast<uint8_t>(float_split_ ? ValueScheme::kFloatSplit : ValueScheme::kLogBucket);
+    p[1] = static_cast<uint8_t>(plan.positions);
+    p[2] = static_cast<uint8_t>(plan.contexts);
+    store_le<uint16_t>(p + 4, static_cast<uint16_t>(context_param_));
+    store_le<uint64_t>(p + 8, coded);
+    const std::vector<uint8_t>* sections[] = {&gaps, &tables, &rans_bytes, &tails};
+    for (const std::vector<uint8_t>* section : sections) {
+      uint8_t len[8];
+      store_le<uint64_t>(len, section->size());
+      out.insert(out.end(), len, len + 8);
+      out.insert(out.end(), section->begin(), section->end());
+    }
+  }
+
+  const uint64_t n_;
+  const U* x_;
+  const U* ref_;
+  const U* prev_;
+  const DType dtype_;
+  const bool float_split_;
+  std::vector<U> v_;
+  std::vector<uint8_t> symbols_;
+  uint64_t zeros_ = 0;
+  int context_param_ = 0;
+};
+
+template <typename U>
+void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
+  ChunkEncoder<U>(in, n).encode_payload(out);
+}
+
+}  // namespace
+
+size_t encode_bound(size_t nbytes, size_t ndim) {
+  return header_size(ndim) + kPayloadPrefix + nbytes;
+}
+
+std::vector<uint8_t> encode(const EncodeInput& in) {
+  if (in.shape.size() > kMaxNdim)
+    fail(ErrorCode::kInvalidArgument, "array has " + std::to_string(in.shape.size()) + " dimensions; tpde chunks hold at most 32");
+  if (in.prev_reference && !in.reference)
+    fail(ErrorCode::kInvalidArgument, "prev_reference given without reference");
+  Header h;
+  h.dtype = in.dtype;
+  h.shape = in.shape;
+  uint64_t nbytes = dtype_size(in.dtype);
+  for (uint64_t d : in.shape) {
+    if (d != 0 && nbytes > kMaxChunkBytes / d) fail(ErrorCode::kTooLarge, "chunk larger than the 64 GiB limit");
+    nbytes *= d;
+  }
+  const uint64_t n = h.count();
+  if (in.reference) {
+    h.mode = Mode::kDelta;
+    h.reference_fingerprint = crc32c(in.reference, nbytes);
+    if (in.prev_reference) {
+      h.flags |= kFlagPrevReference;
+      h.prev_reference_fingerprint = crc32c(in.prev_reference, nbytes);
+    }
+  }
+  std::vector<uint8_t> payload;
+  payload.reserve(nbytes / 2 + 1024);
+  switch (dtype_size(in.dtype)) {
+    case 1: encode_payload<uint8_t>(in, n, payload); break;
+    case 2: encode_payload<uint16_t>(in, n, payload); break;
+    case 4: encode_payload<uint32_t>(in, n, payload); break;
+    case 8: encode_payload<uint64_t>(in, n, payload); break;
+    default: fail(ErrorCode::kBadDtype, "unknown dtype");
+  }
+  h.payload_size = payload.size();
+  h.payload_crc = crc32c(payload.data(), payload.size());
+  std::vector<uint8_t> out;
+  out.reserve(header_size(h.shape.size()) + payload.size());
+  write_header(h, out);
+  out.insert(out.end(), payload.begin(), payload.end());
+  return out;
+}
+
+}  // namespace tpde

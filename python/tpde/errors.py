@@ -1,0 +1,18 @@
+"""The one exception type of tpde."""
+
+
+class TPDEError(ValueError):
+    """Bad input to tpde: corrupted or truncated chunk, wrong dtype, missing predecessor...
+
+    ``code`` is a short stable name of the failure ("truncated", "bad_magic",
+    "unsupported_version", "checksum", "corrupt", "missing_reference",
+    "reference_mismatch", "size_mismatch", "bad_dtype", "invalid_argument",
+    "too_large", or a store-level code such as "unknown_step").
+    """
+
+    def __init__(self, message: str, code: str = "invalid_argument"):
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.code))

@@ -1,0 +1,223 @@
+// C++ unit tests for the tpde core (run by ctest). No framework: CHECK aborts with a message.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "common/bitstream.hpp"
+#include "common/elias.hpp"
+#include "common/models.hpp"
+#include "common/rans.hpp"
+#include "common/symbols.hpp"
+#include "tpde/tpde.hpp"
+
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      std::exit(1);                                                            \
+    }                                                                          \
+  } while (0)
+
+using namespace tpde;
+
+static int tests_run = 0;
+
+static void test_bitstream_roundtrip() {
+  std::mt19937_64 rng(1);
+  std::vector<std::pair<uint64_t, int>> items;
+  std::vector<uint8_t> buf;
+  BitWriter w(buf);
+  for (int i = 0; i < 10000; ++i) {
+    const int n = static_cast<int>(rng() % 65);
+    const uint64_t v = n == 64 ? rng() : (rng() & ((uint64_t(1) << n) - 1));
+    items.push_back({v, n});
+    w.put_wide(v, n);
+  }
+  w.finish();
+  BitReader r(buf.data(), buf.size());
+  for (const auto& [v, n] : items) CHECK(r.get_wide(n) == v);
+  CHECK(!r.overran());
+  r.get(8);
+  r.get(8);
+  CHECK(r.overran() || r.bit_position() <= buf.size() * 8);
+  ++tests_run;
+}
+
+static void test_elias_roundtrip() {
+  std::vector<uint64_t> values = {1, 2, 3, 4, 5, 7, 8, 255, 256, 65535, 1ull << 40, ~0ull, (1ull << 63)};
+  std::mt19937_64 rng(2);
+  for (int i = 0; i < 5000; ++i) values.push_back((rng() >> (rng() % 64)) | 1);
+  for (int kind = 0; kind < 2; ++kind) {
+    std::vector<uint8_t> buf;
+    BitWriter w(buf);
+    for (uint64_t v : values) kind ? put_elias_delta(w, v) : put_elias_gamma(w, v);
+    w.finish();
+    BitReader r(buf.data(), buf.size());
+    for (uint64_t v : values) CHECK((kind ? get_elias_delta(r) : get_elias_gamma(r)) == v);
+    CHECK(!r.overran());
+  }
+  // Known code lengths: delta(1) = 1 bit, delta(2) = 4 bits, delta(17) = 9 bits.
+  std::vector<uint8_t> buf;
+  BitWriter w(buf);
+  put_elias_delta(w, 1);
+  put_elias_delta(w, 2);
+  put_elias_delta(w, 17);
+  w.finish();
+  CHECK(buf.size() == 2);  // 14 bits
+  ++tests_run;
+}
+
+static void test_rans_roundtrip() {
+  std::mt19937 rng(3);
+  std::vector<uint8_t> syms(100000);
+  std::vector<uint64_t> counts(kAlphabet, 0);
+  std::geometric_distribution<int> geo(0.2);
+  for (auto& s : syms) {
+    s = static_cast<uint8_t>(std::min(geo(rng), 255));
+    ++counts[s];
+  }
+  std::vector<uint32_t> freqs(kAlphabet);
+  normalize_frequencies(counts.data(), freqs.data());
+  uint32_t sum = 0;
+  for (auto f : freqs) sum += f;
+  CHECK(sum == kProbScale);
+  std::vector<EncSymbol> enc(kAlphabet);
+  uint32_t cum = 0;
+  for (int s = 0; s < kAlphabet; ++s) {
+    enc[s] = {freqs[s], cum};
+    cum += freqs[s];
+  }
+  RansEncoder e;
+  for (size_t i = syms.size(); i-- > 0;) e.put(enc[syms[i]]);
+  const std::vector<uint8_t> bytes = e.finish();
+  std::vector<uint8_t> table_bytes;
+  write_tables(freqs, 1, table_bytes);
+  std::vector<DecTable> tables;
+  std::vector<uint8_t> used;
+  CHECK(read_tables(table_bytes.data(), table_bytes.size(), 1, 255, tables, used));
+  RansDecoder d(bytes.data(), bytes.size());
+  for (uint8_t s : syms) CHECK(d.get(tables[0]) == s);
+  CHECK(d.finished_cleanly());
+  ++tests_run;
+}
+
+static void test_log_bucket_split_join() {
+  std::mt19937_64 rng(4);
+  for (int i = 0; i < 100000; ++i) {
+    const uint64_t v = rng() >> (rng() % 64);
+    const Split s = log_bucket_split(v);
+    CHECK(s.symbol <= static_cast<uint32_t>(log_bucket_max_symbol(64)));
+    CHECK(log_bucket_tail_bits(s.symbol) == s.tail_bits);
+    CHECK(log_bucket_join(s.symbol, s.tail) == v);
+  }
+  CHECK(zigzag<uint32_t>(0xFFFFFFFFu) == 1u);
+  CHECK(unzigzag<uint32_t>(zigzag<uint32_t>(0x80000000u)) == 0x80000000u);
+  ++tests_run;
+}
+
+template <typename U>
+static void roundtrip(DType dtype, const std::vector<U>& x, const std::vector<U>* ref, const std::vector<U>* prev) {
+  EncodeInput in{dtype, {x.size()}, x.data(), ref ? ref->data() : nullptr, prev ? prev->data() : nullptr};
+  const std::vector<uint8_t> chunk = encode(in);
+  CHECK(chunk.size() <= encode_bound(x.size() * sizeof(U), 1));
+  std::vector<U> out(x.size());
+  decode(chunk.data(), chunk.size(), out.data(), out.size() * sizeof(U), ref ? ref->data() : nullptr,
+         ref ? ref->size() * sizeof(U) : 0, prev ? prev->data() : nullptr, prev ? prev->size() * sizeof(U) : 0);
+  CHECK(std::memcmp(out.data(), x.data(), x.size() * sizeof(U)) == 0);
+}
+
+static void test_chunk_roundtrips() {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(1000), size_t(50000)}) {
+    std::vector<float> w(n), w1(n), w2(n);
+    for (size_t i = 0; i < n; ++i) {
+      w[i] = normal(rng);
+      w1[i] = w[i] + 1e-4f * normal(rng);
+      w2[i] = (i % 3) ? w1[i] : w1[i] + 1e-4f * normal(rng);
+    }
+    auto bits = [](const std::vector<float>& f) {
+      std::vector<uint32_t> u(f.size());
+      std::memcpy(u.data(), f.data(), f.size() * 4);
+      return u;
+    };
+    const auto u = bits(w), u1 = bits(w1), u2 = bits(w2);
+    roundtrip<uint32_t>(DType::kFloat32, u, nullptr, nullptr);
+    roundtrip<uint32_t>(DType::kFloat32, u1, &u, nullptr);
+    roundtrip<uint32_t>(DType::kFloat32, u2, &u1, &u);
+    roundtrip<uint32_t>(DType::kInt32, u2, nullptr, nullptr);
+    std::vector<uint16_t> h(n), h1(n);
+    for (size_t i = 0; i < n; ++i) {
+      h[i] = static_cast<uint16_t>(u[i] >> 16);
+      h1[i] = static_cast<uint16_t>(u2[i] >> 16);
+    }
+    roundtrip<uint16_t>(DType::kBFloat16, h1, &h, nullptr);
+    roundtrip<uint16_t>(DType::kBFloat16, h1, nullptr, nullptr);
+    std::vector<uint64_t> d(n);
+    for (size_t i = 0; i < n; ++i) d[i] = (uint64_t(u[i]) << 32) | u1[i];
+    roundtrip<uint64_t>(DType::kFloat64, d, nullptr, nullptr);
+    roundtrip<uint64_t>(DType::kInt64, d, &d, nullptr);
+    std::vector<uint8_t> b(n);
+    for (size_t i = 0; i < n; ++i) b[i] = (i / 17) & 1;
+    roundtrip<uint8_t>(DType::kBool, b, nullptr, nullptr);
+  }
+  // Special values: NaN payloads, infinities, signed zeros, denormals.
+  std::vector<uint32_t> special = {0x7FC00001u, 0xFFC12345u, 0x7F800000u, 0xFF800000u, 0x00000000u,
+                                   0x80000000u, 0x00000001u, 0x807FFFFFu, 0x3F800000u};
+  std::vector<uint32_t> special_ref(special.rbegin(), special.rend());
+  roundtrip<uint32_t>(DType::kFloat32, special, nullptr, nullptr);
+  roundtrip<uint32_t>(DType::kFloat32, special, &special_ref, nullptr);
+  ++tests_run;
+}
+
+static int expect_error(const std::vector<uint8_t>& chunk, size_t out_size, const void* ref, size_t ref_size) {
+  std::vector<uint8_t> out(out_size + 1);
+  try {
+    decode(chunk.data(), chunk.size(), out.data(), out_size, ref, ref_size, nullptr, 0);
+  } catch (const Error& e) {
+    return static_cast<int>(e.code());
+  }
+  return 0;
+}
+
+static void test_bad_input() {
+  std::vector<uint32_t> x(1000), r(1000);
+  for (size_t i = 0; i < x.size(); ++i) {
+    x[i] = static_cast<uint32_t>(i * 2654435761u);
+    r[i] = x[i] ^ (i % 5);
+  }
+  EncodeInput in{DType::kFloat32, {x.size()}, x.data(), r.data(), nullptr};
+  const auto chunk = encode(in);
+  const size_t nb = x.size() * 4;
+  CHECK(expect_error(chunk, nb, nullptr, 0) == int(ErrorCode::kMissingReference));
+  std::vector<uint32_t> wrong = r;
+  wrong[3] ^= 1;
+  CHECK(expect_error(chunk, nb, wrong.data(), nb) == int(ErrorCode::kReferenceMismatch));
+  CHECK(expect_error(chunk, nb - 4, r.data(), nb) == int(ErrorCode::kSizeMismatch));
+  for (size_t cut = 0; cut < chunk.size(); cut += 7) {
+    std::vector<uint8_t> t(chunk.begin(), chunk.begin() + cut);
+    const int code = expect_error(t, nb, r.data(), nb);
+    CHECK(code == int(ErrorCode::kTruncated) || code == int(ErrorCode::kBadMagic));
+  }
+  auto flipped = chunk;
+  flipped[flipped.size() / 2] ^= 0x10;
+  CHECK(expect_error(flipped, nb, r.data(), nb) == int(ErrorCode::kChecksum));
+  auto version = chunk;
+  version[4] = 99;
+  CHECK(expect_error(version, nb, r.data(), nb) == int(ErrorCode::kUnsupportedVersion));
+  ++tests_run;
+}
+
+int main() {
+  test_bitstream_roundtrip();
+  test_elias_roundtrip();
+  test_rans_roundtrip();
+  test_log_bucket_split_join();
+  test_chunk_roundtrips();
+  test_bad_input();
+  std::printf("%d passed, 0 failed\n", tests_run);
+  return 0;
+}
