@@ -48,8 +48,9 @@ const DTypeName& dtype_entry(tpde::DType dtype) {
 }
 
 py::array contiguous(const py::object& obj) {
-  static py::object ascontiguousarray = py::module_::import("numpy").attr("ascontiguousarray");
-  return ascontiguousarray(obj).cast<py::array>();
+  // Leaked on purpose: a static py::object would be destroyed after the interpreter.
+  static auto* ascontiguousarray = new py::object(py::module_::import("numpy").attr("ascontiguousarray"));
+  return (*ascontiguousarray)(obj).cast<py::array>();
 }
 
 std::vector<uint64_t> shape_of(const py::array& a) {

@@ -1,0 +1,20 @@
+"""tpde: temporal position-delta coding of deep-learning training checkpoints."""
+
+from ._core import FORMAT_VERSION, decode, encode, fingerprint, read_header
+from ._core import __version__
+from .errors import TPDEError
+from .numcodecs_codec import TPDECodec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "TPDECodec",
+    "TPDEError",
+    "__version__",
+    "decode",
+    "encode",
+    "fingerprint",
+    "read_header",
+]
+from .zarr_codec import TPDEZarrCodec  # noqa: E402  (registers the zarr v3 codec "tpde")
+
+__all__.append("TPDEZarrCodec")
