@@ -84,15 +84,19 @@ static void test_rans_roundtrip() {
   uint32_t sum = 0;
   for (auto f : freqs) sum += f;
   CHECK(sum == kProbScale);
-  std::vector<EncSymbol> enc(kAlphabet);
+  std::vector<RansEncSymbol> enc(kAlphabet);
   uint32_t cum = 0;
   for (int s = 0; s < kAlphabet; ++s) {
-    enc[s] = {freqs[s], cum};
+    if (freqs[s]) enc[s] = RansEncSymbol(cum, freqs[s]);
     cum += freqs[s];
   }
-  RansEncoder e;
-  for (size_t i = syms.size(); i-- > 0;) e.put(enc[syms[i]]);
+  RansEncoder e(syms.size()), exact(syms.size());
+  for (size_t i = syms.size(); i-- > 0;) {
+    e.put(enc[syms[i]]);
+    exact.put_exact(enc[syms[i]]);
+  }
   const std::vector<uint8_t> bytes = e.finish();
+  CHECK(bytes == exact.finish());  // reciprocal fast path == division path
   std::vector<uint8_t> table_bytes;
   write_tables(freqs, 1, table_bytes);
   std::vector<DecTable> tables;

@@ -18,35 +18,72 @@ constexpr int kProbBits = 12;
 constexpr uint32_t kProbScale = 1u << kProbBits;
 constexpr uint32_t kRansLow = 1u << 23;
 
-struct EncSymbol {
+// Encoder view of one symbol. put() uses ryg_rans' reciprocal trick instead of a division;
+// put_exact() divides. Both produce the same bytes (tests assert it).
+struct RansEncSymbol {
+  uint32_t x_max = 0;
+  uint32_t rcp_freq = 0;
+  uint32_t bias = 0;
+  uint16_t cmpl_freq = 0;
+  uint16_t rcp_shift = 0;
   uint32_t freq = 0;
   uint32_t start = 0;
+
+  RansEncSymbol() = default;
+  RansEncSymbol(uint32_t start_, uint32_t freq_) : freq(freq_), start(start_) {
+    x_max = ((kRansLow >> kProbBits) << 8) * freq;
+    cmpl_freq = static_cast<uint16_t>(kProbScale - freq);
+    if (freq < 2) {
+      rcp_freq = ~0u;
+      rcp_shift = 0;
+      bias = start + kProbScale - 1;
+    } else {
+      uint32_t shift = 0;
+      while (freq > (1u << shift)) ++shift;
+      rcp_freq = static_cast<uint32_t>(((uint64_t(1) << (shift + 31)) + freq - 1) / freq);
+      rcp_shift = static_cast<uint16_t>(shift - 1);
+      bias = start;
+    }
+  }
 };
 
 class RansEncoder {
  public:
-  // Bytes are produced back to front into a growing buffer; bytes() returns them in order.
-  void put(const EncSymbol& s) {
-    uint32_t x = state_;
-    const uint32_t x_max = ((kRansLow >> kProbBits) << 8) * s.freq;
-    while (x >= x_max) {
-      rev_.push_back(static_cast<uint8_t>(x & 0xFF));
-      x >>= 8;
-    }
+  // At most 2 bytes leave per symbol (x < 2^31, x_max >= 2^19), plus the 4-byte final state.
+  explicit RansEncoder(uint64_t max_symbols) : buf_(2 * max_symbols + 4), pos_(buf_.size()) {}
+
+  void put(const RansEncSymbol& s) {
+    uint32_t x = renormalize(s);
+    const uint32_t q = static_cast<uint32_t>((static_cast<uint64_t>(x) * s.rcp_freq) >> 32) >> s.rcp_shift;
+    state_ = x + s.bias + q * s.cmpl_freq;
+  }
+
+  void put_exact(const RansEncSymbol& s) {
+    const uint32_t x = renormalize(s);
     state_ = ((x / s.freq) << kProbBits) + (x % s.freq) + s.start;
   }
 
   std::vector<uint8_t> finish() {
     for (int i = 0; i < 4; ++i) {
-      rev_.push_back(static_cast<uint8_t>(state_ & 0xFF));
+      buf_[--pos_] = static_cast<uint8_t>(state_ & 0xFF);
       state_ >>= 8;
     }
-    return std::vector<uint8_t>(rev_.rbegin(), rev_.rend());
+    return std::vector<uint8_t>(buf_.begin() + static_cast<std::ptrdiff_t>(pos_), buf_.end());
   }
 
  private:
+  uint32_t renormalize(const RansEncSymbol& s) {
+    uint32_t x = state_;
+    while (x >= s.x_max) {
+      buf_[--pos_] = static_cast<uint8_t>(x & 0xFF);
+      x >>= 8;
+    }
+    return x;
+  }
+
   uint32_t state_ = kRansLow;
-  std::vector<uint8_t> rev_;
+  std::vector<uint8_t> buf_;
+  size_t pos_;
 };
 
 // One decode slot: symbol (8 bits), freq-1 (12 bits), slot-start offset (12 bits).

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 #include "../common/bitstream.hpp"
 #include "../common/elias.hpp"
@@ -94,72 +95,95 @@ class ChunkEncoder {
     return c;
   }
 
-  // Context of position i given the previously coded value.
-  int context_at(ContextScheme scheme, uint64_t i, U previous_v) const {
-    switch (scheme) {
-      case ContextScheme::kNone: return 0;
-      case ContextScheme::kRefExponent:
-        return exponent_context(context_param_,
-                                float_exponent(ref_[i], mantissa_bits(dtype_), exponent_bits(dtype_)));
-      case ContextScheme::kPrevResidual:
-        return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
-      case ContextScheme::kNeighbour: return magnitude_class(previous_v);
-      case ContextScheme::kPrevExponent:
-        return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mantissa_bits(dtype_),
-                                                               exponent_bits(dtype_)));
+  // Context of position i given the previously coded value (compile-time scheme).
+  template <ContextScheme S>
+  int context_at(uint64_t i, U previous_v) const {
+    if constexpr (S == ContextScheme::kNone) {
+      return 0;
+    } else if constexpr (S == ContextScheme::kRefExponent) {
+      return exponent_context(context_param_, float_exponent(ref_[i], mant_, expb_));
+    } else if constexpr (S == ContextScheme::kPrevResidual) {
+      return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
+    } else if constexpr (S == ContextScheme::kNeighbour) {
+      return magnitude_class(previous_v);
+    } else {
+      return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mant_, expb_));
     }
-    return 0;
+  }
+
+  template <typename F>
+  static void with_scheme(ContextScheme scheme, F&& f) {
+    using CS = ContextScheme;
+    switch (scheme) {
+      case CS::kNone: f(std::integral_constant<CS, CS::kNone>{}); break;
+      case CS::kRefExponent: f(std::integral_constant<CS, CS::kRefExponent>{}); break;
+      case CS::kPrevResidual: f(std::integral_constant<CS, CS::kPrevResidual>{}); break;
+      case CS::kNeighbour: f(std::integral_constant<CS, CS::kNeighbour>{}); break;
+      case CS::kPrevExponent: f(std::integral_constant<CS, CS::kPrevExponent>{}); break;
+    }
   }
 
   U initial_previous(ContextScheme scheme) const {
     // Standalone floats: a previous value with the top exponent maps to context 0.
     if (scheme == ContextScheme::kPrevExponent)
-      return rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mantissa_bits(dtype_)));
+      return rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mant_));
     return 0;
   }
 
-  double tail_bits_of(uint64_t i) const {
-    if (float_split_) return kBits<U> - 8;
-    return log_bucket_tail_bits(symbols_[i]);
+  int tail_bits_of(uint8_t symbol) const {
+    return float_split_ ? kBits<U> - 8 : log_bucket_tail_bits(symbol);
+  }
+
+  // One pass gives the histograms of both position schemes (all values / non-zero values).
+  template <ContextScheme S>
+  void histogram_pass(Histogram& all, Histogram& nonzero) const {
+    U prev_all = initial_previous(S), prev_nonzero = prev_all;
+    const uint8_t* sym = symbols_.data();
+    const U* v = v_.data();
+    for (uint64_t i = 0; i < n_; ++i) {
+      const size_t c = static_cast<size_t>(context_at<S>(i, prev_all));
+      ++all[c * kAlphabet + sym[i]];
+      prev_all = v[i];
+      if (v[i]) {
+        const size_t cz = (S == ContextScheme::kNeighbour || S == ContextScheme::kPrevExponent)
+                              ? static_cast<size_t>(context_at<S>(i, prev_nonzero))
+                              : c;
+        ++nonzero[cz * kAlphabet + sym[i]];
+        prev_nonzero = v[i];
+      }
+    }
   }
 
   Plan choose_plan() {
     Plan best;
-    std::vector<PositionScheme> position_options = {PositionScheme::kInline};
-    if (zeros_ > 0) position_options.push_back(PositionScheme::kEliasGaps);
-    double tails[2] = {0, 0};
-    for (uint64_t i = 0; i < n_; ++i) {
-      const double t = tail_bits_of(i);
-      tails[0] += t;
-      if (v_[i]) tails[1] += t;
-    }
+    uint64_t tail_counts[2] = {0, 0};
+    uint64_t sym_counts[kAlphabet] = {0};
+    for (uint64_t i = 0; i < n_; ++i) ++sym_counts[symbols_[i]];
+    for (int s = 0; s < kAlphabet; ++s) tail_counts[0] += sym_counts[s] * tail_bits_of(static_cast<uint8_t>(s));
+    // Zero values have no tail in LogBucket; in FloatSplit a zero (+0.0) has a full tail.
+    tail_counts[1] = float_split_ ? tail_counts[0] - zeros_ * (kBits<U> - 8) : tail_counts[0];
     double gap_bits = 0;
     if (zeros_ > 0) {
       uint64_t last = 0;
       for (uint64_t i = 0; i < n_; ++i)
         if (v_[i]) {
-          const uint64_t g = i + 1 - last;
-          const int len = bit_length(g);
+          const int len = bit_length(i + 1 - last);
           gap_bits += len + 2 * bit_length(static_cast<uint64_t>(len)) - 2;
           last = i + 1;
         }
     }
-    Histogram hist;
-    for (PositionScheme pos : position_options) {
-      const bool elias = pos == PositionScheme::kEliasGaps;
-      for (ContextScheme scheme : candidate_contexts()) {
-        const int contexts = context_count(scheme);
-        hist.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
-        U previous = initial_previous(scheme);
-        for (uint64_t i = 0; i < n_; ++i) {
-          const U v = v_[i];
-          if (elias && v == 0) continue;
-          ++hist[static_cast<size_t>(context_at(scheme, i, previous)) * kAlphabet + symbols_[i]];
-          previous = v;
-        }
-        double bits = 8.0 * (kPayloadPrefix + 32) + tails[elias] + (elias ? gap_bits : 0);
-        for (int c = 0; c < contexts; ++c) bits += estimate_context_bits(&hist[size_t(c) * kAlphabet]);
-        if (bits < best.bits) best = {pos, scheme, bits};
+    Histogram all, nonzero;
+    for (ContextScheme scheme : candidate_contexts()) {
+      const int contexts = context_count(scheme);
+      all.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
+      nonzero.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
+      with_scheme(scheme, [&](auto s) { histogram_pass<decltype(s)::value>(all, nonzero); });
+      for (int elias = 0; elias < (zeros_ > 0 ? 2 : 1); ++elias) {
+        const Histogram& h = elias ? nonzero : all;
+        double bits = 8.0 * (kPayloadPrefix + 32) + static_cast<double>(tail_counts[elias]) + (elias ? gap_bits : 0);
+        for (int c = 0; c < contexts; ++c) bits += estimate_context_bits(&h[size_t(c) * kAlphabet]);
+        if (bits < best.bits)
+          best = {elias ? PositionScheme::kEliasGaps : PositionScheme::kInline, scheme, bits};
       }
     }
     return best;
@@ -182,9 +206,11 @@ class ChunkEncoder {
     std::vector<uint8_t> ctx(coded);
     Histogram hist(static_cast<size_t>(contexts) * kAlphabet, 0);
     std::vector<uint8_t> gaps, tails;
+    tails.reserve(n_ * sizeof(U));
     BitWriter gap_writer(gaps), tail_writer(tails);
-    {
-      U previous = initial_previous(plan.contexts);
+    with_scheme(plan.contexts, [&](auto scheme) {
+      constexpr ContextScheme S = decltype(scheme)::value;
+      U previous = initial_previous(S);
       uint64_t k = 0, last = 0;
       for (uint64_t i = 0; i < n_; ++i) {
         const U v = v_[i];
@@ -193,23 +219,23 @@ class ChunkEncoder {
           put_elias_delta(gap_writer, i + 1 - last);
           last = i + 1;
         }
-        const int c = context_at(plan.contexts, i, previous);
+        const int c = context_at<S>(i, previous);
         ctx[k++] = static_cast<uint8_t>(c);
         ++hist[static_cast<size_t>(c) * kAlphabet + symbols_[i]];
         if (float_split_) {
           tail_writer.put_wide(v & ((U(1) << (kBits<U> - 8)) - 1), kBits<U> - 8);
-        } else {
-          const Split s = log_bucket_split(v);
-          if (s.tail_bits) tail_writer.put_wide(s.tail, s.tail_bits);
+        } else if (v >= 8) {
+          const int tb = log_bucket_tail_bits(symbols_[i]);
+          tail_writer.put_wide(v & ((uint64_t(1) << tb) - 1), tb);
         }
         previous = v;
       }
-    }
+    });
     gap_writer.finish();
     tail_writer.finish();
 
     std::vector<uint32_t> freqs(static_cast<size_t>(contexts) * kAlphabet, 0);
-    std::vector<EncSymbol> enc(static_cast<size_t>(contexts) * kAlphabet);
+    std::vector<RansEncSymbol> enc(static_cast<size_t>(contexts) * kAlphabet);
     for (int c = 0; c < contexts; ++c) {
       const size_t base = static_cast<size_t>(c) * kAlphabet;
       bool any = false;
@@ -218,14 +244,14 @@ class ChunkEncoder {
       normalize_frequencies(&hist[base], &freqs[base]);
       uint32_t cum = 0;
       for (int s = 0; s < kAlphabet; ++s) {
-        enc[base + s] = {freqs[base + s], cum};
+        if (freqs[base + s]) enc[base + s] = RansEncSymbol(cum, freqs[base + s]);
         cum += freqs[base + s];
       }
     }
     std::vector<uint8_t> tables;
     write_tables(freqs, contexts, tables);
 
-    RansEncoder rans;
+    RansEncoder rans(coded);
     {
       uint64_t k = coded;
       for (uint64_t i = n_; i-- > 0;) {
@@ -259,6 +285,8 @@ class ChunkEncoder {
   const U* prev_;
   const DType dtype_;
   const bool float_split_;
+  const int mant_ = mantissa_bits(dtype_);
+  const int expb_ = exponent_bits(dtype_);
   std::vector<U> v_;
   std::vector<uint8_t> symbols_;
   uint64_t zeros_ = 0;
