@@ -54,7 +54,11 @@ class ChunkDecoder {
       std::memcpy(out_, p, n_ * sizeof(U));
       return;
     }
-    const bool is_delta = h_.mode == Mode::kDelta;
+    if (payload_[3] > 1) corrupt("unknown reference flag " + std::to_string(payload_[3]));
+    if (payload_[3] == 1 && h_.mode != Mode::kDelta) corrupt("reference flag on a standalone chunk");
+    // A delta chunk may code its values without the reference (payload byte 3 = 1).
+    const bool is_delta = h_.mode == Mode::kDelta && payload_[3] == 0;
+    use_reference_ = is_delta;
     float_split_ = value_scheme == static_cast<uint8_t>(ValueScheme::kFloatSplit);
     if (value_scheme > 2) corrupt("unknown value scheme " + std::to_string(value_scheme));
     if (float_split_ && (is_delta || !is_float(h_.dtype))) corrupt("float-split scheme on a delta or integer chunk");
@@ -149,7 +153,7 @@ class ChunkDecoder {
   }
 
   void store_value(uint64_t i, U v) {
-    if (h_.mode == Mode::kDelta) {
+    if (use_reference_) {
       out_[i] = static_cast<U>(ref_[i] + unzigzag<U>(v));
     } else if (float_split_) {
       out_[i] = rotr1<U>(v);
@@ -159,7 +163,7 @@ class ChunkDecoder {
   }
 
   void finish_transform() {
-    if (h_.mode == Mode::kDelta || float_split_) return;
+    if (use_reference_ || float_split_) return;
     U previous = 0;
     for (uint64_t i = 0; i < n_; ++i) {
       previous = static_cast<U>(previous + unzigzag<U>(out_[i]));
@@ -175,6 +179,7 @@ class ChunkDecoder {
   const uint64_t n_;
   bool float_split_ = false;
   bool elias_ = false;
+  bool use_reference_ = false;
   ContextScheme scheme_ = ContextScheme::kNone;
   int context_param_ = 0;
   std::vector<DecTable> tables_;

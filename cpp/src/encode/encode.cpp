@@ -1,4 +1,5 @@
 // Chunk encoder: residuals, zero masking with Elias-delta gaps, context-modelled rANS.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -25,13 +26,21 @@ struct Plan {
 template <typename U>
 class ChunkEncoder {
  public:
-  ChunkEncoder(const EncodeInput& in, uint64_t n)
-      : n_(n),
+  // without_reference: a delta chunk whose values are coded as if standalone (payload byte 3).
+  ChunkEncoder(const EncodeInput& in, uint64_t n, bool without_reference)
+      : without_reference_(without_reference),
+        n_(n),
         x_(static_cast<const U*>(in.data)),
         ref_(static_cast<const U*>(in.reference)),
         prev_(static_cast<const U*>(in.prev_reference)),
         dtype_(in.dtype),
         float_split_(!in.reference && is_float(in.dtype)) {}
+
+  // Estimated payload bits of the best plan (used to choose between coding schemes).
+  double estimate_bits() {
+    transform();
+    return choose_plan().bits;
+  }
 
   void encode_payload(std::vector<uint8_t>& out) {
     transform();
@@ -268,6 +277,7 @@ class ChunkEncoder {
     p[0] = static_cast<uint8_t>(float_split_ ? ValueScheme::kFloatSplit : ValueScheme::kLogBucket);
     p[1] = static_cast<uint8_t>(plan.positions);
     p[2] = static_cast<uint8_t>(plan.contexts);
+    p[3] = without_reference_ ? 1 : 0;
     store_le<uint16_t>(p + 4, static_cast<uint16_t>(context_param_));
     store_le<uint64_t>(p + 8, coded);
     const std::vector<uint8_t>* sections[] = {&gaps, &tables, &rans_bytes, &tails};
@@ -279,6 +289,7 @@ class ChunkEncoder {
     }
   }
 
+  const bool without_reference_;
   const uint64_t n_;
   const U* x_;
   const U* ref_;
@@ -293,9 +304,44 @@ class ChunkEncoder {
   int context_param_ = 0;
 };
 
+constexpr uint64_t kSampleBlock = 2048;
+constexpr uint64_t kSampleBlocks = 8;
+
+// A delta chunk is coded against its reference unless a sample says that coding the
+// values standalone is cheaper (optimizer moments refresh between distant saves).
+template <typename U>
+bool cheaper_without_reference(const EncodeInput& in, uint64_t n) {
+  const uint64_t blocks = std::min<uint64_t>(kSampleBlocks, (n + kSampleBlock - 1) / kSampleBlock);
+  const uint64_t stride = blocks > 1 ? (n - kSampleBlock) / (blocks - 1) : 0;
+  std::vector<U> x, ref, prev;
+  const auto* src = static_cast<const U*>(in.data);
+  const auto* src_ref = static_cast<const U*>(in.reference);
+  const auto* src_prev = static_cast<const U*>(in.prev_reference);
+  for (uint64_t b = 0; b < blocks; ++b) {
+    const uint64_t begin = b * stride, end = std::min(n, begin + kSampleBlock);
+    x.insert(x.end(), src + begin, src + end);
+    ref.insert(ref.end(), src_ref + begin, src_ref + end);
+    if (src_prev) prev.insert(prev.end(), src_prev + begin, src_prev + end);
+  }
+  EncodeInput sample = in;
+  sample.data = x.data();
+  sample.reference = ref.data();
+  sample.prev_reference = src_prev ? prev.data() : nullptr;
+  const double with_reference = ChunkEncoder<U>(sample, x.size(), false).estimate_bits();
+  sample.reference = sample.prev_reference = nullptr;
+  const double without_reference = ChunkEncoder<U>(sample, x.size(), true).estimate_bits();
+  return without_reference < with_reference;
+}
+
 template <typename U>
 void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
-  ChunkEncoder<U>(in, n).encode_payload(out);
+  if (in.reference && n > 0 && cheaper_without_reference<U>(in, n)) {
+    EncodeInput standalone = in;
+    standalone.reference = standalone.prev_reference = nullptr;
+    ChunkEncoder<U>(standalone, n, true).encode_payload(out);
+    return;
+  }
+  ChunkEncoder<U>(in, n, false).encode_payload(out);
 }
 
 }  // namespace
