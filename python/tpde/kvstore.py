@@ -1,0 +1,119 @@
+"""Blocking key/value access to any zarr v3 store (local, memory, fsspec, wrappers).
+
+The checkpoint store writes and reads chunk bytes itself (delta chunks need their
+reference, which zarr's codec pipeline cannot pass), so it needs plain get/set/delete/list
+calls that work from worker threads. Stores with zarr's own synchronous methods
+(`LocalStore`, `MemoryStore`) use them; any other store goes through zarr's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import collect_aiterator, sync
+from zarr.storage import FsspecStore, LocalStore
+
+from .errors import TPDEError
+
+
+def open_zarr_store(target: object, *, read_only: bool) -> Store:
+    """A zarr store for `target`: a Store instance, a local path, or an fsspec URL."""
+    if isinstance(target, Store):
+        return target
+    if isinstance(target, (str, os.PathLike)):
+        text = os.fspath(target)
+        if "://" in text and not text.startswith("file://"):
+            return FsspecStore.from_url(text, read_only=read_only)
+        path = Path(text.removeprefix("file://"))
+        if path.exists() and not path.is_dir():
+            raise TPDEError(f"{text!r} is a file, not a tpde store (a directory)", "not_a_store")
+        return LocalStore(path, read_only=read_only)
+    raise TPDEError(
+        f"cannot open a store from {type(target).__name__}; give a path, URL or zarr Store",
+        "invalid_argument",
+    )
+
+
+class KeyValueStore:
+    """Synchronous, thread-safe get/set/delete/list over a zarr `Store`."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._prototype = default_buffer_prototype()
+        self._get_sync = getattr(store, "get_sync", None)
+        self._set_sync = getattr(store, "set_sync", None)
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the underlying store refuses writes."""
+        return self.store.read_only
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes under `key`, or None when there is no such key."""
+        if self._get_sync is not None:
+            buf = self._get_sync(key, prototype=self._prototype)
+        else:
+            buf = sync(self.store.get(key, self._prototype))
+        return None if buf is None else buf.to_bytes()
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """Values of several keys, fetched concurrently on stores without sync access."""
+        if self._get_sync is not None or len(keys) <= 1:
+            return [self.get(k) for k in keys]
+
+        async def fetch() -> list:
+            return await asyncio.gather(*(self.store.get(k, self._prototype) for k in keys))
+
+        return [None if b is None else b.to_bytes() for b in sync(fetch())]
+
+    def set(self, key: str, value: bytes) -> None:
+        """Write `value` under `key` (whole-object write)."""
+        buf = self._prototype.buffer.from_bytes(value)
+        if self._set_sync is not None:
+            self._set_sync(key, buf)
+        else:
+            sync(self.store.set(key, buf))
+
+    def set_many(self, items: dict[str, bytes]) -> None:
+        """Write several keys, concurrently on stores without sync access."""
+        if self._set_sync is not None or len(items) <= 1:
+            for key, value in items.items():
+                self.set(key, value)
+            return
+        proto = self._prototype
+
+        async def put() -> None:
+            await asyncio.gather(
+                *(self.store.set(k, proto.buffer.from_bytes(v)) for k, v in items.items())
+            )
+
+        sync(put())
+
+    def delete(self, key: str) -> None:
+        """Remove `key` if present."""
+        sync(self.store.delete(key))
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every key under the folder `prefix` (no trailing slash)."""
+        sync(self.store.delete_dir(prefix))
+
+    def list_dir(self, prefix: str) -> list[str]:
+        """Names directly under the folder `prefix` (keys and sub-folders)."""
+        return sorted(set(collect_aiterator(self.store.list_dir(prefix))))
+
+    def exists(self, key: str) -> bool:
+        """Whether `key` holds a value."""
+        return sync(self.store.exists(key))
+
+    def is_empty(self) -> bool:
+        """Whether the store holds no keys at all."""
+        return sync(self.store.is_empty(""))
+
+    def describe(self) -> str:
+        """A short human name for the store, for error messages."""
+        root = getattr(self.store, "root", None)
+        return str(root) if root is not None else str(self.store)

@@ -1,0 +1,761 @@
+"""CheckpointStore: a training run's checkpoints as temporal deltas in one zarr store.
+
+Each saved step is a zarr group; each tensor of the state is an array with the same chunk
+grid at every step. A step is a *keyframe* (chunks coded standalone) or a *delta* (each
+chunk coded against the same chunk of the predecessor step's reconstruction, and against
+the step before that as a coding context when both are in the same chain). See
+docs/store.md for the layout, the crash-safety argument and the deletion rules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import _core
+from .chunking import Box, ChunkGrid, choose_chunks
+from .errors import TPDEError
+from .kvstore import KeyValueStore, open_zarr_store
+from .progress import byte_progress, wanted
+from .state_tree import flatten_state, leaf_names, unflatten_state
+from .store_layout import (
+    COMMITS,
+    DELTA,
+    KEYFRAME,
+    ROOT_ATTRS,
+    ROOT_GROUP,
+    STEPS,
+    STORE_FORMAT,
+    ArrayEntry,
+    Manifest,
+    Marker,
+    array_prefix,
+    commit_key,
+    group_bytes,
+    json_bytes,
+    step_prefix,
+    zarray_bytes,
+)
+from .torch_adapter import ArraySpec, alias_key, from_storage, is_array, storage_dtype, to_storage
+
+DEFAULT_KEYFRAME_EVERY = 16
+DEFAULT_CHUNK_ELEMENTS = 2**20
+_MODES = ("r", "r+", "a", "w", "w-")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Sizes and change statistics of one stored tensor of one step."""
+
+    name: str
+    kind: str  # "torch", "numpy" or "pickle"
+    dtype: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    raw_bytes: int
+    stored_bytes: int
+    changed_fraction: float | None  # share of positions that differ from the base step
+
+    @property
+    def ratio(self) -> float:
+        """Uncompressed bytes over stored bytes."""
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else math.inf
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Summary of one committed step."""
+
+    step: int
+    kind: str  # "keyframe" or "delta"
+    base_step: int | None  # the step this delta is coded against
+    prev_step: int | None  # the step used as extra coding context, if any
+    depth: int  # deltas between this step and its keyframe
+    raw_bytes: int
+    stored_bytes: int
+    time: float
+    tensors: dict[str, TensorInfo] | None = None  # filled by info(step)
+    meta: dict | None = None
+
+    @property
+    def ratio(self) -> float:
+        """Uncompressed bytes over stored bytes."""
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else math.inf
+
+
+@dataclass
+class _Snapshot:
+    """A step's reconstruction kept in memory: the reference for the next delta."""
+
+    step: int
+    arrays: dict[str, np.ndarray]
+    entries: dict[str, ArrayEntry]
+
+
+class CheckpointStore:
+    """Checkpoints of one training run, stored as keyframes and deltas in a zarr store.
+
+    `store` is a path, an fsspec URL or any zarr v3 `Store`. `mode`: "r" read only,
+    "r+" existing store, "a" open or create, "w" create (erasing what is there),
+    "w-" create, failing if something is there. `keyframe_every` and `chunk_elements`
+    apply to steps this object saves (None: the store's setting, else the default).
+    `workers` threads code chunks in parallel. `progress`: None shows a bar for large
+    saves and loads on a terminal, True/False forces it.
+    """
+
+    def __init__(
+        self,
+        store: object,
+        mode: str = "a",
+        *,
+        keyframe_every: int | None = None,
+        chunk_elements: int | None = None,
+        workers: int | None = None,
+        progress: bool | None = None,
+    ):
+        if mode not in _MODES:
+            raise TPDEError(f"mode must be one of {_MODES}, not {mode!r}", "invalid_argument")
+        for what, value in (("keyframe_every", keyframe_every), ("chunk_elements", chunk_elements),
+                            ("workers", workers)):
+            if value is not None:
+                _positive(what, value)
+        self.mode = mode
+        self._kv = KeyValueStore(open_zarr_store(store, read_only=mode == "r"))
+        self.workers = workers or min(32, os.cpu_count() or 1)
+        self.progress = progress
+        self._recent: list[_Snapshot] = []
+        settings = self._open(mode)
+        self.keyframe_every = keyframe_every or settings.get("keyframe_every", DEFAULT_KEYFRAME_EVERY)
+        self.chunk_elements = chunk_elements or settings.get("chunk_elements", DEFAULT_CHUNK_ELEMENTS)
+        if not settings:
+            self._create(self.keyframe_every, self.chunk_elements)
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self, mode: str) -> dict:
+        where = self._kv.describe()
+        local_root = getattr(self._kv.store, "root", None)
+        missing = local_root is not None and not os.path.isdir(local_root)
+        if missing and mode in ("r", "r+"):
+            raise TPDEError(f"no tpde store at {where} (it does not exist)", "not_a_store")
+        if mode == "w" and not missing:
+            self._kv.delete_prefix(STEPS)
+            self._kv.delete_prefix(COMMITS)
+            for key in self._kv.list_dir(""):
+                self._kv.delete(key)
+            return {}
+        empty = missing or self._kv.is_empty()
+        if empty:
+            if mode in ("r", "r+"):
+                raise TPDEError(f"no tpde store at {where} (it is empty)", "not_a_store")
+            return {}
+        if mode == "w-":
+            raise TPDEError(f"{where} already holds data; use mode 'a' or 'w'", "store_exists")
+        raw = self._kv.get(ROOT_ATTRS)
+        try:
+            settings = json.loads(raw)["tpde_store"] if raw else None
+        except (ValueError, KeyError, TypeError):
+            settings = None
+        if not isinstance(settings, dict):
+            raise TPDEError(f"{where} is not a tpde checkpoint store", "not_a_store")
+        if settings.get("format") != STORE_FORMAT:
+            raise TPDEError(
+                f"{where} is a tpde store of format {settings.get('format')}; "
+                f"this tpde reads format {STORE_FORMAT}",
+                "unsupported_version",
+            )
+        return settings
+
+    def _create(self, keyframe_every: int, chunk_elements: int) -> None:
+        settings = {
+            "format": STORE_FORMAT,
+            "keyframe_every": keyframe_every,
+            "chunk_elements": chunk_elements,
+            "created": time.time(),
+            "tpde_version": _core.__version__,
+        }
+        self._kv.set_many(
+            {
+                ROOT_GROUP: group_bytes(),
+                f"{STEPS}/{ROOT_GROUP}": group_bytes(),
+                ROOT_ATTRS: json_bytes({"tpde_store": settings}),
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({self._kv.describe()!r}, mode={self.mode!r})"
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Drop the in-memory reconstructions (the store itself needs no closing)."""
+        self._recent = []
+
+    # ------------------------------------------------------------------ listing
+
+    def steps(self) -> list[int]:
+        """Committed steps, ascending."""
+        return sorted(int(n) for n in self._kv.list_dir(COMMITS) if n.isdigit())
+
+    def tensors(self, step: int) -> list[str]:
+        """Names of the arrays stored at `step`, in state order."""
+        return list(self._manifest(step).arrays)
+
+    def info(self, step: int) -> StepInfo:
+        """Kind, base step, sizes and per-tensor statistics of a step."""
+        marker = self._marker(step)
+        manifest = self._manifest(step, marker)
+        tensors = {name: _tensor_info(entry) for name, entry in manifest.arrays.items()}
+        return _step_info(marker, tensors, manifest.meta)
+
+    def history(self) -> list[StepInfo]:
+        """Summaries of every committed step (from the commit markers only)."""
+        return [_step_info(self._marker(s)) for s in self.steps()]
+
+    # ------------------------------------------------------------------ saving
+
+    def save(
+        self,
+        step: int,
+        state: object,
+        *,
+        allow_pickle: bool = False,
+        meta: dict | None = None,
+        progress: bool | None = None,
+    ) -> StepInfo:
+        """Store `state` (a nested state dict) as `step`; returns the step's summary.
+
+        The step is a delta against the latest committed step before it, unless a keyframe
+        is due, or a tensor appeared or changed shape or dtype. The commit marker is
+        written last: if the process dies before, the step does not exist.
+        """
+        self._check_writable()
+        step = _check_step(step)
+        if self._kv.exists(commit_key(step)):
+            raise TPDEError(f"step {step} already exists; delete it first", "step_exists")
+        try:
+            json_bytes(meta)
+        except (TypeError, ValueError) as e:
+            raise TPDEError(f"meta must be JSON-serializable ({e})", "invalid_argument") from e
+        tree, leaves = flatten_state(
+            state, is_array=is_array, alias_key=alias_key, allow_pickle=allow_pickle
+        )
+        arrays: dict[str, np.ndarray] = {}
+        specs: dict[str, ArraySpec] = {}
+        for leaf in leaves:
+            arrays[leaf.name], specs[leaf.name] = to_storage(leaf.value)
+        chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
+
+        base, prev, depth = self._references(step, specs, chunks)
+        kind = KEYFRAME if base is None else DELTA
+        prev_step = None if prev is None else prev.step
+
+        self._kv.delete_prefix(step_prefix(step))  # leftovers of a crashed attempt
+        grids = {n: ChunkGrid(specs[n].storage_shape, chunks[n]) for n in arrays}
+        tasks = [(n, i) for n in arrays for i in grids[n].indices()]
+        sizes = [math.prod(chunks[n]) * arrays[n].itemsize for n, _ in tasks]
+
+        def encode_chunk(name: str, index: tuple) -> tuple[int, int, int]:
+            grid = grids[name]
+            data = grid.extract(arrays[name], index)
+            ref = None if base is None else grid.extract(base.arrays[name], index)
+            ctx = None if prev is None else grid.extract(prev.arrays[name], index)
+            blob = _core.encode(data, reference=ref, prev_reference=ctx, dtype=specs[name].codec_dtype)
+            self._kv.set(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
+            changed = 0 if ref is None else _count_changed(data, ref)
+            return len(blob), _core.fingerprint(data), changed
+
+        results = self._run(encode_chunk, tasks, f"save step {step}", progress, sizes)
+        entries = self._entries(specs, chunks, tasks, results, kind)
+        manifest = Manifest(
+            step, kind, None if base is None else base.step, prev_step, depth, tree, entries,
+            dict(meta or {}), _core.__version__,
+        )
+        marker = self._commit(manifest)
+        self._recent = [s for s in (base, _Snapshot(step, arrays, entries)) if s is not None]
+        tensors = {name: _tensor_info(entry) for name, entry in entries.items()}
+        return _step_info(marker, tensors, manifest.meta)
+
+    def _references(
+        self, step: int, specs: dict[str, ArraySpec], chunks: dict[str, tuple]
+    ) -> tuple[_Snapshot | None, _Snapshot | None, int]:
+        """Base and context reconstructions for a new step, and its depth (keyframe: 0)."""
+        earlier = [s for s in self.steps() if s < step]
+        if not earlier:
+            return None, None, 0
+        marker = self._marker(earlier[-1])
+        if marker.depth + 1 >= self.keyframe_every:
+            return None, None, 0
+        manifest = self._manifest(marker.step, marker)
+        for name, spec in specs.items():
+            entry = manifest.arrays.get(name)
+            if entry is None or entry.spec.kind != spec.kind:
+                return None, None, 0
+            if entry.layout() != (spec.codec_dtype, spec.storage_shape, chunks[name]):
+                return None, None, 0
+        base, prev = self._cached(manifest)
+        if base is None:
+            base, prev = self._reconstruct_for_saving(manifest)
+        return base, prev, marker.depth + 1
+
+    def _cached(self, manifest: Manifest) -> tuple[_Snapshot | None, _Snapshot | None]:
+        """The in-memory reconstructions of `manifest`'s step and its base, if current."""
+        by_step = {s.step: s for s in self._recent}
+        base = by_step.get(manifest.step)
+        if base is None or any(
+            base.entries.get(n) is None or base.entries[n].crc32c != e.crc32c
+            for n, e in manifest.arrays.items()
+        ):
+            return None, None
+        if manifest.kind == KEYFRAME:
+            return base, None
+        prev = by_step.get(manifest.base_step)
+        return (base, prev) if prev is not None else (None, None)
+
+    def _reconstruct_for_saving(self, manifest: Manifest) -> tuple[_Snapshot, _Snapshot | None]:
+        """Decode the predecessor (and its base, the coding context) from the store."""
+        chain = self._chain(manifest.step)
+        names = list(manifest.arrays)
+        last, before = self._reconstruct(chain, manifest, names, keep_base=True)
+        base = _Snapshot(manifest.step, last, manifest.arrays)
+        if manifest.kind == KEYFRAME:
+            return base, None
+        return base, _Snapshot(manifest.base_step, before, {})
+
+    def _entries(self, specs, chunks, tasks, results, kind) -> dict[str, ArrayEntry]:
+        per_name: dict[str, list] = {n: [] for n in specs}
+        for (name, _), result in zip(tasks, results):
+            per_name[name].append(result)
+        entries = {}
+        for name, spec in specs.items():
+            rs = per_name[name]
+            changed = None if kind == KEYFRAME else sum(r[2] for r in rs)
+            entries[name] = ArrayEntry(
+                name, spec, chunks[name], [r[1] for r in rs], sum(r[0] for r in rs), changed
+            )
+        return entries
+
+    def _commit(self, manifest: Manifest) -> Marker:
+        """Write a step's metadata, then its manifest, then (last) its commit marker."""
+        step = manifest.step
+        meta: dict[str, bytes] = {f"{step_prefix(step)}/{ROOT_GROUP}": group_bytes()}
+        for name, entry in manifest.arrays.items():
+            prefix = array_prefix(step, name)
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                meta[f"{step_prefix(step)}/{'/'.join(parts[:i])}/{ROOT_GROUP}"] = group_bytes()
+            meta[f"{prefix}/.zarray"] = zarray_bytes(entry.spec, entry.chunks)
+            attrs = {"name": name, "kind": manifest.kind, "base_step": manifest.base_step,
+                     "dtype": entry.spec.dtype}
+            meta[f"{prefix}/{ROOT_ATTRS}"] = json_bytes({"tpde": attrs})
+        self._kv.set_many(meta)
+        body = manifest.to_bytes()
+        self._kv.set(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
+        marker = Marker(
+            step,
+            manifest.kind,
+            manifest.base_step,
+            manifest.prev_step,
+            manifest.depth,
+            sum(e.raw_bytes for e in manifest.arrays.values()),
+            sum(e.stored_bytes for e in manifest.arrays.values()) + len(body),
+            len(manifest.arrays),
+            zlib.crc32(body),
+            time.time(),
+        )
+        self._kv.set(commit_key(step), marker.to_bytes())
+        return marker
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, step: int, *, allow_pickle: bool = False, progress: bool | None = None) -> object:
+        """The state saved at `step`: same nesting, dtypes and values, tensors on cpu.
+
+        Pickled objects (saved with allow_pickle=True) are unpickled only if
+        `allow_pickle=True` is passed here too; otherwise loading them raises.
+        """
+        manifest = self._manifest(step)
+        pickled = [n for n, e in manifest.arrays.items() if e.spec.kind == "pickle"]
+        if pickled and not allow_pickle:
+            raise TPDEError(
+                f"step {step} holds pickled objects ({', '.join(pickled[:3])}); pass "
+                "allow_pickle=True to load them, only from a store you trust",
+                "pickle_refused",
+            )
+        names = list(manifest.arrays)
+        arrays, _ = self._reconstruct(self._chain(step), manifest, names, progress=progress)
+        objects = {n: from_storage(arrays[n], manifest.arrays[n].spec) for n in names}
+        return unflatten_state(manifest.tree, objects, unpickle=lambda n: pickle.loads(objects[n]))
+
+    def load_tensor(self, step: int, name: str, index: object = None) -> object:
+        """One tensor (or a slice of it) of `step`, reading only the chunks it overlaps.
+
+        `index` is a basic index over the tensor's axes: an int, a slice, or a tuple of
+        them (e.g. `(slice(0, 128),)`). Reads at most (depth + 1) x (overlapping chunks)
+        chunks, where depth is the number of deltas back to the keyframe.
+        """
+        manifest = self._manifest(step)
+        entry = manifest.arrays.get(name)
+        if entry is None:
+            raise TPDEError(f"step {step} has no tensor {name!r}", "unknown_tensor")
+        if entry.spec.kind == "pickle":
+            raise TPDEError(f"{name!r} at step {step} is a pickled object, not a tensor", "unknown_tensor")
+        box, local = _parse_index(index, entry.spec.shape)
+        storage_box = box + tuple((0, s) for s in entry.spec.storage_shape[len(box):])
+        arrays, _ = self._reconstruct(self._chain(step), manifest, [name], boxes={name: storage_box})
+        picked = np.array(arrays[name][local], order="C")
+        extra = len(entry.spec.storage_shape) - len(entry.spec.shape)
+        shape = picked.shape[: picked.ndim - extra]
+        return from_storage(picked, replace(entry.spec, shape=shape, storage_shape=picked.shape))
+
+    def _chain(self, step: int) -> list[Marker]:
+        """Markers from the keyframe of `step` up to `step`, checked for consistency."""
+        chain = [self._marker(step)]
+        while chain[-1].kind == DELTA:
+            base = chain[-1].base_step
+            if base is None or base >= chain[-1].step:
+                raise TPDEError(f"step {chain[-1].step} has an invalid base step {base}", "corrupt")
+            try:
+                chain.append(self._marker(base))
+            except TPDEError as e:
+                if e.code != "unknown_step":
+                    raise
+                raise TPDEError(
+                    f"broken chain: step {chain[-1].step} is a delta against step {base}, "
+                    "which is missing",
+                    "missing_reference",
+                ) from e
+        chain.reverse()
+        for i, marker in enumerate(chain):
+            if marker.prev_step is not None and (i < 2 or chain[i - 2].step != marker.prev_step):
+                raise TPDEError(
+                    f"step {marker.step} names context step {marker.prev_step}, which is not "
+                    "two steps back in its chain",
+                    "corrupt",
+                )
+        return chain
+
+    def _reconstruct(
+        self,
+        chain: list[Marker],
+        manifest: Manifest,
+        names: Sequence[str],
+        *,
+        boxes: dict[str, Box] | None = None,
+        keep_base: bool = False,
+        seed: dict[int, dict[str, np.ndarray]] | None = None,
+        progress: bool | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Decode `names` at the chain's last step (and its base step if `keep_base`).
+
+        Only chunks overlapping `boxes[name]` are read; returned arrays hold the box.
+        `seed` maps steps of the chain to reconstructions already in memory.
+        """
+        seed = seed or {}
+        grids = {n: ChunkGrid(manifest.arrays[n].spec.storage_shape, manifest.arrays[n].chunks) for n in names}
+        boxes = {n: (boxes or {}).get(n) or grids[n].full_box() for n in names}
+        out, out_base = {}, {}
+        for n in names:
+            dtype = storage_dtype(manifest.arrays[n].spec.codec_dtype)
+            shape = tuple(hi - lo for lo, hi in boxes[n])
+            out[n] = np.empty(shape, dtype)
+            if keep_base and len(chain) > 1:
+                out_base[n] = np.empty(shape, dtype)
+        tasks = [(n, i) for n in names for i in grids[n].overlapping(boxes[n])]
+        chunk_bytes = {n: math.prod(grids[n].chunks) * out[n].itemsize for n in names}
+
+        def decode_chunk(name: str, index: tuple) -> None:
+            grid, entry = grids[name], manifest.arrays[name]
+            recon = self._decode_chain(chain, name, grid, index, seed, out[name].dtype)
+            expected = entry.crc32c[int(np.ravel_multi_index(index, grid.grid))]
+            if _core.fingerprint(recon[-1]) != expected:
+                raise TPDEError(
+                    f"step {manifest.step}, tensor {name!r}, chunk {grid.key(index)}: content "
+                    "hash mismatch after reconstruction",
+                    "checksum",
+                )
+            grid.copy_into(out[name], boxes[name], index, recon[-1])
+            if name in out_base:
+                grid.copy_into(out_base[name], boxes[name], index, recon[-2])
+
+        sizes = [chunk_bytes[n] for n, _ in tasks]
+        self._run(decode_chunk, tasks, f"load step {manifest.step}", progress, sizes)
+        return out, out_base
+
+    def _decode_chain(self, chain, name, grid, index, seed, dtype) -> list[np.ndarray]:
+        """Reconstructions of one chunk at the last two steps of `chain`."""
+        start, recon = 0, []
+        for j in range(len(chain) - 1, -1, -1):
+            if chain[j].step not in seed or name not in seed[chain[j].step]:
+                continue
+            needs_ctx = j + 1 < len(chain) and chain[j + 1].prev_step is not None
+            if needs_ctx and (j == 0 or name not in seed.get(chain[j - 1].step, {})):
+                continue
+            recon = [grid.extract(seed[chain[j].step][name], index)]
+            if needs_ctx:
+                recon.insert(0, grid.extract(seed[chain[j - 1].step][name], index))
+            start = j + 1
+            break
+        key = grid.key(index)
+        blobs = self._kv.get_many([f"{array_prefix(m.step, name)}/{key}" for m in chain[start:]])
+        for marker, blob in zip(chain[start:], blobs):
+            where = f"step {marker.step}, tensor {name!r}, chunk {key}"
+            if blob is None:
+                raise TPDEError(f"{where}: chunk is missing from the store", "missing_reference")
+            ref = recon[-1] if recon else None
+            ctx = recon[-2] if marker.prev_step is not None else None
+            try:
+                arr = _core.decode(blob, reference=ref, prev_reference=ctx)
+            except TPDEError as e:
+                raise TPDEError(f"{where}: {e}", e.code) from e
+            if arr.dtype != dtype:
+                if arr.dtype.itemsize != dtype.itemsize:
+                    raise TPDEError(f"{where}: chunk holds {arr.dtype}, expected {dtype}", "corrupt")
+                arr = arr.view(dtype)
+            recon = [*recon[-1:], arr.reshape(grid.chunks)]
+        return recon
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete(self, step: int) -> None:
+        """Delete a step. Refuses (TPDEError "has_dependents") if a later delta needs it."""
+        self._check_writable()
+        self._marker(step)
+        dependents = self._dependents([step], self.history())
+        if dependents:
+            raise TPDEError(
+                f"cannot delete step {step}: step(s) {', '.join(map(str, dependents))} are "
+                "coded against it; delete them first, or use prune() which keeps what is needed",
+                "has_dependents",
+            )
+        self._delete_committed(step)
+
+    def prune(
+        self,
+        keep_last: int | None = None,
+        keep_every: int | None = None,
+        keep: Iterable[int] = (),
+        *,
+        dry_run: bool = False,
+    ) -> list[int]:
+        """Delete steps except the last `keep_last`, multiples of `keep_every`, and `keep`.
+
+        Steps that a kept step's delta chain needs are kept too. Returns the deleted steps.
+        """
+        self._check_writable()
+        if keep_last is None and keep_every is None and not keep:
+            raise TPDEError("prune needs keep_last, keep_every or keep", "invalid_argument")
+        history = self.history()
+        steps = [h.step for h in history]
+        wanted_steps = set(keep)
+        if keep_last:
+            wanted_steps.update(steps[-keep_last:])
+        if keep_every:
+            wanted_steps.update(s for s in steps if s % keep_every == 0)
+        by_step = {h.step: h for h in history}
+        needed: set[int] = set()
+        todo = [s for s in wanted_steps if s in by_step]
+        while todo:
+            s = todo.pop()
+            if s in needed:
+                continue
+            needed.add(s)
+            todo.extend(d for d in (by_step[s].base_step, by_step[s].prev_step) if d is not None)
+        doomed = sorted((s for s in steps if s not in needed), reverse=True)
+        if not dry_run:
+            for s in doomed:
+                self._delete_committed(s)
+        return sorted(doomed)
+
+    def uncommitted(self) -> list[str]:
+        """Leftovers of interrupted saves or deletes: step folders without a commit marker."""
+        committed = {str(s) for s in self.steps()}
+        folders = [n for n in self._kv.list_dir(STEPS) if not n.startswith(".")]
+        stray = [f"{COMMITS}/{n}" for n in self._kv.list_dir(COMMITS) if not n.isdigit()]
+        return [f"{STEPS}/{n}" for n in folders if n not in committed] + stray
+
+    def clean(self) -> list[str]:
+        """Remove `uncommitted()` leftovers; run it only while no other process is saving."""
+        self._check_writable()
+        leftovers = self.uncommitted()
+        for prefix in leftovers:
+            if prefix.startswith(f"{STEPS}/"):
+                self._kv.delete_prefix(prefix)
+            else:
+                self._kv.delete(prefix)
+        return leftovers
+
+    def _dependents(self, steps: Iterable[int], history: list[StepInfo]) -> list[int]:
+        doomed = set(steps)
+        return [
+            h.step for h in history
+            if h.step not in doomed and (h.base_step in doomed or h.prev_step in doomed)
+        ]
+
+    def _delete_committed(self, step: int) -> None:
+        self._kv.delete(commit_key(step))  # uncommit first: a crash leaves only leftovers
+        self._kv.delete_prefix(step_prefix(step))
+        self._recent = [s for s in self._recent if s.step != step]
+
+    # ------------------------------------------------------------------ verifying
+
+    def verify(self, steps: Iterable[int] | None = None, *, progress: bool | None = None) -> list[str]:
+        """Reconstruct every tensor of `steps` (default: all) and check every content hash.
+
+        Returns a list of problems, one line each; empty means every step is intact.
+        Steps are checked in order, each decoded from the previous one held in memory.
+        """
+        problems: list[str] = []
+        memory: dict[int, dict[str, np.ndarray]] = {}
+        for step in sorted(self.steps() if steps is None else steps):
+            try:
+                manifest = self._manifest(step)
+                chain = self._chain(step)
+                names = list(manifest.arrays)
+                arrays, _ = self._reconstruct(chain, manifest, names, seed=memory, progress=progress)
+            except TPDEError as e:
+                problems.append(f"step {step}: {e}")
+                continue
+            memory = {s: a for s, a in memory.items() if s in (manifest.base_step, manifest.step)}
+            memory[step] = arrays
+        return problems
+
+    # ------------------------------------------------------------------ helpers
+
+    def _marker(self, step: int) -> Marker:
+        step = _check_step(step)
+        data = self._kv.get(commit_key(step))
+        if data is None:
+            known = self.steps()
+            hint = f"; steps are {_summarize(known)}" if known else "; the store has no steps"
+            raise TPDEError(f"unknown step {step}{hint}", "unknown_step")
+        return Marker.from_bytes(step, data)
+
+    def _manifest(self, step: int, marker: Marker | None = None) -> Manifest:
+        marker = marker or self._marker(step)
+        return Manifest.from_bytes(marker, self._kv.get(f"{step_prefix(marker.step)}/{ROOT_ATTRS}"))
+
+    def _check_writable(self) -> None:
+        if self.mode == "r":
+            raise TPDEError("the store was opened read-only (mode='r')", "read_only")
+
+    def _run(self, fn, tasks, description, progress, sizes) -> list:
+        """Run fn(*task) for every task on the thread pool, in order; first error wins.
+
+        `sizes` are the tasks' byte counts, for the progress bar.
+        """
+        if not tasks:
+            return []
+        total_bytes = sum(sizes)
+        show = wanted(self.progress if progress is None else progress, total_bytes)
+        with byte_progress(description, total_bytes, show) as advance:
+            if self.workers == 1 or len(tasks) == 1:
+                results = []
+                for task, size in zip(tasks, sizes):
+                    results.append(fn(*task))
+                    advance(size)
+                return results
+            with ThreadPoolExecutor(self.workers) as pool:
+                futures = []
+                for task, size in zip(tasks, sizes):
+                    future = pool.submit(fn, *task)
+                    future.add_done_callback(lambda _f, n=size: advance(n))
+                    futures.append(future)
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                for f in pending:
+                    f.cancel()
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()
+                return [f.result() for f in futures]
+
+
+def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:
+    bits = np.dtype(f"u{data.itemsize}")
+    return int(np.count_nonzero(data.view(bits) != ref.view(bits)))
+
+
+def _tensor_info(entry: ArrayEntry) -> TensorInfo:
+    numel = math.prod(entry.spec.storage_shape)
+    changed = None if entry.changed is None else (entry.changed / numel if numel else 0.0)
+    return TensorInfo(
+        entry.name, entry.spec.kind, entry.spec.dtype, entry.spec.shape, entry.chunks,
+        entry.raw_bytes, entry.stored_bytes, changed,
+    )
+
+
+def _step_info(marker: Marker, tensors=None, meta=None) -> StepInfo:
+    return StepInfo(
+        marker.step, marker.kind, marker.base_step, marker.prev_step, marker.depth,
+        marker.raw_bytes, marker.stored_bytes, marker.time, tensors, meta,
+    )
+
+
+def _check_step(step: object) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise TPDEError(f"a step is an integer >= 0, not {step!r}", "invalid_argument")
+    return int(step)
+
+
+def _positive(what: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TPDEError(f"{what} must be a positive integer, not {value!r}", "invalid_argument")
+    return value
+
+
+def _summarize(steps: list[int]) -> str:
+    if len(steps) <= 6:
+        return ", ".join(map(str, steps))
+    return f"{steps[0]}, {steps[1]}, {steps[2]}, ..., {steps[-1]} ({len(steps)} steps)"
+
+
+def _parse_index(index: object, shape: tuple[int, ...]) -> tuple[Box, tuple]:
+    """Bounding box of a basic index, and the index relative to that box."""
+    if index is None:
+        index = ()
+    if not isinstance(index, tuple):
+        index = (index,)
+    if len(index) > len(shape):
+        raise TPDEError(
+            f"too many indices ({len(index)}) for a tensor of shape {tuple(shape)}", "invalid_argument"
+        )
+    box, local = [], []
+    for axis, size in enumerate(shape):
+        item = index[axis] if axis < len(index) else slice(None)
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            i = int(item) + (size if item < 0 else 0)
+            if not 0 <= i < size:
+                raise TPDEError(
+                    f"index {int(item)} is out of range for axis {axis} of size {size}", "invalid_argument"
+                )
+            box.append((i, i + 1))
+            local.append(0)
+        elif isinstance(item, slice):
+            r = range(*item.indices(size))
+            if len(r) == 0:
+                box.append((0, 0))
+                local.append(slice(0, 0))
+                continue
+            lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
+            start = r.start - lo
+            stop = start + len(r) * r.step
+            box.append((lo, hi))
+            local.append(slice(start, stop if stop >= 0 else None, r.step))
+        else:
+            raise TPDEError(
+                f"index items must be ints or slices, not {type(item).__name__}", "invalid_argument"
+            )
+    return tuple(box), tuple(local)

@@ -1,0 +1,209 @@
+"""Where a checkpoint store keeps things, and the JSON it writes (store format 1).
+
+    .zgroup, .zattrs                 zarr v2 root group; .zattrs["tpde_store"] = settings
+    steps/<step>/.zgroup
+    steps/<step>/.zattrs             ["tpde_step"] = the step manifest (tree, arrays)
+    steps/<step>/<name>/.zarray      zarr v2 array, compressor {"id": "tpde"}
+    steps/<step>/<name>/.zattrs      ["tpde"] = {name, kind, base_step, dtype}
+    steps/<step>/<name>/<i.j>        chunk bytes (tpde chunk format)
+    commits/<step>                   commit marker: written last, deleted first
+
+A step exists for tpde only when its commit marker does; the marker carries a summary of
+the step (kind, base, sizes) and the CRC32 of the exact manifest bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import TPDEError
+from .torch_adapter import ArraySpec, storage_dtype
+
+STORE_FORMAT = 1
+ROOT_ATTRS = ".zattrs"
+ROOT_GROUP = ".zgroup"
+STEPS = "steps"
+COMMITS = "commits"
+KEYFRAME = "keyframe"
+DELTA = "delta"
+
+
+def step_prefix(step: int) -> str:
+    """Folder of a step's group."""
+    return f"{STEPS}/{step}"
+
+
+def array_prefix(step: int, name: str) -> str:
+    """Folder of one array of a step."""
+    return f"{STEPS}/{step}/{name}"
+
+
+def commit_key(step: int) -> str:
+    """Key of a step's commit marker."""
+    return f"{COMMITS}/{step}"
+
+
+def json_bytes(obj: object) -> bytes:
+    """Compact, deterministic JSON encoding."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def group_bytes() -> bytes:
+    """A zarr v2 `.zgroup`."""
+    return json_bytes({"zarr_format": 2})
+
+
+def zarray_bytes(spec: ArraySpec, chunks: tuple[int, ...]) -> bytes:
+    """A zarr v2 `.zarray` whose chunks plain zarr decodes with TPDECodec."""
+    dtype = storage_dtype(spec.codec_dtype)
+    meta = {
+        "zarr_format": 2,
+        "shape": list(spec.storage_shape),
+        "chunks": list(chunks),
+        "dtype": dtype.str,
+        "compressor": {"id": "tpde"},
+        "fill_value": False if dtype.kind == "b" else 0,
+        "order": "C",
+        "filters": None,
+        "dimension_separator": ".",
+    }
+    return json_bytes(meta)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A commit marker: the summary of one committed step."""
+
+    step: int
+    kind: str
+    base_step: int | None
+    prev_step: int | None
+    depth: int
+    raw_bytes: int
+    stored_bytes: int
+    n_arrays: int
+    manifest_crc32: int
+    time: float
+
+    def to_bytes(self) -> bytes:
+        """JSON bytes of the marker."""
+        return json_bytes(self.__dict__)
+
+    @classmethod
+    def from_bytes(cls, step: int, data: bytes) -> Marker:
+        """Parse a marker; a truncated or foreign one raises TPDEError("corrupt")."""
+        try:
+            fields = json.loads(data)
+            marker = cls(**fields)
+        except (ValueError, TypeError) as e:
+            raise TPDEError(f"commit marker of step {step} is unreadable ({e})", "corrupt") from e
+        if marker.step != step:
+            raise TPDEError(f"commit marker of step {step} names step {marker.step}", "corrupt")
+        return marker
+
+
+@dataclass(frozen=True)
+class ArrayEntry:
+    """One stored array of a step: its spec, chunk grid and per-chunk content hashes."""
+
+    name: str
+    spec: ArraySpec
+    chunks: tuple[int, ...]
+    crc32c: list[int]  # CRC32C of each chunk's reconstruction, C order of chunk indices
+    stored_bytes: int
+    changed: int | None  # positions that differ from the base step (deltas only)
+
+    @property
+    def raw_bytes(self) -> int:
+        """Bytes of the array's data uncompressed."""
+        n = storage_dtype(self.spec.codec_dtype).itemsize
+        for s in self.spec.storage_shape:
+            n *= s
+        return n
+
+    def layout(self) -> tuple:
+        """What must match between two steps for a delta: dtype, shape and chunks."""
+        return (self.spec.codec_dtype, self.spec.storage_shape, self.chunks)
+
+    def to_json(self) -> dict:
+        """The manifest entry."""
+        return {
+            **self.spec.to_json(),
+            "chunks": list(self.chunks),
+            "crc32c": self.crc32c,
+            "stored_bytes": self.stored_bytes,
+            "changed": self.changed,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, entry: dict) -> ArrayEntry:
+        """Inverse of `to_json`."""
+        return cls(
+            name,
+            ArraySpec.from_json(entry),
+            tuple(entry["chunks"]),
+            list(entry["crc32c"]),
+            entry["stored_bytes"],
+            entry["changed"],
+        )
+
+
+@dataclass
+class Manifest:
+    """Everything about one step except its chunk bytes."""
+
+    step: int
+    kind: str
+    base_step: int | None
+    prev_step: int | None
+    depth: int
+    tree: object
+    arrays: dict[str, ArrayEntry]
+    meta: dict = field(default_factory=dict)
+    tpde_version: str = ""
+
+    def to_bytes(self) -> bytes:
+        """The step group's `.zattrs` bytes."""
+        body = {
+            "format": STORE_FORMAT,
+            "step": self.step,
+            "kind": self.kind,
+            "base_step": self.base_step,
+            "prev_step": self.prev_step,
+            "depth": self.depth,
+            "tpde_version": self.tpde_version,
+            "meta": self.meta,
+            "tree": self.tree,
+            "arrays": {name: a.to_json() for name, a in self.arrays.items()},
+        }
+        return json_bytes({"tpde_step": body})
+
+    @classmethod
+    def from_bytes(cls, marker: Marker, data: bytes | None) -> Manifest:
+        """Parse a manifest and check it against its commit marker."""
+        step = marker.step
+        if data is None:
+            raise TPDEError(f"step {step} is committed but its manifest is missing", "corrupt")
+        if zlib.crc32(data) != marker.manifest_crc32:
+            raise TPDEError(f"manifest of step {step} does not match its commit marker", "corrupt")
+        body = json.loads(data)["tpde_step"]
+        if body.get("format") != STORE_FORMAT:
+            raise TPDEError(
+                f"step {step} uses store format {body.get('format')}; this tpde reads "
+                f"format {STORE_FORMAT}",
+                "unsupported_version",
+            )
+        arrays = {n: ArrayEntry.from_json(n, e) for n, e in body["arrays"].items()}
+        return cls(
+            step,
+            body["kind"],
+            body["base_step"],
+            body["prev_step"],
+            body["depth"],
+            body["tree"],
+            arrays,
+            body["meta"],
+            body["tpde_version"],
+        )
