@@ -429,3 +429,14 @@ def test_store_layout_is_plain_zarr_v2(tmp_path):
     group = zarr.open_group(str(tmp_path / "s"), mode="r")
     assert "tpde_step" in group["steps/3"].attrs
     assert math.isclose(store.info(3).tensors["model/layers.0.w"].raw_bytes, 16)
+
+
+def test_in_place_updates_after_save_do_not_leak_into_the_store(store):
+    w = torch.randn(500)
+    store.save(0, {"w": w})
+    first = w.clone()
+    w.add_(1.0)  # training updates parameters in place
+    store.save(1, {"w": w})
+    w.mul_(2.0)
+    assert raw_bytes(store.load(0)["w"]) == raw_bytes(first)
+    assert raw_bytes(store.load(1)["w"]) == raw_bytes(first + 1.0)
