@@ -36,20 +36,15 @@ class ChunkEncoder {
         dtype_(in.dtype),
         float_split_(!in.reference && is_float(in.dtype)) {}
 
-  // Estimated payload bits of the best plan (used to choose between coding schemes).
-  double estimate_bits() {
+  // The cheapest plan for these values, with its estimated payload bits.
+  Plan plan() {
     transform();
-    return choose_plan().bits;
+    return choose_plan();
   }
 
-  void encode_payload(std::vector<uint8_t>& out) {
+  // Codes all values with a plan chosen on a sample; stores them raw if that is smaller.
+  void encode_payload(const Plan& plan, std::vector<uint8_t>& out) {
     transform();
-    const Plan plan = choose_plan();
-    const double stored_bits = 8.0 * static_cast<double>(n_ * sizeof(U));
-    if (!(plan.bits < stored_bits)) {
-      write_stored(out);
-      return;
-    }
     const size_t start = out.size();
     write_coded(plan, out);
     if (out.size() - start >= kPayloadPrefix + n_ * sizeof(U)) {
@@ -307,41 +302,53 @@ class ChunkEncoder {
 constexpr uint64_t kSampleBlock = 2048;
 constexpr uint64_t kSampleBlocks = 8;
 
-// A delta chunk is coded against its reference unless a sample says that coding the
-// values standalone is cheaper (optimizer moments refresh between distant saves).
+// Evenly spaced blocks of a chunk, on which the coding plan is chosen. Chunks no larger
+// than the sample are used whole, so small chunks get exact estimates.
 template <typename U>
-bool cheaper_without_reference(const EncodeInput& in, uint64_t n) {
-  const uint64_t blocks = std::min<uint64_t>(kSampleBlocks, (n + kSampleBlock - 1) / kSampleBlock);
-  const uint64_t stride = blocks > 1 ? (n - kSampleBlock) / (blocks - 1) : 0;
+struct Sample {
   std::vector<U> x, ref, prev;
-  const auto* src = static_cast<const U*>(in.data);
-  const auto* src_ref = static_cast<const U*>(in.reference);
-  const auto* src_prev = static_cast<const U*>(in.prev_reference);
-  for (uint64_t b = 0; b < blocks; ++b) {
-    const uint64_t begin = b * stride, end = std::min(n, begin + kSampleBlock);
-    x.insert(x.end(), src + begin, src + end);
-    ref.insert(ref.end(), src_ref + begin, src_ref + end);
-    if (src_prev) prev.insert(prev.end(), src_prev + begin, src_prev + end);
-  }
-  EncodeInput sample = in;
-  sample.data = x.data();
-  sample.reference = ref.data();
-  sample.prev_reference = src_prev ? prev.data() : nullptr;
-  const double with_reference = ChunkEncoder<U>(sample, x.size(), false).estimate_bits();
-  sample.reference = sample.prev_reference = nullptr;
-  const double without_reference = ChunkEncoder<U>(sample, x.size(), true).estimate_bits();
-  return without_reference < with_reference;
-}
+  EncodeInput input;
+  uint64_t count;
 
+  Sample(const EncodeInput& in, uint64_t n) : input(in), count(n) {
+    if (n <= kSampleBlock * kSampleBlocks) return;
+    const uint64_t stride = (n - kSampleBlock) / (kSampleBlocks - 1);
+    const auto* src = static_cast<const U*>(in.data);
+    const auto* src_ref = static_cast<const U*>(in.reference);
+    const auto* src_prev = static_cast<const U*>(in.prev_reference);
+    for (uint64_t b = 0; b < kSampleBlocks; ++b) {
+      const uint64_t begin = b * stride, end = begin + kSampleBlock;
+      x.insert(x.end(), src + begin, src + end);
+      if (src_ref) ref.insert(ref.end(), src_ref + begin, src_ref + end);
+      if (src_prev) prev.insert(prev.end(), src_prev + begin, src_prev + end);
+    }
+    input.data = x.data();
+    input.reference = src_ref ? ref.data() : nullptr;
+    input.prev_reference = src_prev ? prev.data() : nullptr;
+    count = x.size();
+  }
+};
+
+// Chooses, on a sample, between coding a delta chunk against its reference and coding its
+// values standalone (optimizer moments refresh between distant saves), and the position
+// and context schemes; then codes the whole chunk with that plan.
 template <typename U>
 void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
-  if (in.reference && n > 0 && cheaper_without_reference<U>(in, n)) {
-    EncodeInput standalone = in;
-    standalone.reference = standalone.prev_reference = nullptr;
-    ChunkEncoder<U>(standalone, n, true).encode_payload(out);
-    return;
+  Sample<U> sample(in, n);
+  EncodeInput standalone = in;
+  standalone.reference = standalone.prev_reference = nullptr;
+  EncodeInput sample_standalone = sample.input;
+  sample_standalone.reference = sample_standalone.prev_reference = nullptr;
+  const bool delta = in.reference != nullptr;
+  const Plan without_reference = ChunkEncoder<U>(sample_standalone, sample.count, delta).plan();
+  if (delta) {
+    const Plan with_reference = ChunkEncoder<U>(sample.input, sample.count, false).plan();
+    if (with_reference.bits <= without_reference.bits) {
+      ChunkEncoder<U>(in, n, false).encode_payload(with_reference, out);
+      return;
+    }
   }
-  ChunkEncoder<U>(in, n, false).encode_payload(out);
+  ChunkEncoder<U>(standalone, n, delta).encode_payload(without_reference, out);
 }
 
 }  // namespace
