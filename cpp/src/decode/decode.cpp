@@ -2,6 +2,7 @@
 // rANS readers never leave their sections, and each section must be consumed exactly.
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "../common/bitstream.hpp"
 #include "../common/elias.hpp"
@@ -99,50 +100,85 @@ class ChunkDecoder {
   }
 
  private:
+  enum class Values { kResidual, kFloatSplit, kNeighbourDiff };
+
+  template <ContextScheme S>
   int context_at(uint64_t i, U previous_v) const {
-    switch (scheme_) {
-      case ContextScheme::kNone: return 0;
-      case ContextScheme::kRefExponent:
-        return exponent_context(context_param_, float_exponent(ref_[i], mantissa_bits(h_.dtype),
-                                                               exponent_bits(h_.dtype)));
-      case ContextScheme::kPrevResidual:
-        return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
-      case ContextScheme::kNeighbour: return magnitude_class(previous_v);
-      case ContextScheme::kPrevExponent:
-        return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mantissa_bits(h_.dtype),
-                                                               exponent_bits(h_.dtype)));
+    if constexpr (S == ContextScheme::kNone) {
+      return 0;
+    } else if constexpr (S == ContextScheme::kRefExponent) {
+      return exponent_context(context_param_, float_exponent(ref_[i], mant_, expb_));
+    } else if constexpr (S == ContextScheme::kPrevResidual) {
+      return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
+    } else if constexpr (S == ContextScheme::kNeighbour) {
+      return magnitude_class(previous_v);
+    } else {
+      return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mant_, expb_));
     }
-    return 0;
   }
 
-  void decode_values(uint64_t coded, Section gaps, Section rans_section, Section tails) {
+  void decode_values(uint64_t coded, Section gaps, Section rans, Section tails) {
+    using CS = ContextScheme;
+    const Values values = use_reference_ ? Values::kResidual : float_split_ ? Values::kFloatSplit : Values::kNeighbourDiff;
+    auto with_values = [&](auto scheme) {
+      auto with_elias = [&](auto elias) {
+        switch (values) {
+          case Values::kResidual: decode_loop<decltype(scheme)::value, decltype(elias)::value, Values::kResidual>(coded, gaps, rans, tails); break;
+          case Values::kFloatSplit: decode_loop<decltype(scheme)::value, decltype(elias)::value, Values::kFloatSplit>(coded, gaps, rans, tails); break;
+          case Values::kNeighbourDiff: decode_loop<decltype(scheme)::value, decltype(elias)::value, Values::kNeighbourDiff>(coded, gaps, rans, tails); break;
+        }
+      };
+      if (elias_) with_elias(std::true_type{}); else with_elias(std::false_type{});
+    };
+    switch (scheme_) {
+      case CS::kNone: with_values(std::integral_constant<CS, CS::kNone>{}); break;
+      case CS::kRefExponent: with_values(std::integral_constant<CS, CS::kRefExponent>{}); break;
+      case CS::kPrevResidual: with_values(std::integral_constant<CS, CS::kPrevResidual>{}); break;
+      case CS::kNeighbour: with_values(std::integral_constant<CS, CS::kNeighbour>{}); break;
+      case CS::kPrevExponent: with_values(std::integral_constant<CS, CS::kPrevExponent>{}); break;
+    }
+  }
+
+  template <ContextScheme S, bool kElias, Values kValues>
+  void decode_loop(uint64_t coded, Section gaps, Section rans_section, Section tails) {
     BitReader gap_reader(gaps.data, gaps.size);
     BitReader tail_reader(tails.data, tails.size);
     RansDecoder rans(rans_section.data, rans_section.size);
     U previous = 0;
-    if (scheme_ == ContextScheme::kPrevExponent)
-      previous = rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mantissa_bits(h_.dtype)));
+    if constexpr (S == ContextScheme::kPrevExponent)
+      previous = rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mant_));
+    const DecTable* tables = tables_.data();
+    const uint8_t* used = used_.data();
+    U* out = out_;
+    const U* ref = ref_;
     uint64_t position = 0;
     for (uint64_t k = 0; k < coded; ++k) {
       uint64_t i = k;
-      if (elias_) {
+      if constexpr (kElias) {
         const uint64_t gap = get_elias_delta(gap_reader);
         if (gap == 0 || gap > n_ - position) corrupt("position gap out of range");
         i = position + gap - 1;
         position = i + 1;
       }
-      const int c = context_at(i, previous);
-      if (!used_[c]) corrupt("value coded in a context without a table");
-      const uint32_t sym = rans.get(tables_[c]);
+      const int c = context_at<S>(i, previous);
+      if (!used[c]) corrupt("value coded in a context without a table");
+      const uint32_t sym = rans.get(tables[c]);
       U v;
-      if (float_split_) {
+      if constexpr (kValues == Values::kFloatSplit) {
         v = static_cast<U>((static_cast<U>(sym) << (kBits<U> - 8)) | tail_reader.get_wide(kBits<U> - 8));
+        out[i] = rotr1<U>(v);
       } else {
         const int tb = log_bucket_tail_bits(sym);
         v = static_cast<U>(log_bucket_join(sym, tb ? tail_reader.get_wide(tb) : 0));
+        if constexpr (kValues == Values::kResidual) {
+          out[i] = static_cast<U>(ref[i] + unzigzag<U>(v));
+        } else {
+          out[i] = v;  // neighbour differences, summed in finish_transform
+        }
       }
-      if (elias_ && v == 0) corrupt("zero value at a coded position");
-      store_value(i, v);
+      if constexpr (kElias) {
+        if (v == 0) corrupt("zero value at a coded position");
+      }
       previous = v;
     }
     if (gap_reader.overran() || (gap_reader.bit_position() + 7) / 8 != gaps.size)
@@ -150,16 +186,6 @@ class ChunkDecoder {
     if (tail_reader.overran() || (tail_reader.bit_position() + 7) / 8 != tails.size)
       corrupt("tail section length does not match its bits");
     if (!rans.finished_cleanly()) corrupt("rANS stream does not end cleanly");
-  }
-
-  void store_value(uint64_t i, U v) {
-    if (use_reference_) {
-      out_[i] = static_cast<U>(ref_[i] + unzigzag<U>(v));
-    } else if (float_split_) {
-      out_[i] = rotr1<U>(v);
-    } else {
-      out_[i] = v;  // neighbour differences, summed in finish_transform
-    }
   }
 
   void finish_transform() {
@@ -180,6 +206,8 @@ class ChunkDecoder {
   bool float_split_ = false;
   bool elias_ = false;
   bool use_reference_ = false;
+  const int mant_ = mantissa_bits(h_.dtype);
+  const int expb_ = exponent_bits(h_.dtype);
   ContextScheme scheme_ = ContextScheme::kNone;
   int context_param_ = 0;
   std::vector<DecTable> tables_;

@@ -57,30 +57,42 @@ class ChunkEncoder {
   void transform() {
     v_.resize(n_);
     symbols_.resize(n_);
-    zeros_ = 0;
-    U previous = 0;
-    for (uint64_t i = 0; i < n_; ++i) {
-      U v;
-      if (ref_) {
-        v = zigzag<U>(static_cast<U>(x_[i] - ref_[i]));
-      } else if (float_split_) {
-        v = rotl1<U>(x_[i]);
-      } else {
-        v = zigzag<U>(static_cast<U>(x_[i] - previous));
-        previous = x_[i];
+    U* v = v_.data();
+    uint8_t* sym = symbols_.data();
+    const U* x = x_;
+    uint64_t zeros = 0;
+    if (ref_) {
+      const U* ref = ref_;
+      for (uint64_t i = 0; i < n_; ++i) {
+        const U d = zigzag<U>(static_cast<U>(x[i] - ref[i]));
+        v[i] = d;
+        zeros += d == 0;
+        sym[i] = static_cast<uint8_t>(log_bucket_split(d).symbol);
       }
-      v_[i] = v;
-      zeros_ += v == 0;
-      symbols_[i] = static_cast<uint8_t>(
-          float_split_ ? (v >> (kBits<U> - 8)) : log_bucket_split(v).symbol);
+    } else if (float_split_) {
+      for (uint64_t i = 0; i < n_; ++i) {
+        const U d = rotl1<U>(x[i]);
+        v[i] = d;
+        zeros += d == 0;
+        sym[i] = static_cast<uint8_t>(d >> (kBits<U> - 8));
+      }
+    } else {
+      U previous = 0;
+      for (uint64_t i = 0; i < n_; ++i) {
+        const U d = zigzag<U>(static_cast<U>(x[i] - previous));
+        previous = x[i];
+        v[i] = d;
+        zeros += d == 0;
+        sym[i] = static_cast<uint8_t>(log_bucket_split(d).symbol);
+      }
     }
+    zeros_ = zeros;
     if (is_float(dtype_)) {
-      const int mant = mantissa_bits(dtype_), expb = exponent_bits(dtype_);
-      const int all_ones = (1 << expb) - 1;
+      const int all_ones = (1 << expb_) - 1;
       const U* base = ref_ ? ref_ : x_;
       int top = 0;
       for (uint64_t i = 0; i < n_; ++i) {
-        const int e = float_exponent(base[i], mant, expb);
+        const int e = float_exponent(base[i], mant_, expb_);
         if (e != all_ones && e > top) top = e;
       }
       context_param_ = top;
