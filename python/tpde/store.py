@@ -9,6 +9,7 @@ docs/store.md for the layout, the crash-safety argument and the deletion rules.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -410,7 +411,9 @@ class CheckpointStore:
         manifest = self._manifest(step)
         entry = manifest.arrays.get(name)
         if entry is None:
-            raise TPDEError(f"step {step} has no tensor {name!r}", "unknown_tensor")
+            close = difflib.get_close_matches(name, list(manifest.arrays), n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise TPDEError(f"step {step} has no tensor {name!r}{hint}", "unknown_tensor")
         if entry.spec.kind == "pickle":
             raise TPDEError(f"{name!r} at step {step} is a pickled object, not a tensor", "unknown_tensor")
         box, local = _parse_index(index, entry.spec.shape)

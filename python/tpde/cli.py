@@ -1,0 +1,348 @@
+"""`tpde-pack`: pack checkpoint files into a tpde store, inspect it, get them back.
+
+Every failure prints one line on stderr and exits non-zero (1 for errors, 2 for bad
+command lines); no tracebacks for user mistakes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint_files import find_checkpoints, read_checkpoint, step_numbers, write_checkpoint
+from .errors import TPDEError
+from .progress import byte_progress
+from .store import CheckpointStore, StepInfo
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tpde-pack` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except TPDEError as e:
+        print(f"tpde-pack: error: {e}", file=sys.stderr)
+    except (OSError, MemoryError) as e:
+        print(f"tpde-pack: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("tpde-pack: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tpde-pack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("pack", help="import torch.save / safetensors checkpoints, in order")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="files or directories of them")
+    p.add_argument("-o", "--output", required=True, metavar="STORE")
+    p.add_argument("--lossless", action="store_true", default=True,
+                   help="bit-exact coding (the default and, for now, the only mode)")
+    p.add_argument("--keyframe-every", type=int, metavar="K")
+    p.add_argument("--chunk-elements", type=int, metavar="N")
+    p.add_argument("--first-step", type=int, metavar="N",
+                   help="number the files N, N+1, ... (default: numbers in the file names "
+                        "when they increase, else the store's next step)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="pickle objects that are not tensors or JSON scalars")
+    p.set_defaults(run=_pack)
+
+    p = sub.add_parser("unpack", help="write one step back as .pt or .safetensors")
+    _store_step(p)
+    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("--allow-pickle", action="store_true", help="unpickle pickled objects")
+    p.set_defaults(run=_unpack)
+
+    p = sub.add_parser("ls", help="list steps: kind, base, stored size, ratio")
+    p.add_argument("store", metavar="STORE")
+    p.set_defaults(run=_ls)
+
+    p = sub.add_parser("info", help="per-tensor sizes and ratios of one step")
+    _store_step(p)
+    p.set_defaults(run=_info)
+
+    p = sub.add_parser("get", help="extract one tensor (or a slice) of one step")
+    _store_step(p)
+    p.add_argument("--tensor", required=True, metavar="NAME")
+    p.add_argument("--slice", metavar="SPEC", help='numpy-style, e.g. "0:128,:" or "3"')
+    p.add_argument("-o", "--output", metavar="OUT", help=".npy or .pt (default: print it)")
+    p.set_defaults(run=_get)
+
+    p = sub.add_parser("stats", help="ratio and changed fraction per step and tensor group")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--plot", metavar="PNG", help="also plot them into an image")
+    p.set_defaults(run=_stats)
+
+    p = sub.add_parser("verify", help="reconstruct every step and check every content hash")
+    p.add_argument("store", metavar="STORE")
+    p.set_defaults(run=_verify)
+
+    p = sub.add_parser("prune", help="delete old steps, keeping what kept deltas need")
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--keep-last", type=int, metavar="N")
+    p.add_argument("--keep-every", type=int, metavar="M", help="also keep multiples of M")
+    p.add_argument("--dry-run", action="store_true")
+    p.set_defaults(run=_prune)
+
+    p = sub.add_parser("clean", help="remove leftovers of interrupted saves")
+    p.add_argument("store", metavar="STORE")
+    p.set_defaults(run=_clean)
+    return parser
+
+
+def _store_step(p: argparse.ArgumentParser) -> None:
+    p.add_argument("store", metavar="STORE")
+    p.add_argument("--step", type=int, required=True, metavar="N")
+
+
+def _open(path: str, mode: str = "r") -> CheckpointStore:
+    if "://" not in path and not Path(path).exists():
+        raise TPDEError(f"{path}: no such tpde store", "not_a_store")
+    return CheckpointStore(path, mode=mode)
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def _pack(args: argparse.Namespace) -> None:
+    files = find_checkpoints(args.checkpoints)
+    first_state = read_checkpoint(files[0])  # fail before creating a store
+    store = CheckpointStore(
+        args.output, mode="a", keyframe_every=args.keyframe_every, chunk_elements=args.chunk_elements
+    )
+    existing = store.steps()
+    first = existing[-1] + 1 if existing else 0
+    steps = list(range(args.first_step, args.first_step + len(files))) if args.first_step is not None \
+        else step_numbers(files, first)
+    file_bytes = raw = stored = 0
+    total = sum(f.stat().st_size for f in files)
+    with byte_progress("packing", total, _interactive()) as advance:
+        for i, (step, path) in enumerate(zip(steps, files)):
+            state, meta = first_state if i == 0 else read_checkpoint(path)
+            first_state = None
+            info = store.save(step, state, allow_pickle=args.allow_pickle, meta=meta, progress=False)
+            size = path.stat().st_size
+            file_bytes, raw, stored = file_bytes + size, raw + info.raw_bytes, stored + info.stored_bytes
+            print(f"step {step:>8}  {info.kind:<8}  {_size(size):>10} -> {_size(info.stored_bytes):>10}"
+                  f"  {size / info.stored_bytes:6.2f}x  {path}")
+            advance(size)
+    print(f"packed {len(files)} checkpoint(s) into {args.output}: {_size(file_bytes)} of files, "
+          f"{_size(raw)} of tensors, stored in {_size(stored)} "
+          f"(ratio {file_bytes / max(stored, 1):.2f}x vs the files, {raw / max(stored, 1):.2f}x vs raw tensors)")
+
+
+def _unpack(args: argparse.Namespace) -> None:
+    store = _open(args.store)
+    state = store.load(args.step, allow_pickle=args.allow_pickle)
+    out = Path(args.output)
+    write_checkpoint(out, state, store.info(args.step).meta or {})
+    print(f"wrote step {args.step} to {out} ({_size(out.stat().st_size)})")
+
+
+def _ls(args: argparse.Namespace) -> None:
+    store = _open(args.store)
+    history = store.history()
+    print(f"{'step':>10}  {'kind':<8}  {'base':>8}  {'raw':>10}  {'stored':>10}  {'ratio':>7}")
+    for h in history:
+        base = "-" if h.base_step is None else str(h.base_step)
+        print(f"{h.step:>10}  {h.kind:<8}  {base:>8}  {_size(h.raw_bytes):>10}  "
+              f"{_size(h.stored_bytes):>10}  {h.ratio:6.2f}x")
+    raw = sum(h.raw_bytes for h in history)
+    stored = sum(h.stored_bytes for h in history)
+    print(f"{len(history)} step(s), {_size(raw)} of tensors stored in {_size(stored)} "
+          f"({raw / max(stored, 1):.2f}x)")
+
+
+def _info(args: argparse.Namespace) -> None:
+    store = _open(args.store)
+    info = store.info(args.step)
+    base = "" if info.base_step is None else f" against step {info.base_step}"
+    print(f"step {info.step}: {info.kind}{base}, depth {info.depth}, {len(info.tensors)} tensor(s), "
+          f"{_size(info.raw_bytes)} -> {_size(info.stored_bytes)} ({info.ratio:.2f}x)")
+    width = max([len(n) for n in info.tensors] + [6])
+    print(f"{'tensor':<{width}}  {'dtype':<9}  {'shape':<16}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  changed")
+    for t in info.tensors.values():
+        changed = "-" if t.changed_fraction is None else f"{100 * t.changed_fraction:.1f}%"
+        shape = "x".join(map(str, t.shape)) or "()"
+        print(f"{t.name:<{width}}  {t.dtype:<9}  {shape:<16}  {_size(t.raw_bytes):>10}  "
+              f"{_size(t.stored_bytes):>10}  {t.ratio:6.2f}x  {changed:>7}")
+
+
+def _get(args: argparse.Namespace) -> None:
+    store = _open(args.store)
+    index = parse_slice(args.slice) if args.slice else None
+    tensor = store.load_tensor(args.step, args.tensor, index)
+    if args.output is None:
+        print(f"{args.tensor} at step {args.step}: {_describe(tensor)}")
+        print(_as_numpy(tensor)[0])
+        return
+    out = Path(args.output)
+    if out.suffix == ".npy":
+        array, note = _as_numpy(tensor)
+        np.save(out, array)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    elif out.suffix in (".pt", ".pth"):
+        import torch
+
+        torch.save(tensor, out)
+    else:
+        raise TPDEError(f"{out}: unknown output type; name it .npy or .pt", "invalid_argument")
+    print(f"wrote {args.tensor} at step {args.step} ({_describe(tensor)}) to {out}")
+
+
+def _stats(args: argparse.Namespace) -> None:
+    store = _open(args.store)
+    infos = [store.info(s) for s in store.steps()]
+    print(f"{'step':>10}  {'kind':<8}  {'ratio':>7}  changed")
+    for info in infos:
+        print(f"{info.step:>10}  {info.kind:<8}  {info.ratio:6.2f}x  {_fmt_changed(_changed(info.tensors.values()))}")
+    groups: dict[str, list] = defaultdict(list)
+    for info in infos:
+        for t in info.tensors.values():
+            groups[tensor_group(t.name)].append(t)
+    width = max([len(g) for g in groups] + [5])
+    print()
+    print(f"{'group':<{width}}  {'tensors':>7}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  changed")
+    for group, members in groups.items():
+        raw = sum(t.raw_bytes for t in members)
+        stored = sum(t.stored_bytes for t in members)
+        print(f"{group:<{width}}  {len(members):>7}  {_size(raw):>10}  {_size(stored):>10}  "
+              f"{raw / max(stored, 1):6.2f}x  {_fmt_changed(_changed(members))}")
+    if args.plot:
+        _plot(infos, Path(args.plot))
+        print(f"wrote {args.plot}")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    store = _open(args.store)
+    steps = store.steps()
+    problems = store.verify()
+    for line in problems:
+        print(line)
+    leftovers = store.uncommitted()
+    if leftovers:
+        print(f"note: {len(leftovers)} leftover(s) of interrupted saves; `tpde-pack clean` removes them")
+    if problems:
+        print(f"tpde-pack: error: {len(problems)} of {len(steps)} step(s) failed verification", file=sys.stderr)
+        return 1
+    print(f"verified {len(steps)} step(s): every tensor reconstructs to its stored content hash")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> None:
+    store = _open(args.store, mode="r+")
+    deleted = store.prune(keep_last=args.keep_last, keep_every=args.keep_every, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(deleted)} step(s): {', '.join(map(str, deleted)) or '-'}; "
+          f"kept {len(store.steps()) - (len(deleted) if args.dry_run else 0)}")
+
+
+def _clean(args: argparse.Namespace) -> None:
+    removed = _open(args.store, mode="r+").clean()
+    print(f"removed {len(removed)} leftover(s)" + (": " + ", ".join(removed) if removed else ""))
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def parse_slice(spec: str) -> tuple:
+    """Parse a numpy-style index like "0:128,:" or "3,::2" into a tuple of ints/slices."""
+    items = []
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                fields = part.split(":")
+                if len(fields) > 3:
+                    raise ValueError
+                items.append(slice(*(int(f) if f.strip() else None for f in fields)))
+            else:
+                items.append(int(part))
+        except ValueError:
+            raise TPDEError(f"bad slice {spec!r}: {part!r} is not an int or start:stop:step", "invalid_argument") from None
+    return tuple(items)
+
+
+def tensor_group(name: str) -> str:
+    """Group of a tensor name for statistics: numeric parts become "*" ("layers.*.q.weight")."""
+    return re.sub(r"(?<=[./])\d+(?=[./]|$)|^\d+(?=[./]|$)", "*", name)
+
+
+def _changed(tensors) -> float | None:
+    """Share of changed positions over the delta-coded tensors among `tensors`."""
+    deltas = [(t.changed_fraction, math.prod(t.shape)) for t in tensors if t.changed_fraction is not None]
+    numel = sum(n for _, n in deltas)
+    if not numel:
+        return None
+    return sum(f * n for f, n in deltas) / numel
+
+
+def _fmt_changed(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def _plot(infos: list[StepInfo], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise TPDEError("--plot needs matplotlib (pip install matplotlib)", "invalid_argument") from e
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
+    steps = [i.step for i in infos]
+    top.plot(steps, [i.ratio for i in infos], marker="o")
+    top.set_ylabel("compression ratio")
+    changed = [_changed(i.tensors.values()) for i in infos]
+    bottom.plot(steps, [np.nan if c is None else 100 * c for c in changed], marker="o", color="C1")
+    bottom.set_ylabel("changed positions (%)")
+    bottom.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _as_numpy(tensor: object) -> tuple[np.ndarray, str | None]:
+    """A numpy array of the tensor; dtypes numpy lacks become float32 (exactly)."""
+    if isinstance(tensor, np.ndarray):
+        return tensor, None
+    import torch
+
+    try:
+        return tensor.numpy(), None
+    except TypeError:
+        return tensor.to(torch.float32).numpy(), f"{tensor.dtype} written as float32 (values exact)"
+
+
+def _describe(tensor: object) -> str:
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return f"{dtype} {tuple(tensor.shape)}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            break
+        n /= 1024
+    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
