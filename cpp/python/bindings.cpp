@@ -48,9 +48,10 @@ const DTypeName& dtype_entry(tpde::DType dtype) {
 }
 
 py::array contiguous(const py::object& obj) {
+  // numpy.asarray(order="C") keeps 0-d arrays 0-d (ascontiguousarray would make them 1-d).
   // Leaked on purpose: a static py::object would be destroyed after the interpreter.
-  static auto* ascontiguousarray = new py::object(py::module_::import("numpy").attr("ascontiguousarray"));
-  return (*ascontiguousarray)(obj).cast<py::array>();
+  static auto* asarray = new py::object(py::module_::import("numpy").attr("asarray"));
+  return (*asarray)(obj, py::arg("order") = "C").cast<py::array>();
 }
 
 std::vector<uint64_t> shape_of(const py::array& a) {

@@ -27,14 +27,16 @@ template <typename U>
 class ChunkEncoder {
  public:
   // without_reference: a delta chunk whose values are coded as if standalone (payload byte 3).
-  ChunkEncoder(const EncodeInput& in, uint64_t n, bool without_reference)
+  // float_split: standalone float values coded by exponent + raw tail; otherwise standalone
+  // values are neighbour differences (constant or smooth float arrays).
+  ChunkEncoder(const EncodeInput& in, uint64_t n, bool without_reference, bool float_split)
       : without_reference_(without_reference),
         n_(n),
         x_(static_cast<const U*>(in.data)),
         ref_(static_cast<const U*>(in.reference)),
         prev_(static_cast<const U*>(in.prev_reference)),
         dtype_(in.dtype),
-        float_split_(!in.reference && is_float(in.dtype)) {}
+        float_split_(float_split && !in.reference && is_float(in.dtype)) {}
 
   // The cheapest plan for these values, with its estimated payload bits.
   Plan plan() {
@@ -347,20 +349,28 @@ struct Sample {
 template <typename U>
 void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
   Sample<U> sample(in, n);
-  EncodeInput standalone = in;
-  standalone.reference = standalone.prev_reference = nullptr;
-  EncodeInput sample_standalone = sample.input;
-  sample_standalone.reference = sample_standalone.prev_reference = nullptr;
   const bool delta = in.reference != nullptr;
-  const Plan without_reference = ChunkEncoder<U>(sample_standalone, sample.count, delta).plan();
-  if (delta) {
-    const Plan with_reference = ChunkEncoder<U>(sample.input, sample.count, false).plan();
-    if (with_reference.bits <= without_reference.bits) {
-      ChunkEncoder<U>(in, n, false).encode_payload(with_reference, out);
-      return;
-    }
+  EncodeInput standalone = in, sample_standalone = sample.input;
+  standalone.reference = standalone.prev_reference = nullptr;
+  sample_standalone.reference = sample_standalone.prev_reference = nullptr;
+  // Candidates: (uses reference, float split); the cheapest on the sample codes the chunk.
+  struct Candidate {
+    bool reference, float_split;
+    Plan plan;
+  };
+  std::vector<Candidate> candidates;
+  if (delta) candidates.push_back({true, false, ChunkEncoder<U>(sample.input, sample.count, false, false).plan()});
+  if (is_float(in.dtype))
+    candidates.push_back({false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan()});
+  candidates.push_back({false, false, ChunkEncoder<U>(sample_standalone, sample.count, delta, false).plan()});
+  const Candidate* best = &candidates[0];
+  for (const Candidate& c : candidates)
+    if (c.plan.bits < best->plan.bits) best = &c;
+  if (best->reference) {
+    ChunkEncoder<U>(in, n, false, false).encode_payload(best->plan, out);
+  } else {
+    ChunkEncoder<U>(standalone, n, delta, best->float_split).encode_payload(best->plan, out);
   }
-  ChunkEncoder<U>(standalone, n, delta).encode_payload(without_reference, out);
 }
 
 }  // namespace
