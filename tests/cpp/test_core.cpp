@@ -99,7 +99,7 @@ static void test_rans_roundtrip() {
   CHECK(bytes == exact.finish());  // reciprocal fast path == division path
   std::vector<uint8_t> table_bytes;
   write_tables(freqs, 1, table_bytes);
-  std::vector<DecTable> tables;
+  std::unique_ptr<DecTable[]> tables;
   std::vector<uint8_t> used;
   CHECK(read_tables(table_bytes.data(), table_bytes.size(), 1, 255, tables, used));
   RansDecoder d(bytes.data(), bytes.size());

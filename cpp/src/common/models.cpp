@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace tpde {
 
@@ -100,17 +101,17 @@ void write_tables(const std::vector<uint32_t>& freqs, int contexts, std::vector<
 }
 
 bool read_tables(const uint8_t* src, size_t size, int contexts, int max_symbol,
-                 std::vector<DecTable>& tables, std::vector<uint8_t>& used) {
+                 std::unique_ptr<DecTable[]>& tables, std::vector<uint8_t>& used) {
   const uint8_t* p = src;
   const uint8_t* end = src + size;
-  tables.assign(static_cast<size_t>(contexts), DecTable{});
+  tables.reset(new DecTable[static_cast<size_t>(contexts)]);  // left uninitialised: filled per used context
   used.assign(static_cast<size_t>(contexts), 0);
   for (int c = 0; c < contexts; ++c) {
     uint64_t nsym;
     if (!get_varint(p, end, nsym) || nsym > static_cast<uint64_t>(max_symbol) + 1) return false;
     if (nsym == 0) continue;
     used[c] = 1;
-    uint32_t* slots = tables[c].slot;
+    DecTable& table = tables[c];
     uint64_t cum = 0;
     int64_t last = -1;
     for (uint64_t k = 0; k < nsym; ++k) {
@@ -120,9 +121,9 @@ bool read_tables(const uint8_t* src, size_t size, int contexts, int max_symbol,
       if (gap > 255 || sym > max_symbol || fm1 >= kProbScale) return false;
       const uint64_t freq = fm1 + 1;
       if (cum + freq > kProbScale) return false;
-      for (uint64_t j = 0; j < freq; ++j)
-        slots[cum + j] = static_cast<uint32_t>(sym) | static_cast<uint32_t>(fm1 << 8) |
-                         static_cast<uint32_t>(j << 20);
+      std::memset(table.symbol + cum, static_cast<int>(sym), freq);
+      table.freq[sym] = static_cast<uint16_t>(freq);
+      table.start[sym] = static_cast<uint16_t>(cum);
       cum += freq;
       last = sym;
     }

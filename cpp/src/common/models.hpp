@@ -2,6 +2,7 @@
 // and the compact table serialisation shared by encoder and decoder.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "rans.hpp"
@@ -26,7 +27,7 @@ void write_tables(const std::vector<uint32_t>& freqs, int contexts, std::vector<
 // Parses tables into decode slots; returns false on malformed input.
 // used[c] tells which contexts have a table.
 bool read_tables(const uint8_t* src, size_t size, int contexts, int max_symbol,
-                 std::vector<DecTable>& tables, std::vector<uint8_t>& used);
+                 std::unique_ptr<DecTable[]>& tables, std::vector<uint8_t>& used);
 
 void put_varint(std::vector<uint8_t>& out, uint64_t v);
 bool get_varint(const uint8_t*& p, const uint8_t* end, uint64_t& v);

@@ -86,9 +86,12 @@ class RansEncoder {
   size_t pos_;
 };
 
-// One decode slot: symbol (8 bits), freq-1 (12 bits), slot-start offset (12 bits).
+// Decode table of one context: slot -> symbol, and each used symbol's frequency and start.
+// 5 KiB, so the tables of many contexts stay in cache. Filled only for used contexts.
 struct DecTable {
-  uint32_t slot[kProbScale];
+  uint8_t symbol[kProbScale];
+  uint16_t freq[256];
+  uint16_t start[256];
 };
 
 class RansDecoder {
@@ -100,13 +103,12 @@ class RansDecoder {
   }
 
   uint32_t get(const DecTable& t) {
-    const uint32_t e = t.slot[state_ & (kProbScale - 1)];
-    const uint32_t freq = ((e >> 8) & 0xFFF) + 1;
-    const uint32_t offset = e >> 20;
-    uint32_t x = freq * (state_ >> kProbBits) + offset;
+    const uint32_t slot = state_ & (kProbScale - 1);
+    const uint32_t sym = t.symbol[slot];
+    uint32_t x = t.freq[sym] * (state_ >> kProbBits) + slot - t.start[sym];
     while (x < kRansLow) x = (x << 8) | next_byte();
     state_ = x;
-    return e & 0xFF;
+    return sym;
   }
 
   bool overran() const { return overran_; }

@@ -147,7 +147,7 @@ class ChunkDecoder {
     U previous = 0;
     if constexpr (S == ContextScheme::kPrevExponent)
       previous = rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mant_));
-    const DecTable* tables = tables_.data();
+    const DecTable* tables = tables_.get();
     const uint8_t* used = used_.data();
     U* out = out_;
     const U* ref = ref_;
@@ -210,7 +210,7 @@ class ChunkDecoder {
   const int expb_ = exponent_bits(h_.dtype);
   ContextScheme scheme_ = ContextScheme::kNone;
   int context_param_ = 0;
-  std::vector<DecTable> tables_;
+  std::unique_ptr<DecTable[]> tables_;
   std::vector<uint8_t> used_;
 };
 
