@@ -12,6 +12,8 @@ from zarr.storage import MemoryStore, WrapperStore
 
 def raw_bytes(t: torch.Tensor) -> bytes:
     """The exact bytes of a tensor's data (NaN payloads and -0.0 included)."""
+    if t.numel() == 0:
+        return b""
     return bytes(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
 
 

@@ -262,9 +262,7 @@ def test_plain_zarr_reads_keyframes_and_refuses_deltas(tmp_path):
     store.save(1, {"model": {"w": drift(w, 1)}})
     plain = zarr.open_array(LocalStore(tmp_path / "s", read_only=True), path="steps/0/model/w", mode="r")
     assert plain[:].tobytes() == w.numpy().tobytes()
-    assert plain.attrs["tpde"]["kind"] == "keyframe"
     delta = zarr.open_array(LocalStore(tmp_path / "s", read_only=True), path="steps/1/model/w", mode="r")
-    assert delta.attrs["tpde"]["base_step"] == 0
     with pytest.raises(TPDEError, match="CheckpointStore"):
         delta[:]
 

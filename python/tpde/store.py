@@ -359,10 +359,7 @@ class CheckpointStore:
             for i in range(1, len(parts)):
                 meta[f"{step_prefix(step)}/{'/'.join(parts[:i])}/{ROOT_GROUP}"] = group_bytes()
             meta[f"{prefix}/.zarray"] = zarray_bytes(entry.spec, entry.chunks)
-            attrs = {"name": name, "kind": manifest.kind, "base_step": manifest.base_step,
-                     "dtype": entry.spec.dtype}
-            meta[f"{prefix}/{ROOT_ATTRS}"] = json_bytes({"tpde": attrs})
-        self._kv.set_many(meta)
+        self._run(self._kv.set, list(meta.items()), "", False, [len(v) for v in meta.values()])
         body = manifest.to_bytes()
         self._kv.set(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
         marker = Marker(

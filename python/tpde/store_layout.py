@@ -4,7 +4,6 @@
     steps/<step>/.zgroup
     steps/<step>/.zattrs             ["tpde_step"] = the step manifest (tree, arrays)
     steps/<step>/<name>/.zarray      zarr v2 array, compressor {"id": "tpde"}
-    steps/<step>/<name>/.zattrs      ["tpde"] = {name, kind, base_step, dtype}
     steps/<step>/<name>/<i.j>        chunk bytes (tpde chunk format)
     commits/<step>                   commit marker: written last, deleted first
 

@@ -113,6 +113,8 @@ def from_storage(arr: np.ndarray, spec: ArraySpec) -> object:
     import torch
 
     if spec.dtype in _COMPLEX_PARTS:
+        if arr.size == 0:  # view_as_complex needs a real stride-1 axis
+            return torch.empty(spec.shape, dtype=getattr(torch, spec.dtype))
         parts = torch.from_numpy(arr).reshape(spec.storage_shape)
         return torch.view_as_complex(parts)
     if spec.codec_dtype in _SIGNED_VIEW:
