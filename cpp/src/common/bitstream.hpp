@@ -15,17 +15,21 @@ namespace tpde {
 
 class BitWriter {
  public:
-  explicit BitWriter(std::vector<uint8_t>& out) : out_(out) {}
+  // Appends to out; expected_bytes sizes the buffer up front (it still grows if needed).
+  explicit BitWriter(std::vector<uint8_t>& out, size_t expected_bytes = 0)
+      : out_(out), pos_(out.size()) {
+    out_.resize(pos_ + expected_bytes + 8);
+  }
 
   void put(uint64_t value, int nbits) {
     acc_ = (acc_ << nbits) | value;
     filled_ += nbits;
     if (filled_ >= 32) {
       filled_ -= 32;
-      const uint32_t word = static_cast<uint32_t>(acc_ >> filled_);
-      const uint8_t bytes[4] = {uint8_t(word >> 24), uint8_t(word >> 16), uint8_t(word >> 8),
-                                uint8_t(word)};
-      out_.insert(out_.end(), bytes, bytes + 4);
+      if (pos_ + 4 > out_.size()) out_.resize(2 * out_.size() + 8);
+      const uint32_t word = __builtin_bswap32(static_cast<uint32_t>(acc_ >> filled_));
+      std::memcpy(out_.data() + pos_, &word, 4);
+      pos_ += 4;
     }
   }
 
@@ -38,19 +42,22 @@ class BitWriter {
     }
   }
 
-  // Pads the last byte with zero bits.
+  // Pads the last byte with zero bits and trims the buffer to what was written.
   void finish() {
+    out_.resize(pos_);
     while (filled_ > 0) {
       const int take = filled_ >= 8 ? 8 : filled_;
       const uint8_t byte = static_cast<uint8_t>((acc_ >> (filled_ - take)) << (8 - take));
       out_.push_back(byte);
       filled_ -= take;
     }
+    pos_ = out_.size();
     acc_ = 0;
   }
 
  private:
   std::vector<uint8_t>& out_;
+  size_t pos_;
   uint64_t acc_ = 0;
   int filled_ = 0;
 };

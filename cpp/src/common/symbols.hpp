@@ -48,6 +48,14 @@ struct Split {
   uint64_t tail;
 };
 
+// Branch-free symbol of v (the hot path of the encoder's first pass).
+inline uint32_t log_bucket_symbol(uint64_t v) {
+  const int b = bit_length(v | 1);
+  const int shift = b > 3 ? b - 3 : 0;
+  const uint32_t big = static_cast<uint32_t>(4 * b - 8) + static_cast<uint32_t>((v >> shift) & 3);
+  return v < 8 ? static_cast<uint32_t>(v) : big;
+}
+
 inline Split log_bucket_split(uint64_t v) {
   if (v < 8) return {static_cast<uint32_t>(v), 0, 0};
   const int b = bit_length(v);

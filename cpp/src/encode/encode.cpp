@@ -62,6 +62,7 @@ class ChunkEncoder {
     U* v = v_.data();
     uint8_t* sym = symbols_.data();
     const U* x = x_;
+    const uint64_t n_ = this->n_;  // a local bound: stores through uint8_t* may alias members
     uint64_t zeros = 0;
     if (ref_) {
       const U* ref = ref_;
@@ -69,7 +70,7 @@ class ChunkEncoder {
         const U d = zigzag<U>(static_cast<U>(x[i] - ref[i]));
         v[i] = d;
         zeros += d == 0;
-        sym[i] = static_cast<uint8_t>(log_bucket_split(d).symbol);
+        sym[i] = static_cast<uint8_t>(log_bucket_symbol(d));
       }
     } else if (float_split_) {
       for (uint64_t i = 0; i < n_; ++i) {
@@ -85,7 +86,7 @@ class ChunkEncoder {
         previous = x[i];
         v[i] = d;
         zeros += d == 0;
-        sym[i] = static_cast<uint8_t>(log_bucket_split(d).symbol);
+        sym[i] = static_cast<uint8_t>(log_bucket_symbol(d));
       }
     }
     zeros_ = zeros;
@@ -224,30 +225,44 @@ class ChunkEncoder {
     std::vector<uint8_t> ctx(coded);
     Histogram hist(static_cast<size_t>(contexts) * kAlphabet, 0);
     std::vector<uint8_t> gaps, tails;
-    tails.reserve(n_ * sizeof(U));
-    BitWriter gap_writer(gaps), tail_writer(tails);
-    with_scheme(plan.contexts, [&](auto scheme) {
+    BitWriter gap_writer(gaps, elias ? coded / 2 : 0), tail_writer(tails, n_ * sizeof(U));
+    auto code_values = [&](auto scheme, auto elias_const, auto split_const) {
       constexpr ContextScheme S = decltype(scheme)::value;
+      constexpr bool kElias = decltype(elias_const)::value;
+      constexpr bool kSplit = decltype(split_const)::value;
+      const U* values = v_.data();
+      const uint8_t* symbols = symbols_.data();
+      uint8_t* contexts_out = ctx.data();
+      uint64_t* h = hist.data();
       U previous = initial_previous(S);
       uint64_t k = 0, last = 0;
-      for (uint64_t i = 0; i < n_; ++i) {
-        const U v = v_[i];
-        if (elias) {
+      const uint64_t n = n_;
+      for (uint64_t i = 0; i < n; ++i) {
+        const U v = values[i];
+        if constexpr (kElias) {
           if (v == 0) continue;
           put_elias_delta(gap_writer, i + 1 - last);
           last = i + 1;
         }
         const int c = context_at<S>(i, previous);
-        ctx[k++] = static_cast<uint8_t>(c);
-        ++hist[static_cast<size_t>(c) * kAlphabet + symbols_[i]];
-        if (float_split_) {
+        contexts_out[k++] = static_cast<uint8_t>(c);
+        ++h[static_cast<size_t>(c) * kAlphabet + symbols[i]];
+        if constexpr (kSplit) {
           tail_writer.put_wide(v & ((U(1) << (kBits<U> - 8)) - 1), kBits<U> - 8);
         } else if (v >= 8) {
-          const int tb = log_bucket_tail_bits(symbols_[i]);
+          const int tb = log_bucket_tail_bits(symbols[i]);
           tail_writer.put_wide(v & ((uint64_t(1) << tb) - 1), tb);
         }
         previous = v;
       }
+    };
+    with_scheme(plan.contexts, [&](auto scheme) {
+      auto with_split = [&](auto elias_const) {
+        if (float_split_) code_values(scheme, elias_const, std::true_type{});
+        else code_values(scheme, elias_const, std::false_type{});
+      };
+      if (elias) with_split(std::true_type{});
+      else with_split(std::false_type{});
     });
     gap_writer.finish();
     tail_writer.finish();
