@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from collections import defaultdict
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except TPDEError as e:
         print(f"tpde-pack: error: {e}", file=sys.stderr)
+    except BrokenPipeError:  # output piped into `head` & co: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, MemoryError) as e:
         print(f"tpde-pack: error: {e}", file=sys.stderr)
     except KeyboardInterrupt:
