@@ -438,3 +438,18 @@ def test_in_place_updates_after_save_do_not_leak_into_the_store(store):
     w.mul_(2.0)
     assert raw_bytes(store.load(0)["w"]) == raw_bytes(first)
     assert raw_bytes(store.load(1)["w"]) == raw_bytes(first + 1.0)
+
+
+def test_fsspec_url_store():
+    url = "memory://tpde-tests/run.tpde"
+    store = CheckpointStore(url, mode="w")
+    x = torch.randn(300)
+    store.save(0, {"x": x})
+    store.save(1, {"x": drift(x, 1)})
+    reader = CheckpointStore(url, mode="r")
+    assert reader.steps() == [0, 1] and reader.history()[1].kind == "delta"
+    assert raw_bytes(reader.load_tensor(1, "x", slice(5, 9))) == raw_bytes(drift(x, 1)[5:9])
+    assert reader.verify() == []
+    store.delete(1)
+    assert CheckpointStore(url, mode="r").steps() == [0]
+    expect_error("not_a_store", "empty", CheckpointStore, "memory://tpde-tests/none", mode="r")
