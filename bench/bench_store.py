@@ -67,6 +67,7 @@ def dir_bytes(path: Path) -> int:
 
 
 def bench_series(name: str, small: bool, keyframe_every: int, reps: int, work: Path) -> dict:
+    """Time and size one series with one keyframe interval (see the module docstring)."""
     paths = S.make_series(name, small=small)
     store_path, pt = work / f"{name}.tpde", work / f"{name}.pt"
     shutil.rmtree(store_path, ignore_errors=True)
@@ -92,7 +93,7 @@ def bench_series(name: str, small: bool, keyframe_every: int, reps: int, work: P
     t_pt_layer, _ = timed(lambda: torch.load(pt, weights_only=True)["model"][layer].clone(), reps)
     if not (same_bits(got, state["model"][layer]) and same_bits(got_rows, state["model"][layer][:128])):
         raise SystemExit(f"{name}: partial restore is not bit-exact")
-    return dict(name=name, rows=rows, layer=layer, layer_shape=tuple(weights[layer].shape),
+    return dict(name=name, keyframe_every=keyframe_every, rows=rows, layer=layer, layer_shape=tuple(weights[layer].shape),
                 layer_depth=rows[-1]["depth"], t_layer=t_layer, t_rows=t_rows, t_pt_layer=t_pt_layer,
                 store_dir=dir_bytes(store_path))
 
@@ -104,15 +105,15 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
         "# CheckpointStore vs torch.save / torch.load",
         "",
         f"{_dt.date.today()} · commit {commit} · {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores · torch {torch.__version__} · keyframe_every={args.keyframe_every} · "
-        f"loads best of {args.reps} · `python bench/bench_store.py{' --small' if args.small else ''}`",
+        f"{os.cpu_count()} cores · torch {torch.__version__} · loads best of {args.reps} · "
+        f"`python bench/bench_store.py {' '.join(sys.argv[1:])}`",
         "",
         "Times in seconds; MB/s = raw tensor bytes / time. `ratio` = .pt file bytes / stored bytes.",
         "Every store load was checked bit-exact against the input in the same run.",
     ]
     for r in results:
         rows = r["rows"]
-        lines += ["", f"## {r['name']}", "",
+        lines += ["", f"## {r['name']}, keyframe_every={r['keyframe_every']}", "",
                   "| step | kind | depth | torch.save | store.save | torch.load | store.load | .pt MB | stored MB | ratio |",
                   "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for x in rows:
@@ -145,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", nargs="+", default=["scratch", "scratch-bf16"])
     parser.add_argument("--small", action="store_true", help="tiny series, smoke test")
-    parser.add_argument("--keyframe-every", type=int, default=16)
+    parser.add_argument("--keyframe-every", type=int, nargs="+", default=[16])
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
     work = HERE / ".cache" / "store-bench"
     work.mkdir(parents=True, exist_ok=True)
-    results = [bench_series(n, args.small, args.keyframe_every, args.reps, work) for n in args.series]
+    results = [bench_series(n, args.small, k, args.reps, work) for n in args.series for k in args.keyframe_every]
     text = report(results, args)
     out = HERE / ("store_results-small.md" if args.small else "store_results.md")
     out.write_text(text)
