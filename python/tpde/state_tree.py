@@ -23,7 +23,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import numpy as np
 
@@ -35,7 +35,8 @@ _SAFE = "-_."
 def escape_component(key: str | int) -> str:
     """One path component of a leaf name: ints as digits, strings percent-escaped.
 
-    "/" and "%" are escaped so names split back into their keys; a leading "." is escaped
+    "/" and "%" are escaped so names split back into their keys (`urllib.parse.unquote`
+    of each part; "%" alone is ""); a leading "." is escaped
     so no name collides with zarr's ".zarray"/".zattrs" keys; "" becomes "%".
     """
     if isinstance(key, int):
@@ -44,11 +45,6 @@ def escape_component(key: str | int) -> str:
         return "%"
     text = quote(key, safe=_SAFE)
     return "%2E" + text[1:] if text.startswith(".") else text
-
-
-def split_name(name: str) -> list[str]:
-    """The string keys of a leaf name (inverse of escaping, ints come back as digits)."""
-    return ["" if part == "%" else unquote(part) for part in name.split("/")]
 
 
 @dataclass(frozen=True)
@@ -186,27 +182,6 @@ def unflatten_state(
             return torch.Size(value)
         return getattr(torch, value) if tag == "torch_dtype" else torch.device(value)
     raise TPDEError(f"unknown node {tag!r} in a stored state skeleton", "corrupt")
-
-
-def leaf_names(node: object) -> list[str]:
-    """Names of the array and pickle leaves of a skeleton, in state order (no aliases)."""
-    out: list[str] = []
-
-    def walk(n: object) -> None:
-        if not isinstance(n, dict):
-            return
-        (tag, value), *_ = n.items()
-        if tag in ("array", "pickle"):
-            out.append(value)
-        elif tag in ("dict", "odict"):
-            for _, v in value:
-                walk(v)
-        elif tag in ("list", "tuple"):
-            for v in value:
-                walk(v)
-
-    walk(node)
-    return out
 
 
 def _is_torch_size(obj: object) -> bool:

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .chunking import Box, ChunkGrid, choose_chunks
 from .errors import TPDEError
 from .kvstore import KeyValueStore, open_zarr_store
 from .progress import byte_progress, wanted
-from .state_tree import flatten_state, leaf_names, unflatten_state
+from .state_tree import flatten_state, unflatten_state
 from .store_layout import (
     COMMITS,
     DELTA,
@@ -46,7 +47,15 @@ from .store_layout import (
     step_prefix,
     zarray_bytes,
 )
-from .torch_adapter import ArraySpec, alias_key, from_storage, is_array, storage_dtype, to_storage
+from .torch_adapter import (
+    ArraySpec,
+    alias_key,
+    from_storage,
+    is_array,
+    pickle_to_storage,
+    storage_dtype,
+    to_storage,
+)
 
 DEFAULT_KEYFRAME_EVERY = 16
 DEFAULT_CHUNK_ELEMENTS = 2**20
@@ -91,6 +100,14 @@ class StepInfo:
     def ratio(self) -> float:
         """Uncompressed bytes over stored bytes."""
         return self.raw_bytes / self.stored_bytes if self.stored_bytes else math.inf
+
+
+class _Coded(NamedTuple):
+    """What saving one chunk produced."""
+
+    stored: int  # bytes written
+    crc32c: int  # content hash of the chunk's data
+    changed: int  # positions that differ from the reference
 
 
 @dataclass
@@ -257,7 +274,8 @@ class CheckpointStore:
         arrays: dict[str, np.ndarray] = {}
         specs: dict[str, ArraySpec] = {}
         for leaf in leaves:
-            arrays[leaf.name], specs[leaf.name] = to_storage(leaf.value)
+            convert = pickle_to_storage if leaf.pickled else to_storage
+            arrays[leaf.name], specs[leaf.name] = convert(leaf.value)
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
 
         base, prev, depth = self._references(step, specs, chunks)
@@ -269,7 +287,7 @@ class CheckpointStore:
         tasks = [(n, i) for n in arrays for i in grids[n].indices()]
         sizes = [math.prod(chunks[n]) * arrays[n].itemsize for n, _ in tasks]
 
-        def encode_chunk(name: str, index: tuple) -> tuple[int, int, int]:
+        def encode_chunk(name: str, index: tuple) -> _Coded:
             grid = grids[name]
             data = grid.extract(arrays[name], index)
             ref = None if base is None else grid.extract(base.arrays[name], index)
@@ -277,7 +295,7 @@ class CheckpointStore:
             blob = _core.encode(data, reference=ref, prev_reference=ctx, dtype=specs[name].codec_dtype)
             self._kv.set(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
             changed = 0 if ref is None else _count_changed(data, ref)
-            return len(blob), _core.fingerprint(data), changed
+            return _Coded(len(blob), _core.fingerprint(data), changed)
 
         results = self._run(encode_chunk, tasks, f"save step {step}", progress, sizes)
         entries = self._entries(specs, chunks, tasks, results, kind)
@@ -336,16 +354,17 @@ class CheckpointStore:
             return base, None
         return base, _Snapshot(manifest.base_step, before, {})
 
-    def _entries(self, specs, chunks, tasks, results, kind) -> dict[str, ArrayEntry]:
-        per_name: dict[str, list] = {n: [] for n in specs}
+    def _entries(self, specs, chunks, tasks, results: list[_Coded], kind) -> dict[str, ArrayEntry]:
+        """Manifest entries from the coded chunks (tasks are in C order per array)."""
+        per_name: dict[str, list[_Coded]] = {n: [] for n in specs}
         for (name, _), result in zip(tasks, results):
             per_name[name].append(result)
         entries = {}
         for name, spec in specs.items():
-            rs = per_name[name]
-            changed = None if kind == KEYFRAME else sum(r[2] for r in rs)
+            coded = per_name[name]
+            changed = None if kind == KEYFRAME else sum(c.changed for c in coded)
             entries[name] = ArrayEntry(
-                name, spec, chunks[name], [r[1] for r in rs], sum(r[0] for r in rs), changed
+                name, spec, chunks[name], [c.crc32c for c in coded], sum(c.stored for c in coded), changed
             )
         return entries
 

@@ -92,13 +92,16 @@ def alias_key(obj: object) -> tuple:
 
 
 def to_storage(obj: object) -> tuple[np.ndarray, ArraySpec]:
-    """An owned C-contiguous snapshot of `obj` in its codec dtype, and its spec."""
-    if isinstance(obj, bytes):  # a pickled object
-        arr = np.frombuffer(obj, dtype=np.uint8).copy()
-        return arr, ArraySpec("pickle", "uint8", arr.shape, "uint8", arr.shape)
+    """An owned C-contiguous snapshot of a tensor or array in its codec dtype, and its spec."""
     if isinstance(obj, np.ndarray):
         return _numpy_to_storage(obj)
     return _torch_to_storage(obj)
+
+
+def pickle_to_storage(data: bytes) -> tuple[np.ndarray, ArraySpec]:
+    """A pickled object's bytes as a uint8 array, and its spec."""
+    arr = np.frombuffer(data, dtype=np.uint8).copy()
+    return arr, ArraySpec("pickle", "uint8", arr.shape, "uint8", arr.shape)
 
 
 def from_storage(arr: np.ndarray, spec: ArraySpec) -> object:
