@@ -82,8 +82,9 @@ const py::array* optional_array(const py::object& obj, py::array& holder) {
   return &holder;
 }
 
-py::bytes encode(const py::object& data_obj, const py::object& reference_obj, const py::object& prev_obj,
-                 const py::object& dtype) {
+py::object encode(const py::object& data_obj, const py::object& reference_obj, const py::object& prev_obj,
+                  const py::object& dtype, const py::object& abs_error, const py::object& log_rel_error,
+                  bool return_reconstruction) {
   const py::array data = contiguous(data_obj);
   py::array ref_holder, prev_holder;
   const py::array* ref = optional_array(reference_obj, ref_holder);
@@ -102,12 +103,28 @@ py::bytes encode(const py::object& data_obj, const py::object& reference_obj, co
   if (prev && !ref) raise_error(tpde::ErrorCode::kInvalidArgument, "prev_reference given without reference");
   in.reference = ref ? ref->data() : nullptr;
   in.prev_reference = prev ? prev->data() : nullptr;
+  if (!abs_error.is_none() && !log_rel_error.is_none())
+    raise_error(tpde::ErrorCode::kInvalidArgument, "give abs_error or log_rel_error, not both");
+  if (!abs_error.is_none()) {
+    in.lossy = tpde::LossyKind::kAbsolute;
+    in.error_bound = abs_error.cast<double>();
+  } else if (!log_rel_error.is_none()) {
+    in.lossy = tpde::LossyKind::kLogRelative;
+    in.error_bound = log_rel_error.cast<double>();
+  }
+  py::array reconstruction;
+  if (return_reconstruction) {
+    reconstruction = py::array(data.dtype(), std::vector<py::ssize_t>(data.shape(), data.shape() + data.ndim()));
+    in.reconstruction = reconstruction.mutable_data();
+  }
   std::vector<uint8_t> chunk;
   {
     py::gil_scoped_release release;
     chunk = tpde::encode(in);
   }
-  return py::bytes(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+  py::bytes bytes(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+  if (return_reconstruction) return py::make_tuple(bytes, reconstruction);
+  return bytes;
 }
 
 // A read-only, C-contiguous byte view of any buffer-protocol object (copied if strided).
@@ -143,6 +160,9 @@ py::dict header_dict(const tpde::Header& h) {
   d["reference_fingerprint"] = h.reference_fingerprint;
   d["prev_reference_fingerprint"] = h.prev_reference_fingerprint;
   d["header_size"] = h.header_size;
+  d["lossy"] = h.lossy == tpde::LossyKind::kNone ? py::object(py::none())
+               : py::object(py::str(h.lossy == tpde::LossyKind::kAbsolute ? "absolute" : "log_relative"));
+  d["error_bound"] = h.lossy == tpde::LossyKind::kNone ? py::object(py::none()) : py::object(py::float_(h.error_bound));
   d["payload_size"] = h.payload_size;
   return d;
 }
@@ -208,8 +228,12 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("encode", &encode, py::arg("data"), py::kw_only(), py::arg("reference") = py::none(),
-        py::arg("prev_reference") = py::none(), py::arg("dtype") = py::none(),
-        "Encode one array as a tpde chunk: standalone, or a lossless delta against reference.");
+        py::arg("prev_reference") = py::none(), py::arg("dtype") = py::none(), py::arg("abs_error") = py::none(),
+        py::arg("log_rel_error") = py::none(), py::arg("return_reconstruction") = false,
+        "Encode one array as a tpde chunk: standalone, or a delta against reference.\n"
+        "Lossless unless abs_error (|decoded - x| <= abs_error) or log_rel_error\n"
+        "(|decoded - x| <= log_rel_error * |x|) is given; with return_reconstruction=True\n"
+        "returns (chunk, decoded values), the reference for the next step (error feedback).");
   m.def("decode", &decode, py::arg("chunk"), py::kw_only(), py::arg("reference") = py::none(),
         py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
         "Decode a tpde chunk; delta chunks need the reference they were coded against.");

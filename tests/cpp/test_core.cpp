@@ -10,6 +10,7 @@
 #include "common/elias.hpp"
 #include "common/models.hpp"
 #include "common/rans.hpp"
+#include "common/quantize.hpp"
 #include "common/symbols.hpp"
 #include "tpde/tpde.hpp"
 
@@ -216,6 +217,65 @@ static void test_bad_input() {
   ++tests_run;
 }
 
+// Lossy chain with error feedback: each step is coded against the previous reconstruction;
+// every value stays within the bound, and re-encoding a reconstruction gives the same bytes.
+template <typename U>
+static void lossy_chain(DType dtype, LossyKind kind, double bound) {
+  std::mt19937 rng(7);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  const size_t n = 5000;
+  std::vector<double> truth(n);
+  for (auto& t : truth) t = normal(rng) * 0.05;
+  auto to_bits = [&](double d) { return from_double<U>(d, dtype); };
+  std::vector<U> ref(n), x(n), recon(n), recon2(n);
+  bool first = true;
+  for (int step = 0; step < 55; ++step) {
+    for (size_t i = 0; i < n; ++i) {
+      truth[i] += normal(rng) * 1e-3 * (i % 7 == 0 ? 0.0 : 1.0);
+      x[i] = to_bits(kind == LossyKind::kLogRelative ? std::fabs(truth[i]) + 1e-6 : truth[i]);
+    }
+    EncodeInput in{dtype, {n}, x.data(), first ? nullptr : ref.data(), nullptr, kind, bound, recon.data()};
+    const std::vector<uint8_t> chunk = encode(in);
+    const Header h = read_header(chunk.data(), chunk.size());
+    CHECK(h.lossy == kind);
+    std::vector<U> out(n);
+    decode(chunk.data(), chunk.size(), out.data(), n * sizeof(U), in.reference, in.reference ? n * sizeof(U) : 0,
+           nullptr, 0);
+    CHECK(std::memcmp(out.data(), recon.data(), n * sizeof(U)) == 0);
+    for (size_t i = 0; i < n; ++i) {
+      const double xd = to_double<U>(x[i], dtype), rd = to_double<U>(out[i], dtype);
+      const double allowed = kind == LossyKind::kAbsolute ? bound : bound * std::fabs(xd) + 1e-30;
+      CHECK(std::fabs(xd - rd) <= allowed);
+    }
+    EncodeInput again = in;
+    again.data = recon.data();
+    again.reconstruction = recon2.data();
+    CHECK(encode(again) == chunk);  // idempotent
+    CHECK(std::memcmp(recon2.data(), recon.data(), n * sizeof(U)) == 0);
+    ref = recon;
+    first = false;
+  }
+}
+
+static void test_lossy() {
+  lossy_chain<uint32_t>(DType::kFloat32, LossyKind::kAbsolute, 1e-4);
+  lossy_chain<uint32_t>(DType::kFloat32, LossyKind::kLogRelative, 0.01);
+  lossy_chain<uint16_t>(DType::kBFloat16, LossyKind::kAbsolute, 1e-3);
+  lossy_chain<uint16_t>(DType::kFloat16, LossyKind::kAbsolute, 1e-3);
+  lossy_chain<uint64_t>(DType::kFloat64, LossyKind::kLogRelative, 1e-3);
+  // Half conversions round to nearest even, exactly.
+  for (uint32_t h = 0; h < 0x7C00; ++h) CHECK(double_to_half(half_to_double(static_cast<uint16_t>(h))) == h);
+  CHECK(double_to_half(1.0 + 1.0 / 2048) == 0x3C00);  // tie to even
+  CHECK(double_to_half(1.0 + 3.0 / 2048) == 0x3C02);
+  // A bound below the dtype's resolution falls back to lossless.
+  std::vector<uint32_t> x = {0x3F800001u, 0x3F800003u}, recon(2);
+  EncodeInput in{DType::kFloat32, {2}, x.data(), nullptr, nullptr, LossyKind::kAbsolute, 1e-12, recon.data()};
+  const auto chunk = encode(in);
+  CHECK(read_header(chunk.data(), chunk.size()).lossy == LossyKind::kNone);
+  CHECK(recon == x);
+  ++tests_run;
+}
+
 int main() {
   test_bitstream_roundtrip();
   test_elias_roundtrip();
@@ -223,6 +283,7 @@ int main() {
   test_log_bucket_split_join();
   test_chunk_roundtrips();
   test_bad_input();
+  test_lossy();
   std::printf("%d passed, 0 failed\n", tests_run);
   return 0;
 }

@@ -20,6 +20,7 @@ enum class DType : uint8_t {
 enum class Mode : uint8_t { kStandalone = 0, kDelta = 1 };
 
 constexpr uint8_t kFlagPrevReference = 1;  // header flag: coded with the prev-reference context
+constexpr uint8_t kFlagLossy = 2;          // header flag: payload starts with a lossy block
 
 // Payload section codes.
 enum class ValueScheme : uint8_t { kStored = 0, kLogBucket = 1, kFloatSplit = 2 };

@@ -9,6 +9,13 @@
 
 namespace tpde {
 
+// Lossy mode: every decoded value stays within the bound of the input value.
+//   kAbsolute:    |decoded - x| <= bound
+//   kLogRelative: |decoded - x| <= bound * |x| (bound < 1; tiny subnormals: a few subnormal steps)
+// Chunks where the bound cannot be kept (non-finite values, bounds below the dtype's
+// resolution) are coded losslessly instead.
+enum class LossyKind : uint8_t { kNone = 0, kAbsolute = 1, kLogRelative = 2 };
+
 struct Header {
   uint8_t version = kFormatVersion;
   DType dtype = DType::kFloat32;
@@ -20,6 +27,8 @@ struct Header {
   uint64_t payload_size = 0;
   uint32_t payload_crc = 0;
   size_t header_size = 0;
+  LossyKind lossy = LossyKind::kNone;  // from the payload's lossy block (header flag kFlagLossy)
+  double error_bound = 0.0;
 
   uint64_t count() const;  // elements; shape validated so no overflow
   uint64_t nbytes() const { return count() * dtype_size(dtype); }
@@ -31,6 +40,9 @@ struct EncodeInput {
   const void* data;                     // count * dtype_size bytes
   const void* reference = nullptr;      // same size, or null for standalone
   const void* prev_reference = nullptr; // same size, optional context (needs reference)
+  LossyKind lossy = LossyKind::kNone;   // float dtypes only
+  double error_bound = 0.0;
+  void* reconstruction = nullptr;       // optional out: what decode() will return (count * size bytes)
 };
 
 // Largest chunk encode() can produce for nbytes of input and ndim dimensions.

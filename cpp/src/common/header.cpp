@@ -1,5 +1,6 @@
 #include "header.hpp"
 
+#include <cmath>
 #include <string>
 
 #include "mem.hpp"
@@ -34,6 +35,31 @@ void write_header(const Header& h, std::vector<uint8_t>& out) {
   store_le<uint32_t>(p + crc_at, crc32c(p, crc_at));
 }
 
+LossyParams read_lossy_block(const Header& h, const uint8_t* payload) {
+  if (!is_float(h.dtype)) fail(ErrorCode::kCorrupt, "lossy flag on a chunk of integer dtype");
+  if (h.payload_size < kLossyBlockSize) fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
+  LossyParams p;
+  const uint8_t kind = payload[0];
+  if (kind != 1 && kind != 2) fail(ErrorCode::kCorrupt, "lossy block has unknown quantizer " + std::to_string(kind));
+  p.kind = static_cast<Quantizer>(kind);
+  p.shift = payload[1];
+  std::memcpy(&p.value, payload + 8, 8);
+  const bool ok = p.kind == Quantizer::kAbsolute
+                      ? std::isfinite(p.value) && p.value > 0 && p.shift == 0
+                      : std::isfinite(p.value) && p.value > 0 && p.value < 1 &&
+                            p.shift < static_cast<int>(8 * dtype_size(h.dtype)) - 1;
+  if (!ok) fail(ErrorCode::kCorrupt, "lossy block has invalid parameters");
+  return p;
+}
+
+void write_lossy_block(const LossyParams& p, std::vector<uint8_t>& out) {
+  uint8_t block[kLossyBlockSize] = {0};
+  block[0] = static_cast<uint8_t>(p.kind);
+  block[1] = static_cast<uint8_t>(p.shift);
+  std::memcpy(block + 8, &p.value, 8);
+  out.insert(out.end(), block, block + kLossyBlockSize);
+}
+
 Header read_header(const uint8_t* src, size_t size) {
   if (size < kFixedHeaderSize + 4)
     fail(ErrorCode::kTruncated, "chunk is " + std::to_string(size) +
@@ -62,9 +88,9 @@ Header read_header(const uint8_t* src, size_t size) {
   if (src[6] > 1) fail(ErrorCode::kCorrupt, "chunk header has unknown mode " + std::to_string(src[6]));
   h.mode = static_cast<Mode>(src[6]);
   h.flags = src[7];
-  if (h.flags & ~kFlagPrevReference)
+  if (h.flags & ~(kFlagPrevReference | kFlagLossy))
     fail(ErrorCode::kCorrupt, "chunk header has unknown flags " + std::to_string(h.flags));
-  if (h.mode == Mode::kStandalone && h.flags)
+  if (h.mode == Mode::kStandalone && (h.flags & kFlagPrevReference))
     fail(ErrorCode::kCorrupt, "standalone chunk has the prev-reference flag set");
   h.reference_fingerprint = load_le<uint32_t>(src + 12);
   h.prev_reference_fingerprint = load_le<uint32_t>(src + 16);
@@ -87,6 +113,11 @@ Header read_header(const uint8_t* src, size_t size) {
   if (h.payload_size < left)
     fail(ErrorCode::kCorrupt, "chunk has " + std::to_string(left - h.payload_size) +
                                   " trailing bytes after its payload");
+  if (h.flags & kFlagLossy) {
+    const LossyParams p = read_lossy_block(h, src + h.header_size);
+    h.lossy = p.kind == Quantizer::kAbsolute ? LossyKind::kAbsolute : LossyKind::kLogRelative;
+    h.error_bound = p.kind == Quantizer::kAbsolute ? p.value / (2 * (1 - absolute_step_margin(h.dtype))) : p.value;
+  }
   return h;
 }
 

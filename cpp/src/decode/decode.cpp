@@ -10,6 +10,7 @@
 #include "../common/mem.hpp"
 #include "../common/models.hpp"
 #include "../common/payload.hpp"
+#include "../common/quantize.hpp"
 #include "../common/symbols.hpp"
 #include "tpde/tpde.hpp"
 
@@ -214,6 +215,27 @@ class ChunkDecoder {
   std::vector<uint8_t> used_;
 };
 
+// Lossy chunk: the payload after the lossy block decodes (losslessly) to ref + q; each value
+// is then rebuilt from q. Standalone lossy chunks are coded against zeros.
+template <typename U>
+void decode_lossy(const Header& h, const uint8_t* payload, void* out_bytes, const void* reference,
+                  const void* prev_reference) {
+  const LossyParams p = read_lossy_block(h, payload);
+  const uint64_t n = h.count();
+  std::vector<U> zeros;
+  const U* ref = static_cast<const U*>(reference);
+  if (!ref) {
+    zeros.assign(n, 0);
+    ref = zeros.data();
+  }
+  Header inner = h;
+  inner.mode = Mode::kDelta;
+  inner.payload_size = h.payload_size - kLossyBlockSize;
+  U* out = static_cast<U*>(out_bytes);
+  ChunkDecoder<U>(inner, payload + kLossyBlockSize, out, ref, static_cast<const U*>(prev_reference)).run();
+  for (uint64_t i = 0; i < n; ++i) out[i] = dequantize<U>(ref[i], static_cast<U>(out[i] - ref[i]), p, h.dtype);
+}
+
 }  // namespace
 
 void decode(const uint8_t* src, size_t size, void* out, size_t out_size, const void* reference,
@@ -250,6 +272,14 @@ void decode(const uint8_t* src, size_t size, void* out, size_t out_size, const v
     }
   } else {
     reference = prev_reference = nullptr;
+  }
+  if (h.flags & kFlagLossy) {
+    switch (dtype_size(h.dtype)) {
+      case 2: decode_lossy<uint16_t>(h, payload, out, reference, prev_reference); return;
+      case 4: decode_lossy<uint32_t>(h, payload, out, reference, prev_reference); return;
+      case 8: decode_lossy<uint64_t>(h, payload, out, reference, prev_reference); return;
+      default: fail(ErrorCode::kCorrupt, "lossy flag on a 1-byte dtype");
+    }
   }
   switch (dtype_size(h.dtype)) {
     case 1: ChunkDecoder<uint8_t>(h, payload, static_cast<uint8_t*>(out), static_cast<const uint8_t*>(reference), static_cast<const uint8_t*>(prev_reference)).run(); break;

@@ -1,6 +1,7 @@
 // Chunk encoder: residuals, zero masking with Elias-delta gaps, context-modelled rANS.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -11,6 +12,7 @@
 #include "../common/mem.hpp"
 #include "../common/models.hpp"
 #include "../common/payload.hpp"
+#include "../common/quantize.hpp"
 #include "../common/symbols.hpp"
 #include "tpde/tpde.hpp"
 
@@ -388,6 +390,111 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   }
 }
 
+int min_subnormal_exponent(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return -149;
+    case DType::kBFloat16: return -133;
+    case DType::kFloat16: return -24;
+    default: return -1074;
+  }
+}
+
+// Quantizes x against ref within the bound; coded = ref + q (what the lossless layer carries),
+// recon = what the decoder will rebuild. False if some value cannot keep the bound.
+template <typename U>
+bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const LossyParams& p,
+                    std::vector<U>& coded, U* recon) {
+  using S = std::make_signed_t<U>;
+  const double limit = std::ldexp(1.0, kBits<U> - 2);
+  const double tiny = std::ldexp(1.0, (p.shift > 0 ? p.shift - 1 : 0) + min_subnormal_exponent(dtype));
+  const bool absolute = p.kind == Quantizer::kAbsolute;
+  const double bound = absolute ? p.value / (2 * (1 - absolute_step_margin(dtype))) : p.value;
+  coded.resize(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    const double xd = to_double<U>(x[i], dtype), rd = to_double<U>(ref[i], dtype);
+    if (!std::isfinite(xd) || !std::isfinite(rd)) return false;
+    // Rounding the rebuilt value to the dtype can push a value that sits half a step from
+    // the grid just past the bound: then a neighbouring grid point is tried.
+    bool kept = false;
+    U q = 0, r = 0;
+    for (int attempt = 0; attempt < (absolute ? 3 : 1) && !kept; ++attempt) {
+      if (absolute) {
+        const double qd = std::nearbyint((xd - rd) / p.value) + (attempt == 0 ? 0.0 : attempt == 1 ? -1.0 : 1.0);
+        if (!(std::fabs(qd) < limit)) return false;
+        q = static_cast<U>(static_cast<S>(static_cast<int64_t>(qd)));
+      } else {
+        const __int128 d = static_cast<__int128>(to_ordered<U>(x[i])) - static_cast<__int128>(to_ordered<U>(ref[i]));
+        const __int128 half = p.shift > 0 ? (static_cast<__int128>(1) << (p.shift - 1)) : 0;
+        q = static_cast<U>(static_cast<uint64_t>(static_cast<int64_t>((d + half) >> p.shift)));
+      }
+      r = dequantize<U>(ref[i], q, p, dtype);
+      const double rec = to_double<U>(r, dtype);
+      if (!std::isfinite(rec)) continue;
+      const double allowed = absolute ? bound : std::max(bound * std::fabs(xd), tiny);
+      if (!(std::fabs(rec - xd) <= allowed)) continue;
+      // Idempotent: quantizing the rebuilt value again must give the same q.
+      if (absolute && std::nearbyint((rec - rd) / p.value) != static_cast<double>(static_cast<S>(q))) continue;
+      kept = true;
+    }
+    if (!kept) return false;
+    coded[i] = static_cast<U>(ref[i] + q);
+    if (recon) recon[i] = r;
+  }
+  return true;
+}
+
+LossyParams lossy_params(const EncodeInput& in) {
+  if (!is_float(in.dtype))
+    fail(ErrorCode::kInvalidArgument, std::string("lossy mode needs a float dtype, not ") + dtype_name(in.dtype));
+  if (!(std::isfinite(in.error_bound) && in.error_bound > 0))
+    fail(ErrorCode::kInvalidArgument, "lossy error bound must be a positive finite number");
+  LossyParams p;
+  if (in.lossy == LossyKind::kAbsolute) {
+    p.kind = Quantizer::kAbsolute;
+    p.value = 2 * in.error_bound * (1 - absolute_step_margin(in.dtype));
+  } else {
+    if (in.error_bound >= 1)
+      fail(ErrorCode::kInvalidArgument, "relative (log-domain) error bound must be below 1");
+    p.kind = Quantizer::kLogRelative;
+    p.value = in.error_bound;
+    // 2^(shift-1) ordered steps stay within bound * |x| even across a binade edge.
+    const int shift = static_cast<int>(std::floor(std::log2(in.error_bound))) + mantissa_bits(in.dtype);
+    p.shift = std::max(0, std::min(shift, mantissa_bits(in.dtype)));
+  }
+  return p;
+}
+
+// Lossy chunks: quantize, then code the integers losslessly against the reference (zeros
+// for a standalone chunk). Returns false (nothing written) if the bound cannot be kept.
+template <typename U>
+bool encode_lossy_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
+  const LossyParams p = lossy_params(in);
+  std::vector<U> zeros;
+  const U* ref = static_cast<const U*>(in.reference);
+  if (!ref) {
+    zeros.assign(n, 0);
+    ref = zeros.data();
+  }
+  std::vector<U> coded;
+  if (!quantize_chunk<U>(static_cast<const U*>(in.data), ref, n, in.dtype, p, coded,
+                         static_cast<U*>(in.reconstruction)))
+    return false;
+  write_lossy_block(p, out);
+  EncodeInput inner = in;
+  inner.data = coded.data();
+  inner.reference = ref;
+  encode_payload<U>(inner, n, out);
+  return true;
+}
+
+template <typename U>
+bool encode_any_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
+  if (in.lossy != LossyKind::kNone && encode_lossy_payload<U>(in, n, out)) return true;
+  encode_payload<U>(in, n, out);
+  if (in.reconstruction) std::memcpy(in.reconstruction, in.data, n * sizeof(U));
+  return false;
+}
+
 }  // namespace
 
 size_t encode_bound(size_t nbytes, size_t ndim) {
@@ -416,15 +523,18 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
       h.prev_reference_fingerprint = crc32c(in.prev_reference, nbytes);
     }
   }
+  if (in.lossy != LossyKind::kNone) lossy_params(in);  // validate before any work
   std::vector<uint8_t> payload;
   payload.reserve(nbytes / 2 + 1024);
+  bool lossy = false;
   switch (dtype_size(in.dtype)) {
-    case 1: encode_payload<uint8_t>(in, n, payload); break;
-    case 2: encode_payload<uint16_t>(in, n, payload); break;
-    case 4: encode_payload<uint32_t>(in, n, payload); break;
-    case 8: encode_payload<uint64_t>(in, n, payload); break;
+    case 1: lossy = encode_any_payload<uint8_t>(in, n, payload); break;
+    case 2: lossy = encode_any_payload<uint16_t>(in, n, payload); break;
+    case 4: lossy = encode_any_payload<uint32_t>(in, n, payload); break;
+    case 8: lossy = encode_any_payload<uint64_t>(in, n, payload); break;
     default: fail(ErrorCode::kBadDtype, "unknown dtype");
   }
+  if (lossy) h.flags |= kFlagLossy;
   h.payload_size = payload.size();
   h.payload_crc = crc32c(payload.data(), payload.size());
   std::vector<uint8_t> out;
