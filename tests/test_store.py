@@ -318,9 +318,14 @@ def test_user_errors_are_clear(tmp_path, store):
     expect_error("bad_dtype", r"sparse|dense", store.save, 9, {"s": torch.eye(2).to_sparse()})
 
 
-def test_mode_w_erases(tmp_path):
+def test_mode_w_erases_tpde_stores_only(tmp_path):
     CheckpointStore(tmp_path / "s").save(0, {"x": torch.ones(1)})
     assert CheckpointStore(tmp_path / "s", mode="w").steps() == []
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [".zattrs", ".zgroup", "steps"]
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "thesis.tex").write_text("precious")
+    expect_error("not_a_store", r"mode 'w' erases only tpde stores", CheckpointStore, tmp_path / "home", mode="w")
+    assert (tmp_path / "home" / "thesis.tex").exists()
 
 
 def test_delete_refuses_while_a_delta_needs_the_step(store):

@@ -160,19 +160,13 @@ class CheckpointStore:
     # ------------------------------------------------------------------ opening
 
     def _open(self, mode: str) -> dict:
+        """The store's settings ({} when a new store is to be created), checking `mode`."""
         where = self._kv.describe()
         local_root = getattr(self._kv.store, "root", None)
         missing = local_root is not None and not os.path.isdir(local_root)
         if missing and mode in ("r", "r+"):
             raise TPDEError(f"no tpde store at {where} (it does not exist)", "not_a_store")
-        if mode == "w" and not missing:
-            self._kv.delete_prefix(STEPS)
-            self._kv.delete_prefix(COMMITS)
-            for key in self._kv.list_dir(""):
-                self._kv.delete(key)
-            return {}
-        empty = missing or self._kv.is_empty()
-        if empty:
+        if missing or self._kv.is_empty():
             if mode in ("r", "r+"):
                 raise TPDEError(f"no tpde store at {where} (it is empty)", "not_a_store")
             return {}
@@ -184,7 +178,12 @@ class CheckpointStore:
         except (ValueError, KeyError, TypeError):
             settings = None
         if not isinstance(settings, dict):
-            raise TPDEError(f"{where} is not a tpde checkpoint store", "not_a_store")
+            hint = " (mode 'w' erases only tpde stores)" if mode == "w" else ""
+            raise TPDEError(f"{where} is not a tpde checkpoint store{hint}", "not_a_store")
+        if mode == "w":
+            for key in self._kv.list_dir(""):
+                self._kv.delete(key)  # a folder key removes the folder
+            return {}
         if settings.get("format") != STORE_FORMAT:
             raise TPDEError(
                 f"{where} is a tpde store of format {settings.get('format')}; "
