@@ -84,7 +84,7 @@ const py::array* optional_array(const py::object& obj, py::array& holder) {
 
 py::object encode(const py::object& data_obj, const py::object& reference_obj, const py::object& prev_obj,
                   const py::object& dtype, const py::object& abs_error, const py::object& log_rel_error,
-                  bool return_reconstruction) {
+                  bool return_reconstruction, const py::object& contexts) {
   const py::array data = contiguous(data_obj);
   py::array ref_holder, prev_holder;
   const py::array* ref = optional_array(reference_obj, ref_holder);
@@ -111,6 +111,20 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj, c
   } else if (!log_rel_error.is_none()) {
     in.lossy = tpde::LossyKind::kLogRelative;
     in.error_bound = log_rel_error.cast<double>();
+  }
+  if (!contexts.is_none()) {
+    static const char* kNames[] = {"none", "ref_exponent", "prev_residual", "neighbour", "prev_exponent"};
+    in.context_mask = 1u;
+    for (const auto& item : contexts) {
+      const std::string name = py::str(item);
+      bool found = false;
+      for (uint32_t s = 0; s < 5; ++s)
+        if (name == kNames[s]) {
+          in.context_mask |= 1u << s;
+          found = true;
+        }
+      if (!found) raise_error(tpde::ErrorCode::kInvalidArgument, "unknown context scheme '" + name + "'");
+    }
   }
   py::array reconstruction;
   if (return_reconstruction) {
@@ -230,10 +244,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("encode", &encode, py::arg("data"), py::kw_only(), py::arg("reference") = py::none(),
         py::arg("prev_reference") = py::none(), py::arg("dtype") = py::none(), py::arg("abs_error") = py::none(),
         py::arg("log_rel_error") = py::none(), py::arg("return_reconstruction") = false,
+        py::arg("contexts") = py::none(),
         "Encode one array as a tpde chunk: standalone, or a delta against reference.\n"
         "Lossless unless abs_error (|decoded - x| <= abs_error) or log_rel_error\n"
         "(|decoded - x| <= log_rel_error * |x|) is given; with return_reconstruction=True\n"
-        "returns (chunk, decoded values), the reference for the next step (error feedback).");
+        "returns (chunk, decoded values), the reference for the next step (error feedback).\n"
+        "contexts: restrict the context schemes the encoder may choose (benchmarks), e.g. []\n"
+        "or ['ref_exponent']; 'none' is always allowed.");
   m.def("decode", &decode, py::arg("chunk"), py::kw_only(), py::arg("reference") = py::none(),
         py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
         "Decode a tpde chunk; delta chunks need the reference they were coded against.");

@@ -227,20 +227,21 @@ static void lossy_chain(DType dtype, LossyKind kind, double bound) {
   std::vector<double> truth(n);
   for (auto& t : truth) t = normal(rng) * 0.05;
   auto to_bits = [&](double d) { return from_double<U>(d, dtype); };
-  std::vector<U> ref(n), x(n), recon(n), recon2(n);
+  std::vector<U> ref(n), prev(n), x(n), recon(n), recon2(n);
   bool first = true;
   for (int step = 0; step < 55; ++step) {
     for (size_t i = 0; i < n; ++i) {
       truth[i] += normal(rng) * 1e-3 * (i % 7 == 0 ? 0.0 : 1.0);
       x[i] = to_bits(kind == LossyKind::kLogRelative ? std::fabs(truth[i]) + 1e-6 : truth[i]);
     }
-    EncodeInput in{dtype, {n}, x.data(), first ? nullptr : ref.data(), nullptr, kind, bound, recon.data()};
+    EncodeInput in{dtype, {n}, x.data(), first ? nullptr : ref.data(), step >= 2 ? prev.data() : nullptr,
+                   kind, bound, recon.data()};
     const std::vector<uint8_t> chunk = encode(in);
     const Header h = read_header(chunk.data(), chunk.size());
     CHECK(h.lossy == kind);
     std::vector<U> out(n);
     decode(chunk.data(), chunk.size(), out.data(), n * sizeof(U), in.reference, in.reference ? n * sizeof(U) : 0,
-           nullptr, 0);
+           in.prev_reference, in.prev_reference ? n * sizeof(U) : 0);
     CHECK(std::memcmp(out.data(), recon.data(), n * sizeof(U)) == 0);
     for (size_t i = 0; i < n; ++i) {
       const double xd = to_double<U>(x[i], dtype), rd = to_double<U>(out[i], dtype);
@@ -252,6 +253,7 @@ static void lossy_chain(DType dtype, LossyKind kind, double bound) {
     again.reconstruction = recon2.data();
     CHECK(encode(again) == chunk);  // idempotent
     CHECK(std::memcmp(recon2.data(), recon.data(), n * sizeof(U)) == 0);
+    prev = ref;
     ref = recon;
     first = false;
   }

@@ -43,6 +43,7 @@ struct EncodeInput {
   LossyKind lossy = LossyKind::kNone;   // float dtypes only
   double error_bound = 0.0;
   void* reconstruction = nullptr;       // optional out: what decode() will return (count * size bytes)
+  uint32_t context_mask = ~0u;          // bit s allows ContextScheme s (benchmarks measure each one)
 };
 
 // Largest chunk encode() can produce for nbytes of input and ndim dimensions.

@@ -138,4 +138,26 @@ inline U dequantize(U ref, U q_bits, const LossyParams& p, DType dtype) {
   return from_double<U>(to_double<U>(ref, dtype) + q * p.value, dtype);
 }
 
+// The previous step's quantized residual, as a "previous reference" for the lossless layer:
+// ref - q_prev, so that its prev-residual context sees |q_prev| (not raw bit differences).
+template <typename U>
+inline void quantized_prev_reference(const U* ref, const U* prev, uint64_t n, const LossyParams& p, DType dtype,
+                                     std::vector<U>& out) {
+  using S = std::make_signed_t<U>;
+  out.resize(n);
+  const double limit = std::ldexp(1.0, kBits<U> - 2);
+  for (uint64_t i = 0; i < n; ++i) {
+    U q = 0;
+    if (p.kind == Quantizer::kLogRelative) {
+      const __int128 d = static_cast<__int128>(to_ordered<U>(ref[i])) - static_cast<__int128>(to_ordered<U>(prev[i]));
+      const __int128 half = p.shift > 0 ? (static_cast<__int128>(1) << (p.shift - 1)) : 0;
+      q = static_cast<U>(static_cast<uint64_t>(static_cast<int64_t>((d + half) >> p.shift)));
+    } else {
+      const double qd = std::nearbyint((to_double<U>(ref[i], dtype) - to_double<U>(prev[i], dtype)) / p.value);
+      if (std::fabs(qd) < limit) q = static_cast<U>(static_cast<S>(static_cast<int64_t>(qd)));
+    }
+    out[i] = static_cast<U>(ref[i] - q);
+  }
+}
+
 }  // namespace tpde

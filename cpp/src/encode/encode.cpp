@@ -38,6 +38,7 @@ class ChunkEncoder {
         ref_(static_cast<const U*>(in.reference)),
         prev_(static_cast<const U*>(in.prev_reference)),
         dtype_(in.dtype),
+        context_mask_(in.context_mask | 1u),
         float_split_(float_split && !in.reference && is_float(in.dtype)) {}
 
   // The cheapest plan for these values, with its estimated payload bits.
@@ -195,6 +196,7 @@ class ChunkEncoder {
     }
     Histogram all, nonzero;
     for (ContextScheme scheme : candidate_contexts()) {
+      if (!(context_mask_ & (1u << static_cast<int>(scheme)))) continue;
       const int contexts = context_count(scheme);
       all.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
       nonzero.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
@@ -321,6 +323,7 @@ class ChunkEncoder {
   const U* ref_;
   const U* prev_;
   const DType dtype_;
+  const uint32_t context_mask_;
   const bool float_split_;
   const int mant_ = mantissa_bits(dtype_);
   const int expb_ = exponent_bits(dtype_);
@@ -457,8 +460,10 @@ LossyParams lossy_params(const EncodeInput& in) {
       fail(ErrorCode::kInvalidArgument, "relative (log-domain) error bound must be below 1");
     p.kind = Quantizer::kLogRelative;
     p.value = in.error_bound;
-    // 2^(shift-1) ordered steps stay within bound * |x| even across a binade edge.
-    const int shift = static_cast<int>(std::floor(std::log2(in.error_bound))) + mantissa_bits(in.dtype);
+    // 2^(shift-1) ordered steps are at most 2^floor(log2 b') of the value's binade, and twice
+    // that in the binade above, where |x| is at least twice as large; b' = bound x 15/16
+    // leaves room for |x| sitting just below that binade edge.
+    const int shift = static_cast<int>(std::floor(std::log2(in.error_bound * 15.0 / 16.0))) + mantissa_bits(in.dtype) + 1;
     p.shift = std::max(0, std::min(shift, mantissa_bits(in.dtype)));
   }
   return p;
@@ -483,6 +488,11 @@ bool encode_lossy_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t
   EncodeInput inner = in;
   inner.data = coded.data();
   inner.reference = ref;
+  std::vector<U> prev_q;
+  if (in.prev_reference) {
+    quantized_prev_reference<U>(ref, static_cast<const U*>(in.prev_reference), n, p, in.dtype, prev_q);
+    inner.prev_reference = prev_q.data();
+  }
   encode_payload<U>(inner, n, out);
   return true;
 }
