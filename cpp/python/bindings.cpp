@@ -113,12 +113,13 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj, c
     in.error_bound = log_rel_error.cast<double>();
   }
   if (!contexts.is_none()) {
-    static const char* kNames[] = {"none", "ref_exponent", "prev_residual", "neighbour", "prev_exponent"};
+    static const char* kNames[] = {"none", "ref_exponent", "prev_residual", "neighbour", "prev_exponent",
+                                   "ref_exponent_prev_residual"};
     in.context_mask = 1u;
     for (const auto& item : contexts) {
       const std::string name = py::str(item);
       bool found = false;
-      for (uint32_t s = 0; s < 5; ++s)
+      for (uint32_t s = 0; s < 6; ++s)
         if (name == kNames[s]) {
           in.context_mask |= 1u << s;
           found = true;

@@ -31,8 +31,9 @@ enum class ContextScheme : uint8_t {
   kPrevResidual = 2,  // magnitude class of the reference's own residual (needs prev reference)
   kNeighbour = 3,     // magnitude class of the previous coded value in this chunk
   kPrevExponent = 4,  // exponent of the previous value (standalone float)
+  kRefExponentPrevResidual = 5,  // reference exponent x bucket of the prev-reference residual class
 };
-constexpr int kContextSchemeCount = 5;
+constexpr int kContextSchemeCount = 6;
 
 bool is_float(DType dtype);
 size_t dtype_size(DType dtype);

@@ -68,7 +68,7 @@ void normalize_frequencies(const uint64_t* counts, uint32_t* freqs) {
   }
 }
 
-double estimate_context_bits(const uint64_t* counts) {
+double estimate_context_bits(const uint64_t* counts, double scale) {
   uint64_t total = 0;
   int used = 0;
   for (int s = 0; s < kAlphabet; ++s) {
@@ -80,8 +80,9 @@ double estimate_context_bits(const uint64_t* counts) {
   const double log_total = std::log2(static_cast<double>(total));
   for (int s = 0; s < kAlphabet; ++s)
     if (counts[s]) bits += counts[s] * (log_total - std::log2(static_cast<double>(counts[s])));
-  // Precision loss of 12-bit frequencies for rare symbols, and table bytes.
-  return bits + used * 24.0 + 8.0;
+  // Symbols scale with the chunk the sample stands for; the table (about 3 bytes per used
+  // symbol, which also covers the precision loss of 12-bit frequencies) does not.
+  return bits * scale + used * 24.0 + 8.0;
 }
 
 void write_tables(const std::vector<uint32_t>& freqs, int contexts, std::vector<uint8_t>& out) {

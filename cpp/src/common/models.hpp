@@ -17,8 +17,9 @@ using Histogram = std::vector<uint64_t>;  // kAlphabet counts per context, flatt
 // Scale counts (sum > 0) to frequencies summing to kProbScale, each used symbol >= 1.
 void normalize_frequencies(const uint64_t* counts, uint32_t* freqs);
 
-// Estimated coded bits of one context's symbols (entropy) plus its table.
-double estimate_context_bits(const uint64_t* counts);
+// Estimated coded bits of one context's symbols (entropy x scale, for counts taken on a
+// sample that stands for scale times as many values) plus its table.
+double estimate_context_bits(const uint64_t* counts, double scale = 1.0);
 
 // Tables: for each context, varint(number of used symbols), then per used symbol
 // varint(symbol gap) and varint(freq - 1). An unused context is a single 0.

@@ -94,6 +94,9 @@ inline int exponent_context(int top, int e) {
   return d < 0 ? 0 : (d >= kExponentContexts ? kExponentContexts - 1 : d);
 }
 
+// Four buckets of a magnitude class: 0, 1-4, 5-8, 9 and above.
+inline int class_bucket(int magnitude) { return magnitude == 0 ? 0 : magnitude <= 4 ? 1 : magnitude <= 8 ? 2 : 3; }
+
 inline int context_count(ContextScheme scheme) {
   switch (scheme) {
     case ContextScheme::kNone: return 1;
@@ -101,6 +104,7 @@ inline int context_count(ContextScheme scheme) {
     case ContextScheme::kPrevResidual: return kClassContexts;
     case ContextScheme::kNeighbour: return kClassContexts;
     case ContextScheme::kPrevExponent: return kExponentContexts;
+    case ContextScheme::kRefExponentPrevResidual: return kExponentContexts * 4;
   }
   return 0;
 }

@@ -72,7 +72,8 @@ class ChunkDecoder {
         (scheme_ == ContextScheme::kRefExponent && is_delta && is_float(h_.dtype)) ||
         (scheme_ == ContextScheme::kPrevResidual && is_delta && prev_) ||
         (scheme_ == ContextScheme::kNeighbour && !float_split_) ||
-        (scheme_ == ContextScheme::kPrevExponent && float_split_);
+        (scheme_ == ContextScheme::kPrevExponent && float_split_) ||
+        (scheme_ == ContextScheme::kRefExponentPrevResidual && is_delta && prev_ && is_float(h_.dtype));
     if (!ok_scheme) corrupt("context scheme " + std::to_string(context_scheme) + " does not fit this chunk");
     if (is_float(h_.dtype) && context_param_ >= (1 << exponent_bits(h_.dtype)))
       corrupt("context parameter out of range");
@@ -113,6 +114,9 @@ class ChunkDecoder {
       return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
     } else if constexpr (S == ContextScheme::kNeighbour) {
       return magnitude_class(previous_v);
+    } else if constexpr (S == ContextScheme::kRefExponentPrevResidual) {
+      return exponent_context(context_param_, float_exponent(ref_[i], mant_, expb_)) * 4 +
+             class_bucket(magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i]))));
     } else {
       return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mant_, expb_));
     }
@@ -137,6 +141,7 @@ class ChunkDecoder {
       case CS::kPrevResidual: with_values(std::integral_constant<CS, CS::kPrevResidual>{}); break;
       case CS::kNeighbour: with_values(std::integral_constant<CS, CS::kNeighbour>{}); break;
       case CS::kPrevExponent: with_values(std::integral_constant<CS, CS::kPrevExponent>{}); break;
+      case CS::kRefExponentPrevResidual: with_values(std::integral_constant<CS, CS::kRefExponentPrevResidual>{}); break;
     }
   }
 

@@ -41,8 +41,10 @@ class ChunkEncoder {
         context_mask_(in.context_mask | 1u),
         float_split_(float_split && !in.reference && is_float(in.dtype)) {}
 
-  // The cheapest plan for these values, with its estimated payload bits.
-  Plan plan() {
+  // The cheapest plan for these values, with its estimated payload bits; scale: how many
+  // times more values the chunk has than these (a sample of it).
+  Plan plan(double scale = 1.0) {
+    scale_ = scale;
     transform();
     return choose_plan();
   }
@@ -113,6 +115,7 @@ class ChunkEncoder {
     }
     if (ref_ && is_float(dtype_)) c.push_back(ContextScheme::kRefExponent);
     if (ref_ && prev_) c.push_back(ContextScheme::kPrevResidual);
+    if (ref_ && prev_ && is_float(dtype_)) c.push_back(ContextScheme::kRefExponentPrevResidual);
     c.push_back(ContextScheme::kNeighbour);
     return c;
   }
@@ -128,6 +131,9 @@ class ChunkEncoder {
       return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
     } else if constexpr (S == ContextScheme::kNeighbour) {
       return magnitude_class(previous_v);
+    } else if constexpr (S == ContextScheme::kRefExponentPrevResidual) {
+      return exponent_context(context_param_, float_exponent(ref_[i], mant_, expb_)) * 4 +
+             class_bucket(magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i]))));
     } else {
       return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mant_, expb_));
     }
@@ -142,6 +148,7 @@ class ChunkEncoder {
       case CS::kPrevResidual: f(std::integral_constant<CS, CS::kPrevResidual>{}); break;
       case CS::kNeighbour: f(std::integral_constant<CS, CS::kNeighbour>{}); break;
       case CS::kPrevExponent: f(std::integral_constant<CS, CS::kPrevExponent>{}); break;
+      case CS::kRefExponentPrevResidual: f(std::integral_constant<CS, CS::kRefExponentPrevResidual>{}); break;
     }
   }
 
@@ -203,8 +210,9 @@ class ChunkEncoder {
       with_scheme(scheme, [&](auto s) { histogram_pass<decltype(s)::value>(all, nonzero); });
       for (int elias = 0; elias < (zeros_ > 0 ? 2 : 1); ++elias) {
         const Histogram& h = elias ? nonzero : all;
-        double bits = 8.0 * (kPayloadPrefix + 32) + static_cast<double>(tail_counts[elias]) + (elias ? gap_bits : 0);
-        for (int c = 0; c < contexts; ++c) bits += estimate_context_bits(&h[size_t(c) * kAlphabet]);
+        double bits = 8.0 * (kPayloadPrefix + 32) +
+                      scale_ * (static_cast<double>(tail_counts[elias]) + (elias ? gap_bits : 0));
+        for (int c = 0; c < contexts; ++c) bits += estimate_context_bits(&h[size_t(c) * kAlphabet], scale_);
         if (bits < best.bits)
           best = {elias ? PositionScheme::kEliasGaps : PositionScheme::kInline, scheme, bits};
       }
@@ -330,6 +338,7 @@ class ChunkEncoder {
   std::vector<U> v_;
   std::vector<uint8_t> symbols_;
   uint64_t zeros_ = 0;
+  double scale_ = 1.0;
   int context_param_ = 0;
 };
 
@@ -369,6 +378,7 @@ struct Sample {
 template <typename U>
 void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
   Sample<U> sample(in, n);
+  const double scale = sample.count ? static_cast<double>(n) / static_cast<double>(sample.count) : 1.0;
   const bool delta = in.reference != nullptr;
   EncodeInput standalone = in, sample_standalone = sample.input;
   standalone.reference = standalone.prev_reference = nullptr;
@@ -379,10 +389,10 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     Plan plan;
   };
   std::vector<Candidate> candidates;
-  if (delta) candidates.push_back({true, false, ChunkEncoder<U>(sample.input, sample.count, false, false).plan()});
+  if (delta) candidates.push_back({true, false, ChunkEncoder<U>(sample.input, sample.count, false, false).plan(scale)});
   if (is_float(in.dtype))
-    candidates.push_back({false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan()});
-  candidates.push_back({false, false, ChunkEncoder<U>(sample_standalone, sample.count, delta, false).plan()});
+    candidates.push_back({false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan(scale)});
+  candidates.push_back({false, false, ChunkEncoder<U>(sample_standalone, sample.count, delta, false).plan(scale)});
   const Candidate* best = &candidates[0];
   for (const Candidate& c : candidates)
     if (c.plan.bits < best->plan.bits) best = &c;
