@@ -42,7 +42,8 @@ DTYPE_CODES = {
 }
 VALUE_SCHEMES = {0: "stored", 1: "log_bucket", 2: "float_split"}
 POSITION_SCHEMES = {0: "inline", 1: "elias_gaps"}
-CONTEXT_SCHEMES = {0: "none", 1: "ref_exponent", 2: "prev_residual", 3: "neighbour", 4: "prev_exponent"}
+CONTEXT_SCHEMES = {0: "none", 1: "ref_exponent", 2: "prev_residual", 3: "neighbour", 4: "prev_exponent",
+                   5: "ref_exponent_prev_residual"}
 
 
 def header_size(chunk: bytes | bytearray) -> int:

@@ -324,6 +324,12 @@ def _coverage_inputs():
     prev = (ref * (1 + s * rng.standard_normal(n))).astype(np.float32)
     new = (ref * (1 + s * rng.standard_normal(n))).astype(np.float32)
     out.append(("float32", new, ref, prev))
+    # Exponent and per-position change scale both matter: ref_exponent_prev_residual.
+    ref = (2.0 ** rng.integers(-12, 0, n) * rng.uniform(1, 2, n)).astype(np.float32)
+    s = np.where(rng.random(n) < 0.5, 1e-6, 1e-3) * np.abs(ref)
+    prev = (ref + s * rng.standard_normal(n)).astype(np.float32)
+    new = (ref + s * rng.standard_normal(n)).astype(np.float32)
+    out.append(("float32", new, ref, prev))
     iref = rng.integers(-1000, 1000, n).astype(np.int64)
     s = np.where(rng.random(n) < 0.5, 1, 10**9)
     iprev = iref + (s * rng.standard_normal(n)).astype(np.int64)
