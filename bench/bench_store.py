@@ -108,6 +108,9 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
         f"{os.cpu_count()} cores · torch {torch.__version__} · loads best of {args.reps} · "
         f"`python bench/bench_store.py {' '.join(sys.argv[1:])}`",
         "",
+        f"Load average (1 min) before / after the run: {args.load_before:.2f} / {os.getloadavg()[0]:.2f}: "
+        "times on a shared machine are noisy, sizes are exact.",
+        "",
         "Times in seconds; MB/s = raw tensor bytes / time. `ratio` = .pt file bytes / stored bytes.",
         "Every store load was checked bit-exact against the input in the same run.",
     ]
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keyframe-every", type=int, nargs="+", default=[16])
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
+    args.load_before = os.getloadavg()[0]
     work = HERE / ".cache" / "store-bench"
     work.mkdir(parents=True, exist_ok=True)
     results = [bench_series(n, args.small, k, args.reps, work) for n in args.series for k in args.keyframe_every]
