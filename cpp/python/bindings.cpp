@@ -95,10 +95,11 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj, c
   in.data = data.data();
   const size_t nbytes = static_cast<size_t>(data.nbytes());
   for (const py::array* r : {ref, prev}) {
-    if (r && static_cast<size_t>(r->nbytes()) != nbytes)
+    if (r && (static_cast<size_t>(r->nbytes()) != nbytes || r->itemsize() != data.itemsize()))
       raise_error(tpde::ErrorCode::kSizeMismatch,
                   std::string(r == ref ? "reference" : "prev_reference") + " has " + std::to_string(r->nbytes()) +
-                      " bytes, data has " + std::to_string(nbytes) + " (same shape and dtype required)");
+                      " bytes of " + std::to_string(r->itemsize()) + "-byte items, data has " + std::to_string(nbytes) +
+                      " bytes of " + std::to_string(data.itemsize()) + "-byte items (same shape and dtype required)");
   }
   if (prev && !ref) raise_error(tpde::ErrorCode::kInvalidArgument, "prev_reference given without reference");
   in.reference = ref ? ref->data() : nullptr;

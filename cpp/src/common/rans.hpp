@@ -99,6 +99,13 @@ class RansDecoder {
   RansDecoder(const uint8_t* data, size_t size) : p_(data), end_(data + size) {
     uint32_t x = 0;
     for (int i = 0; i < 4; ++i) x = (x << 8) | next_byte();
+    // Every encoder flushes a state >= kRansLow. A smaller one can only come from corrupt
+    // bytes, and could reach 0, where renormalisation would never end: decode harmlessly
+    // from a valid state instead and report the stream as broken.
+    if (x < kRansLow) {
+      overran_ = true;
+      x = kRansLow;
+    }
     state_ = x;
   }
 
