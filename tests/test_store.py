@@ -382,6 +382,15 @@ def test_corruption_is_detected(tmp_path):
     assert e.value.code == "missing_reference"
 
 
+def test_chunk_of_another_array_is_refused(tmp_path):
+    store = CheckpointStore(tmp_path / "s")
+    store.save(0, {"a": torch.ones(3), "b": torch.ones(4)})
+    chunks = tmp_path / "s" / "steps" / "0"
+    (chunks / "a" / "0").write_bytes((chunks / "b" / "0").read_bytes())
+    expect_error("corrupt", r"tensor 'a', chunk 0: chunk holds float32 \(4,\), expected float32 \(3,\)",
+                 store.load, 0)
+
+
 def test_tampered_manifest_and_broken_chain(tmp_path):
     path = tmp_path / "s"
     store = CheckpointStore(path)

@@ -539,10 +539,12 @@ class CheckpointStore:
                 arr = _core.decode(blob, reference=ref, prev_reference=ctx)
             except TPDEError as e:
                 raise TPDEError(f"{where}: {e}", e.code) from e
-            if arr.dtype != dtype:
-                if arr.dtype.itemsize != dtype.itemsize:
-                    raise TPDEError(f"{where}: chunk holds {arr.dtype}, expected {dtype}", "corrupt")
-                arr = arr.view(dtype)
+            if arr.dtype.itemsize != dtype.itemsize or arr.size != math.prod(grid.chunks):
+                raise TPDEError(
+                    f"{where}: chunk holds {arr.dtype} {arr.shape}, expected {dtype} {grid.chunks}",
+                    "corrupt",
+                )
+            arr = arr.view(dtype)
             recon = [*recon[-1:], arr.reshape(grid.chunks)]
         return recon
 
