@@ -53,7 +53,7 @@ class ChunkDecoder {
     if (value_scheme == static_cast<uint8_t>(ValueScheme::kStored)) {
       if (coded != n_ || static_cast<uint64_t>(end - p) != n_ * sizeof(U))
         corrupt("stored section size does not match the shape");
-      std::memcpy(out_, p, n_ * sizeof(U));
+      if (n_) std::memcpy(out_, p, n_ * sizeof(U));  // empty arrays may have null buffers
       return;
     }
     if (payload_[3] > 1) corrupt("unknown reference flag " + std::to_string(payload_[3]));
@@ -92,7 +92,8 @@ class ChunkDecoder {
     if (!read_tables(tables.data, tables.size, contexts, max_symbol, tables_, used_))
       corrupt("malformed frequency tables");
 
-    if (is_delta && elias_) {
+    if (n_ == 0) {
+    } else if (is_delta && elias_) {
       std::memcpy(out_, ref_, n_ * sizeof(U));  // uncoded positions keep the reference value
     } else if (!is_delta) {
       std::memset(out_, 0, n_ * sizeof(U));

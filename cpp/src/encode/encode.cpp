@@ -511,7 +511,7 @@ template <typename U>
 bool encode_any_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
   if (in.lossy != LossyKind::kNone && encode_lossy_payload<U>(in, n, out)) return true;
   encode_payload<U>(in, n, out);
-  if (in.reconstruction) std::memcpy(in.reconstruction, in.data, n * sizeof(U));
+  if (in.reconstruction && n) std::memcpy(in.reconstruction, in.data, n * sizeof(U));
   return false;
 }
 
