@@ -18,7 +18,8 @@ from tpde.store import CheckpointStore
 
 TESTS = Path(__file__).parent
 
-# Resume from `step` in the store, train to `until`, saving every `every` steps.
+# For each start step: restore it from the store into a fresh model and optimizer, train
+# to `until`, saving every `every` steps (0: no saves); print the losses per start step.
 RESUME = textwrap.dedent(
     """
     import json, sys
@@ -27,21 +28,35 @@ RESUME = textwrap.dedent(
     from store_helpers import make_run, train_step, training_state
     from tpde.store import CheckpointStore
 
-    path, step, until, every = sys.argv[1], *map(int, sys.argv[2:])
+    path, starts, until, every = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     store = CheckpointStore(path)
-    state = store.load(step)
-    model, opt = make_run(seed=99)  # a different init: everything must come from the store
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng"])
-    losses = []
-    for s in range(step + 1, until + 1):
-        losses.append(train_step(model, opt, s).hex())
-        if s % every == 0:
-            store.save(s, training_state(model, opt, s))
-    print(json.dumps(losses))
+    out = {}
+    for step in map(int, starts.split(",")):
+        state = store.load(step)
+        model, opt = make_run(seed=99)  # a different init: everything must come from the store
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        losses = out[step] = []
+        for s in range(step + 1, until + 1):
+            losses.append(train_step(model, opt, s).hex())
+            if every and s % every == 0:
+                store.save(s, training_state(model, opt, s))
+    print(json.dumps(out))
     """
 )
+
+
+def resume(store: Path, starts: str, until: int, every: int) -> dict[int, list[str]]:
+    """Run RESUME in a fresh Python process."""
+    script = store.parent / "resume.py"
+    script.write_text(RESUME)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
+    out = subprocess.run(
+        [sys.executable, str(script), str(store), starts, str(until), str(every)],
+        capture_output=True, text=True, env=env, check=True,
+    )
+    return {int(k): v for k, v in json.loads(out.stdout).items()}
 
 
 @pytest.mark.slow
@@ -61,14 +76,12 @@ def test_resumed_training_is_bit_identical(tmp_path):
     finally:
         torch.set_num_threads(threads)
 
-    script = tmp_path / "resume.py"
-    script.write_text(RESUME)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
-    out = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "run.tpde"), "6", "12", "2"],
-        capture_output=True, text=True, env=env, check=True,
-    )
-    assert json.loads(out.stdout) == [losses[s] for s in range(7, 13)]
+    # any saved step restores into the same trajectory
+    path = tmp_path / "run.tpde"
+    for start, got in resume(path, "2,4,6", 12, 0).items():
+        assert got == [losses[s] for s in range(start + 1, 13)], f"resumed from step {start}"
+    # the run continues from its last step in a fresh process, saving into the same store
+    assert resume(path, "6", 12, 2)[6] == [losses[s] for s in range(7, 13)]
 
     # the fresh process reloaded step 6 to code step 8 as a delta; every step is exact
     store = CheckpointStore(tmp_path / "run.tpde", mode="r")
