@@ -65,6 +65,24 @@ def test_pack_prints_sizes_and_ratio(ckpt_dir, tmp_path, capsys):
     assert code == 0 and out.startswith("step      102")
 
 
+def test_pack_lossy_keeps_bounds(ckpt_dir, tmp_path, capsys):
+    store = tmp_path / "lossy.tpde"
+    code, out, _ = run(capsys, "pack", str(ckpt_dir), "-o", str(store), "--abs-error", "1e-4", "--rel-error", "0.01")
+    assert code == 0 and "lossy: abs_error=0.0001, exp_avg_sq rel_error=0.01" in out
+    back = CheckpointStore(store, mode="r").load(12)
+    original = torch.load(ckpt_dir / "ckpt-12.pt", weights_only=True)
+    for name, w in original["model"].items():
+        same = back["model"][name] == w  # the attention mask holds -inf
+        assert ((back["model"][name] - w).abs()[~same] <= 1e-4).all(), name
+    for i, s in original["optimizer"]["state"].items():
+        v = back["optimizer"]["state"][i]["exp_avg_sq"]
+        assert ((v - s["exp_avg_sq"]).abs() <= 0.01 * s["exp_avg_sq"].abs()).all()
+        assert raw_bytes(back["optimizer"]["state"][i]["step"]) == raw_bytes(s["step"])
+    assert back["rng"].equal(original["rng"])
+    code, _, err = run(capsys, "pack", str(ckpt_dir), "-o", str(tmp_path / "x"), "--lossless", "--abs-error", "1")
+    assert code == 1 and "--lossless excludes" in err
+
+
 def test_safetensors_round_trip_keeps_metadata(tmp_path, capsys):
     tensors = {"a.weight": torch.randn(4, 3).to(torch.bfloat16), "b": torch.arange(5)}
     save_file(tensors, tmp_path / "m.safetensors", metadata={"format": "pt", "note": "x"})

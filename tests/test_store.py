@@ -467,3 +467,44 @@ def test_fsspec_url_store():
     store.delete(1)
     assert CheckpointStore(url, mode="r").steps() == [0]
     expect_error("not_a_store", "empty", CheckpointStore, "memory://tpde-tests/none", mode="r")
+
+
+def test_lossy_bounds_hold_and_errors_do_not_accumulate():
+    from tpde.store import adam_error_bounds
+
+    store = CheckpointStore(MemoryStore(), chunk_elements=100)  # edge chunks included
+    g = torch.Generator().manual_seed(0)
+    w, v = torch.randn(250, generator=g), torch.rand(250, generator=g) * 1e-6
+    inputs = []
+    for step in range(6):
+        w = w + 1e-4 * torch.randn(250, generator=g)
+        v = v * (1 + 0.01 * torch.randn(250, generator=g))
+        state = {"w": w.clone(), "state": {0: {"exp_avg_sq": v.clone(), "step": torch.tensor(float(step))}},
+                 "ids": torch.arange(4), "half": w.to(torch.bfloat16)}
+        inputs.append(state)
+        info = store.save(step, state, error_bound=adam_error_bounds(abs_error=1e-3, rel_error=1e-2))
+        assert info.tensors["w"].error_bound == {"abs_error": 1e-3}
+        assert info.tensors["state/0/exp_avg_sq"].error_bound == {"log_rel_error": 1e-2}
+        assert info.tensors["state/0/step"].error_bound is None and info.tensors["ids"].error_bound is None
+    assert [h.kind for h in store.history()] == ["keyframe"] + ["delta"] * 5
+    for step, state in enumerate(inputs):
+        got = store.load(step)
+        assert (got["w"] - state["w"]).abs().max() <= 1e-3
+        assert ((got["state"][0]["exp_avg_sq"] - state["state"][0]["exp_avg_sq"]).abs()
+                <= 1e-2 * state["state"][0]["exp_avg_sq"].abs()).all()
+        assert (got["half"].float() - state["half"].float()).abs().max() <= 1e-3
+        assert raw_bytes(got["state"][0]["step"]) == raw_bytes(state["state"][0]["step"])
+        assert raw_bytes(got["ids"]) == raw_bytes(state["ids"])
+    assert store.verify() == []
+    # a new process resumes against the stored reconstruction, not the lost input
+    again = CheckpointStore(store._kv.store)
+    again.save(6, inputs[-1], error_bound={"abs_error": 1e-3})
+    assert (again.load(6)["w"] - inputs[-1]["w"]).abs().max() <= 1e-3
+
+
+def test_bad_error_bounds_are_refused(store):
+    expect_error("invalid_argument", r"must be \{'abs_error'", store.save, 0, {"w": torch.ones(3)},
+                 error_bound={"abs": 1.0})
+    expect_error("invalid_argument", r"positive number", store.save, 0, {"w": torch.ones(3)},
+                 error_bound={"abs_error": -1.0})
+    assert store.steps() == []

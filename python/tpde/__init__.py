@@ -18,4 +18,4 @@ __all__ = [
 from .zarr_codec import TPDEZarrCodec  # noqa: E402  (registers the zarr v3 codec "tpde")
 
 __all__.append("TPDEZarrCodec")
-from .store import CheckpointStore, StepInfo, TensorInfo  # noqa: E402
+from .store import CheckpointStore, StepInfo, TensorInfo, adam_error_bounds  # noqa: E402

@@ -55,6 +55,10 @@ class ChunkGrid:
             slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, self.chunks, self.shape)
         )
 
+    def inner(self, index: Index) -> tuple[slice, ...]:
+        """The part of a (full-shape) chunk that lies inside the array."""
+        return tuple(slice(0, r.stop - r.start) for r in self.region(index))
+
     def extract(self, arr: np.ndarray, index: Index) -> np.ndarray:
         """The chunk of `arr` at full chunk shape, C-contiguous, zero-padded at edges."""
         region = self.region(index)
@@ -62,7 +66,7 @@ class ChunkGrid:
         if part.shape == self.chunks:
             return part if part.flags.c_contiguous else part.copy()
         out = np.zeros(self.chunks, dtype=arr.dtype)
-        out[tuple(slice(0, r.stop - r.start) for r in region)] = part
+        out[self.inner(index)] = part
         return out
 
     def overlapping(self, box: Box) -> list[Index]:

@@ -19,7 +19,7 @@ import numpy as np
 from .checkpoint_files import find_checkpoints, read_checkpoint, step_numbers, write_checkpoint
 from .errors import TPDEError
 from .progress import byte_progress
-from .store import CheckpointStore, StepInfo
+from .store import CheckpointStore, StepInfo, adam_error_bounds
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pack", help="import torch.save / safetensors checkpoints, in order")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="files or directories of them")
     p.add_argument("-o", "--output", required=True, metavar="STORE")
-    p.add_argument("--lossless", action="store_true", default=True,
-                   help="bit-exact coding (the default and, for now, the only mode)")
+    p.add_argument("--lossless", action="store_true", help="bit-exact coding (the default)")
+    p.add_argument("--abs-error", type=float, metavar="E",
+                   help="lossy: |error| <= E on float tensors (except exp_avg_sq and 0-d ones)")
+    p.add_argument("--rel-error", type=float, metavar="R",
+                   help="lossy: |error| <= R*|x| on exp_avg_sq tensors (Adam second moments)")
     p.add_argument("--keyframe-every", type=int, metavar="K")
     p.add_argument("--chunk-elements", type=int, metavar="N")
     p.add_argument("--first-step", type=int, metavar="N",
@@ -120,6 +123,10 @@ def _open(path: str, mode: str = "r") -> CheckpointStore:
 
 
 def _pack(args: argparse.Namespace) -> None:
+    if args.lossless and (args.abs_error is not None or args.rel_error is not None):
+        raise TPDEError("--lossless excludes --abs-error and --rel-error", "invalid_argument")
+    lossy = args.abs_error is not None or args.rel_error is not None
+    bound = adam_error_bounds(args.abs_error, args.rel_error) if lossy else None
     files = find_checkpoints(args.checkpoints)
     first_state = read_checkpoint(files[0])  # fail before creating a store
     store = CheckpointStore(
@@ -135,12 +142,16 @@ def _pack(args: argparse.Namespace) -> None:
         for i, (step, path) in enumerate(zip(steps, files)):
             state, meta = first_state if i == 0 else read_checkpoint(path)
             first_state = None
-            info = store.save(step, state, allow_pickle=args.allow_pickle, meta=meta, progress=False)
+            info = store.save(step, state, allow_pickle=args.allow_pickle, meta=meta,
+                              error_bound=bound, progress=False)
             size = path.stat().st_size
             file_bytes, raw, stored = file_bytes + size, raw + info.raw_bytes, stored + info.stored_bytes
             print(f"step {step:>8}  {info.kind:<8}  {_size(size):>10} -> {_size(info.stored_bytes):>10}"
                   f"  {size / info.stored_bytes:6.2f}x  {path}")
             advance(size)
+    if lossy:
+        print(f"lossy: abs_error={args.abs_error}, exp_avg_sq rel_error={args.rel_error} "
+              "(None: lossless); unpack gives values within these bounds, not the input bits")
     print(f"packed {len(files)} checkpoint(s) into {args.output}: {_size(file_bytes)} of files, "
           f"{_size(raw)} of tensors, stored in {_size(stored)} "
           f"(ratio {file_bytes / max(stored, 1):.2f}x vs the files, {raw / max(stored, 1):.2f}x vs raw tensors)")

@@ -16,7 +16,7 @@ import os
 import pickle
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import NamedTuple
@@ -74,6 +74,7 @@ class TensorInfo:
     raw_bytes: int
     stored_bytes: int
     changed_fraction: float | None  # share of positions that differ from the base step
+    error_bound: dict | None  # the lossy bound it was saved with; None: lossless
 
     @property
     def ratio(self) -> float:
@@ -251,6 +252,7 @@ class CheckpointStore:
         *,
         allow_pickle: bool = False,
         meta: dict | None = None,
+        error_bound: dict | Callable[[str], dict | None] | None = None,
         progress: bool | None = None,
     ) -> StepInfo:
         """Store `state` (a nested state dict) as `step`; returns the step's summary.
@@ -258,6 +260,11 @@ class CheckpointStore:
         The step is a delta against the latest committed step before it, unless a keyframe
         is due, or a tensor appeared or changed shape or dtype. The commit marker is
         written last: if the process dies before, the step does not exist.
+
+        Lossless unless `error_bound` is given: {"abs_error": e} or {"log_rel_error": r}
+        for every floating-point tensor of one or more dimensions, or a function of the
+        tensor name returning such a dict or None (lossless), e.g. `adam_error_bounds()`.
+        Later deltas are coded against the reconstruction, so errors do not accumulate.
         """
         self._check_writable()
         step = _check_step(step)
@@ -276,6 +283,7 @@ class CheckpointStore:
             convert = pickle_to_storage if leaf.pickled else to_storage
             arrays[leaf.name], specs[leaf.name] = convert(leaf.value)
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
+        bounds = _resolve_bounds(error_bound, specs)
 
         base, prev, depth = self._references(step, specs, chunks)
         kind = KEYFRAME if base is None else DELTA
@@ -291,13 +299,21 @@ class CheckpointStore:
             data = grid.extract(arrays[name], index)
             ref = None if base is None else grid.extract(base.arrays[name], index)
             ctx = None if prev is None else grid.extract(prev.arrays[name], index)
-            blob = _core.encode(data, reference=ref, prev_reference=ctx, dtype=specs[name].codec_dtype)
+            code = dict(reference=ref, prev_reference=ctx, dtype=specs[name].codec_dtype)
+            try:
+                if name in bounds:
+                    blob, data = _encode_lossy(grid, index, data, code, bounds[name])
+                    arrays[name][grid.region(index)] = data[grid.inner(index)]
+                else:
+                    blob = _core.encode(data, **code)
+            except TPDEError as e:
+                raise TPDEError(f"step {step}, tensor {name!r}: {e}", e.code) from e
             self._kv.set(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
             changed = 0 if ref is None else _count_changed(data, ref)
             return _Coded(len(blob), _core.fingerprint(data), changed)
 
         results = self._run(encode_chunk, tasks, f"save step {step}", progress, sizes)
-        entries = self._entries(specs, chunks, tasks, results, kind)
+        entries = self._entries(specs, chunks, tasks, results, kind, bounds)
         manifest = Manifest(
             step, kind, None if base is None else base.step, prev_step, depth, tree, entries,
             dict(meta or {}), _core.__version__,
@@ -353,7 +369,7 @@ class CheckpointStore:
             return base, None
         return base, _Snapshot(manifest.base_step, before, {})
 
-    def _entries(self, specs, chunks, tasks, results: list[_Coded], kind) -> dict[str, ArrayEntry]:
+    def _entries(self, specs, chunks, tasks, results: list[_Coded], kind, bounds) -> dict[str, ArrayEntry]:
         """Manifest entries from the coded chunks (tasks are in C order per array)."""
         per_name: dict[str, list[_Coded]] = {n: [] for n in specs}
         for (name, _), result in zip(tasks, results):
@@ -363,7 +379,8 @@ class CheckpointStore:
             coded = per_name[name]
             changed = None if kind == KEYFRAME else sum(c.changed for c in coded)
             entries[name] = ArrayEntry(
-                name, spec, chunks[name], [c.crc32c for c in coded], sum(c.stored for c in coded), changed
+                name, spec, chunks[name], [c.crc32c for c in coded], sum(c.stored for c in coded),
+                changed, bounds.get(name),
             )
         return entries
 
@@ -703,6 +720,67 @@ class CheckpointStore:
                 return [f.result() for f in futures]
 
 
+def adam_error_bounds(
+    abs_error: float | None = None, rel_error: float | None = None
+) -> Callable[[str], dict | None]:
+    """Per-tensor bounds for `save(error_bound=...)` suited to Adam-style states.
+
+    Tensors whose name ends in "exp_avg_sq" (second moments, spanning many decades) get
+    the relative bound `rel_error`; other tensors the absolute bound `abs_error`. A bound
+    left None keeps those tensors lossless. 0-d and non-float tensors stay lossless.
+    """
+
+    def bound(name: str) -> dict | None:
+        if name.endswith("exp_avg_sq"):
+            return None if rel_error is None else {"log_rel_error": rel_error}
+        return None if abs_error is None else {"abs_error": abs_error}
+
+    return bound
+
+
+_LOSSY_DTYPES = ("float32", "float64", "float16", "bfloat16")
+_BOUND_KEYS = ("abs_error", "log_rel_error")
+
+
+def _resolve_bounds(error_bound, specs: dict[str, ArraySpec]) -> dict[str, dict]:
+    """The lossy bound of each array that gets one (float arrays of 1+ dimensions)."""
+    if error_bound is None:
+        return {}
+    out = {}
+    for name, spec in specs.items():
+        real_float = spec.dtype in _LOSSY_DTYPES or spec.dtype[1:] in ("f2", "f4", "f8")
+        if spec.kind == "pickle" or not real_float or not spec.shape:
+            continue
+        bound = error_bound(name) if callable(error_bound) else error_bound
+        if bound is None:
+            continue
+        if not isinstance(bound, dict) or len(bound) != 1 or next(iter(bound)) not in _BOUND_KEYS:
+            raise TPDEError(
+                f"error bound for {name!r} must be {{'abs_error': e}} or {{'log_rel_error': r}}, "
+                f"not {bound!r}",
+                "invalid_argument",
+            )
+        value = next(iter(bound.values()))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise TPDEError(f"error bound for {name!r} must be a positive number, not {value!r}", "invalid_argument")
+        out[name] = {next(iter(bound)): float(value)}
+    return out
+
+
+def _encode_lossy(grid: ChunkGrid, index: tuple, data: np.ndarray, code: dict, bound: dict):
+    """Lossy chunk and its reconstruction; lossless when the zero padding of an edge chunk
+    would not come back exactly (the next delta's reference must match bit for bit)."""
+    blob, recon = _core.encode(data, **code, **bound, return_reconstruction=True)
+    recon = recon.reshape(grid.chunks).view(data.dtype)
+    inner = grid.inner(index)
+    if recon[inner].shape != recon.shape:
+        padding = recon.view(f"u{recon.itemsize}").copy()
+        padding[inner] = 0
+        if padding.any():
+            return _core.encode(data, **code), data
+    return blob, recon
+
+
 def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:
     bits = np.dtype(f"u{data.itemsize}")
     return int(np.count_nonzero(data.view(bits) != ref.view(bits)))
@@ -713,7 +791,7 @@ def _tensor_info(entry: ArrayEntry) -> TensorInfo:
     changed = None if entry.changed is None else (entry.changed / numel if numel else 0.0)
     return TensorInfo(
         entry.name, entry.spec.kind, entry.spec.dtype, entry.spec.shape, entry.chunks,
-        entry.raw_bytes, entry.stored_bytes, changed,
+        entry.raw_bytes, entry.stored_bytes, changed, entry.error_bound,
     )
 
 

@@ -113,6 +113,7 @@ class ArrayEntry:
     crc32c: list[int]  # CRC32C of each chunk's reconstruction, C order of chunk indices
     stored_bytes: int
     changed: int | None  # positions that differ from the base step (deltas only)
+    error_bound: dict | None = None  # {"abs_error": e} or {"log_rel_error": r}; None: lossless
 
     @property
     def raw_bytes(self) -> int:
@@ -134,6 +135,7 @@ class ArrayEntry:
             "crc32c": self.crc32c,
             "stored_bytes": self.stored_bytes,
             "changed": self.changed,
+            "error_bound": self.error_bound,
         }
 
     @classmethod
@@ -146,6 +148,7 @@ class ArrayEntry:
             list(entry["crc32c"]),
             entry["stored_bytes"],
             entry["changed"],
+            entry.get("error_bound"),
         )
 
 
