@@ -518,7 +518,7 @@ bool encode_any_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>&
 }  // namespace
 
 size_t encode_bound(size_t nbytes, size_t ndim) {
-  return header_size(ndim) + kPayloadPrefix + nbytes;
+  return header_size(ndim) + kLossyBlockSize + kPayloadPrefix + nbytes;
 }
 
 std::vector<uint8_t> encode(const EncodeInput& in) {
