@@ -47,11 +47,6 @@ class KeyValueStore:
         self._get_sync = getattr(store, "get_sync", None)
         self._set_sync = getattr(store, "set_sync", None)
 
-    @property
-    def read_only(self) -> bool:
-        """Whether the underlying store refuses writes."""
-        return self.store.read_only
-
     def get(self, key: str) -> bytes | None:
         """The bytes under `key`, or None when there is no such key."""
         if self._get_sync is not None:
@@ -77,21 +72,6 @@ class KeyValueStore:
             self._set_sync(key, buf)
         else:
             sync(self.store.set(key, buf))
-
-    def set_many(self, items: dict[str, bytes]) -> None:
-        """Write several keys, concurrently on stores without sync access."""
-        if self._set_sync is not None or len(items) <= 1:
-            for key, value in items.items():
-                self.set(key, value)
-            return
-        proto = self._prototype
-
-        async def put() -> None:
-            await asyncio.gather(
-                *(self.store.set(k, proto.buffer.from_bytes(v)) for k, v in items.items())
-            )
-
-        sync(put())
 
     def delete(self, key: str) -> None:
         """Remove `key` if present."""

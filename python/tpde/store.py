@@ -201,13 +201,12 @@ class CheckpointStore:
             "created": time.time(),
             "tpde_version": _core.__version__,
         }
-        self._kv.set_many(
-            {
-                ROOT_GROUP: group_bytes(),
-                f"{STEPS}/{ROOT_GROUP}": group_bytes(),
-                ROOT_ATTRS: json_bytes({"tpde_store": settings}),
-            }
-        )
+        for key, value in (
+            (ROOT_GROUP, group_bytes()),
+            (f"{STEPS}/{ROOT_GROUP}", group_bytes()),
+            (ROOT_ATTRS, json_bytes({"tpde_store": settings})),
+        ):
+            self._kv.set(key, value)
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self._kv.describe()!r}, mode={self.mode!r})"
