@@ -175,6 +175,7 @@ def test_verify_fails_on_corruption(tmp_path, capsys):
         (["ls", "{tmp}"], "is not a tpde checkpoint store"),
         (["pack", "{tmp}/missing.pt", "-o", "{tmp}/s2"], "missing.pt: no such file or directory"),
         (["pack", "{tmp}/notes.txt", "-o", "{tmp}/s2"], "not a checkpoint file"),
+        (["pack", "{tmp}/empty", "-o", "{tmp}/s2"], "empty: no .pt/.pth/.bin/.safetensors files"),
         (["pack", "{tmp}/garbage.pt", "-o", "{tmp}/s2"], "garbage.pt: cannot read checkpoint"),
         (["info", "{store}", "--step", "7"], "unknown step 7; steps are 0"),
         (["get", "{store}", "--step", "0", "--tensor", "model/w"], "has no tensor 'model/w'; did you mean 'model/w1'"),
@@ -190,6 +191,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, message):
     store = CheckpointStore(tmp_path / "s")
     store.save(0, {"model": {"w1": torch.ones(3)}, "step": 0})
     (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "empty").mkdir()
     (tmp_path / "garbage.pt").write_bytes(b"not a pickle")
     args = [a.format(tmp=tmp_path, store=tmp_path / "s") for a in argv]
     code, out, err = run(capsys, *args)

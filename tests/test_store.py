@@ -508,3 +508,37 @@ def test_bad_error_bounds_are_refused(store):
     expect_error("invalid_argument", r"positive number", store.save, 0, {"w": torch.ones(3)},
                  error_bound={"abs_error": -1.0})
     assert store.steps() == []
+
+
+def test_damaged_metadata_is_reported_clearly(tmp_path):
+    path = tmp_path / "s"
+    store = CheckpointStore(path)
+    for step in range(3):
+        store.save(step, {"a": torch.full((4,), float(step)), "b": torch.full((4,), -1.0 - step)})
+    marker = path / "commits" / "2"
+    good = marker.read_bytes()
+    marker.write_bytes(good[:10])
+    expect_error("corrupt", r"commit marker of step 2 is unreadable", store.load, 2)
+    marker.write_bytes(good.replace(b'"step":2', b'"step":7'))
+    expect_error("corrupt", r"commit marker of step 2 names step 7", store.load, 2)
+    marker.write_bytes(good.replace(b'"prev_step":0', b'"prev_step":1'))
+    expect_error("corrupt", r"step 2 names context step 1, which is not two steps back", store.load, 2)
+    marker.write_bytes(good.replace(b'"base_step":1', b'"base_step":5'))
+    expect_error("corrupt", r"step 2 has an invalid base step 5", store.load, 2)
+    marker.write_bytes(good)
+    (path / "steps" / "2" / ".zattrs").unlink()
+    expect_error("corrupt", r"step 2 is committed but its manifest is missing", store.load, 2)
+    # a chunk that decodes fine but holds another tensor's values: the content hash says so
+    a0 = path / "steps" / "0" / "a" / "0"
+    a0.write_bytes((path / "steps" / "0" / "b" / "0").read_bytes())
+    expect_error("checksum", r"step 0, tensor 'a', chunk 0: content hash mismatch", store.load, 0)
+    root = path / ".zattrs"
+    root.write_bytes(root.read_bytes().replace(b'"format":1', b'"format":9'))
+    expect_error("unsupported_version", r"tpde store of format 9", CheckpointStore, path)
+
+
+def test_other_user_errors(store):
+    expect_error("invalid_argument", r"cannot open a store from int", CheckpointStore, 123)
+    store.save(0, {"obj": object()}, allow_pickle=True)
+    expect_error("unknown_tensor", r"'obj' at step 0 is a pickled object", store.load_tensor, 0, "obj")
+    expect_error("unknown_step", r"unknown step 1; steps are 0", store.delete, 1)
