@@ -33,6 +33,7 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
 
 FIXED_HEADER = 32  # bytes before the shape
 PAYLOAD_PREFIX = 16
+LOSSY_BLOCK = 16  # starts the payload when header flag bit 1 (lossy) is set
 SECTION_NAMES = ("gaps", "tables", "rans", "tails")
 
 DTYPE_CODES = {
@@ -71,7 +72,17 @@ def parse(chunk: bytes | bytearray) -> dict:
         "header_size": hs,
     }
     p = hs
+    info["lossy"] = None
+    if info["flags"] & 2:  # lossy block: quantizer u8, shift u8, reserved[6], value f64
+        info["lossy"] = {
+            "quantizer": chunk[p],
+            "shift": chunk[p + 1],
+            "value": struct.unpack_from("<d", chunk, p + 8)[0],
+        }
+        p += LOSSY_BLOCK
+    info["prefix_offset"] = p
     info["value_scheme"] = chunk[p]
+    info["without_reference"] = chunk[p + 3]
     info["position_scheme"] = chunk[p + 1]
     info["context_scheme"] = chunk[p + 2]
     info["context_param"] = struct.unpack_from("<H", chunk, p + 4)[0]

@@ -79,6 +79,25 @@ def seeds():
                 yield f"{name}_delta_{n}_{changed}", tpde.encode(x, reference=ref, dtype=dt_arg)
                 yield f"{name}_deltaprev_{n}_{changed}", tpde.encode(
                     x, reference=ref, prev_reference=prev, dtype=dt_arg)
+    # lossy chunks (float dtypes): absolute and log-relative bounds, standalone and delta
+    for name in ("float32", "float64", "float16", "bfloat16"):
+        storage = DTYPES[name]
+        size = np.dtype(storage).itemsize
+        dt_arg = "bfloat16" if name == "bfloat16" else None
+        n = 64
+        if name == "bfloat16":
+            x = (rng.standard_normal(n).astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+        else:
+            x = (rng.standard_normal(n) * 0.02).astype(storage)
+        ref = as_dtype(fuzz_ref(n * size), name, (n,))
+        prev = as_dtype(fuzz_prev(n * size), name, (n,))
+        for kw in ({"abs_error": 1e-3}, {"log_rel_error": 2.0**-6}):
+            tag = "abs" if "abs_error" in kw else "rel"
+            yield f"{name}_lossy_{tag}", tpde.encode(x, dtype=dt_arg, **kw)
+            # (the encoder codes losslessly where the reference has NaN/inf: still a seed)
+            yield f"{name}_lossy_{tag}_delta", tpde.encode(x, reference=ref, dtype=dt_arg, **kw)
+            yield f"{name}_lossy_{tag}_deltaprev", tpde.encode(
+                x, reference=ref, prev_reference=prev, dtype=dt_arg, **kw)
     # edge shapes and incompressible data
     yield "empty", tpde.encode(np.zeros((0,), np.float32))
     yield "empty3d", tpde.encode(np.zeros((2, 0, 3), np.int16))
