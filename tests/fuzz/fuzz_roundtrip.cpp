@@ -113,9 +113,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const long double err = std::fabs(static_cast<long double>(b) - static_cast<long double>(a));
     const long double bound = in.lossy == tpde::LossyKind::kAbsolute
                                   ? static_cast<long double>(in.error_bound)
-                                  // The ordered-integer quantizer's step is relative to the binade, so
-                                  // below the smallest normal it is an absolute r * min_normal
-                                  // (tpde.hpp says "a few subnormal steps": see regressions/README).
+                                  // tpde.hpp: r * max(|x|, smallest normal): the ordered-integer
+                                  // quantizer's step is relative to the binade.
                                   : static_cast<long double>(in.error_bound) * std::fmax(std::fabs(a), smallest_normal(dtype)) +
                                         4 * smallest_subnormal(dtype);
     if (!(err <= bound * (1 + 1e-12L))) {

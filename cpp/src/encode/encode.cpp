@@ -419,7 +419,7 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
                     std::vector<U>& coded, U* recon) {
   using S = std::make_signed_t<U>;
   const double limit = std::ldexp(1.0, kBits<U> - 2);
-  const double tiny = std::ldexp(1.0, (p.shift > 0 ? p.shift - 1 : 0) + min_subnormal_exponent(dtype));
+  const double smallest_normal = std::ldexp(1.0, min_subnormal_exponent(dtype) + mantissa_bits(dtype));
   const bool absolute = p.kind == Quantizer::kAbsolute;
   const double bound = absolute ? p.value / (2 * (1 - absolute_step_margin(dtype))) : p.value;
   coded.resize(n);
@@ -443,7 +443,7 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
       r = dequantize<U>(ref[i], q, p, dtype);
       const double rec = to_double<U>(r, dtype);
       if (!std::isfinite(rec)) continue;
-      const double allowed = absolute ? bound : std::max(bound * std::fabs(xd), tiny);
+      const double allowed = absolute ? bound : bound * std::max(std::fabs(xd), smallest_normal);
       if (!(std::fabs(rec - xd) <= allowed)) continue;
       // Idempotent: quantizing the rebuilt value again must give the same q.
       if (absolute && std::nearbyint((rec - rd) / p.value) != static_cast<double>(static_cast<S>(q))) continue;
@@ -507,9 +507,14 @@ bool encode_lossy_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t
   return true;
 }
 
+// A lossy chunk that would not be smaller than the values stored raw (tiny chunks, where
+// the lossy block dominates) is coded losslessly instead: it is never larger than that.
 template <typename U>
 bool encode_any_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
-  if (in.lossy != LossyKind::kNone && encode_lossy_payload<U>(in, n, out)) return true;
+  if (in.lossy != LossyKind::kNone && encode_lossy_payload<U>(in, n, out)) {
+    if (out.size() < kPayloadPrefix + n * sizeof(U)) return true;
+    out.clear();
+  }
   encode_payload<U>(in, n, out);
   if (in.reconstruction && n) std::memcpy(in.reconstruction, in.data, n * sizeof(U));
   return false;
@@ -518,7 +523,7 @@ bool encode_any_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>&
 }  // namespace
 
 size_t encode_bound(size_t nbytes, size_t ndim) {
-  return header_size(ndim) + kLossyBlockSize + kPayloadPrefix + nbytes;
+  return header_size(ndim) + kPayloadPrefix + nbytes;
 }
 
 std::vector<uint8_t> encode(const EncodeInput& in) {
