@@ -1,0 +1,481 @@
+"""A second, pure-Python decoder of the tpde chunk format, written from docs/format.md alone
+(it shares no code with the C++ core). tests/test_vectors.py runs it over the frozen
+vectors: if it agrees with them, the spec is complete enough to implement from.
+
+Slow (a Python loop per value); meant for small chunks. decode() returns the element bytes,
+or raises RefError(code, message) with the error names of docs/format.md section 11.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+from chunkfmt import crc32c
+
+# dtype code -> (name, itemsize, exponent bits E, mantissa bits M); E = M = 0 for integers
+DTYPES = {
+    1: ("float32", 4, 8, 23), 2: ("float64", 8, 11, 52), 3: ("float16", 2, 5, 10), 4: ("bfloat16", 2, 8, 7),
+    5: ("int8", 1, 0, 0), 6: ("uint8", 1, 0, 0), 7: ("int16", 2, 0, 0), 8: ("uint16", 2, 0, 0),
+    9: ("int32", 4, 0, 0), 10: ("uint32", 4, 0, 0), 11: ("int64", 8, 0, 0), 12: ("uint64", 8, 0, 0),
+    13: ("bool", 1, 0, 0),
+}
+L = 1 << 23
+M = 4096
+CONTEXT_COUNT = {0: 1, 1: 16, 2: 33, 3: 33, 4: 16, 5: 64}
+
+
+class RefError(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def fail(code, message="") -> None:
+    raise RefError(code, message)
+
+
+def u(fmt, buf, off):
+    return struct.unpack_from("<" + fmt, buf, off)[0]
+
+
+def bit_length(v):
+    return v.bit_length()
+
+
+# --- section 4.2 / 4.3 helpers ---------------------------------------------------------------
+
+def zigzag(d, w):
+    mask = (1 << w) - 1
+    d &= mask
+    sign = mask if d >> (w - 1) else 0
+    return ((d << 1) & mask) ^ sign
+
+
+def unzigzag(v, w):
+    mask = (1 << w) - 1
+    return ((v >> 1) ^ ((0 - (v & 1)) & mask)) & mask
+
+
+def rotl1(b, w):
+    return ((b << 1) | (b >> (w - 1))) & ((1 << w) - 1)
+
+
+def rotr1(v, w):
+    return ((v >> 1) | (v << (w - 1))) & ((1 << w) - 1)
+
+
+# --- section 5.1: MSB-first bit reader -------------------------------------------------------
+
+class Bits:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0  # bit position
+
+    def bit(self):
+        byte = self.pos >> 3
+        self.pos += 1
+        if byte >= len(self.data):
+            return 0
+        return (self.data[byte] >> (7 - ((self.pos - 1) & 7))) & 1
+
+    def read(self, k):
+        v = 0
+        for _ in range(k):
+            v = (v << 1) | self.bit()
+        return v
+
+    def overran(self):
+        return self.pos > 8 * len(self.data)
+
+    def exact(self):
+        return not self.overran() and (self.pos + 7) // 8 == len(self.data)
+
+
+def elias_delta(bits: Bits):
+    z = 0
+    while z <= 6 and bits.pos < 8 * len(bits.data) + 64:
+        if bits.bit():
+            break
+        z += 1
+    else:
+        return 0
+    if z > 6:
+        return 0
+    length = (1 << z) | bits.read(z)  # the leading 1 was consumed: 2z+1 bits in all
+    if not 1 <= length <= 64:
+        return 0
+    return (1 << (length - 1)) | bits.read(length - 1)
+
+
+# --- section 6.2 tables ----------------------------------------------------------------------
+
+def varint(buf, p, end):
+    v = 0
+    for i in range(10):
+        if p >= end:
+            fail("corrupt", "varint runs past the tables")
+        b = buf[p]
+        p += 1
+        v |= (b & 0x7F) << (7 * i)
+        if not b & 0x80:
+            return v & ((1 << 64) - 1), p
+    fail("corrupt", "varint longer than 10 bytes")
+
+
+def read_tables(data: bytes, contexts: int, max_symbol: int):
+    p, end = 0, len(data)
+    tables = []
+    for _ in range(contexts):
+        used, p = varint(data, p, end)
+        if used > max_symbol + 1:
+            fail("corrupt", "too many symbols")
+        if used == 0:
+            tables.append(None)
+            continue
+        entries, last, cum = [], -1, 0
+        for _ in range(used):
+            gap, p = varint(data, p, end)
+            fm1, p = varint(data, p, end)
+            sym = last + 1 + gap
+            if gap > 255 or sym > max_symbol or fm1 >= M:
+                fail("corrupt", "bad table entry")
+            freq = fm1 + 1
+            if cum + freq > M:
+                fail("corrupt", "frequencies above 4096")
+            entries.append((sym, cum, freq))
+            cum += freq
+            last = sym
+        if cum != M:
+            fail("corrupt", "frequencies do not sum to 4096")
+        slots = [None] * M
+        for sym, start, freq in entries:
+            for s in range(start, start + freq):
+                slots[s] = (sym, start, freq)
+        tables.append(slots)
+    if p != end:
+        fail("corrupt", "bytes after the tables")
+    return tables
+
+
+# --- section 6.3 rANS ------------------------------------------------------------------------
+
+class Rans:
+    def __init__(self, data: bytes):
+        self.data, self.p, self.overran = data, 0, False
+        x = 0
+        for _ in range(4):
+            x = (x << 8) | self.byte()
+        if x < L:
+            self.overran = True  # corrupt; continue from L (reference decoder behaviour)
+            x = L
+        self.x = x
+
+    def byte(self):
+        if self.p < len(self.data):
+            self.p += 1
+            return self.data[self.p - 1]
+        self.overran = True
+        return 0
+
+    def get(self, slots):
+        slot = self.x & (M - 1)
+        sym, start, freq = slots[slot]
+        x = freq * (self.x >> 12) + slot - start
+        while x < L:
+            x = (x << 8) | self.byte()
+        self.x = x
+        return sym
+
+    def clean(self):
+        return not self.overran and self.p == len(self.data) and self.x == L
+
+
+# --- section 9: lossy ------------------------------------------------------------------------
+
+def ordered(b, w):
+    sign = 1 << (w - 1)
+    return (~b) & ((1 << w) - 1) if b & sign else b | sign
+
+
+def from_ordered(o, w):
+    sign = 1 << (w - 1)
+    return o & ~sign if o & sign else (~o) & ((1 << w) - 1)
+
+
+def to_float(bits, code):
+    if code == 1:
+        return struct.unpack("<f", struct.pack("<I", bits))[0]
+    if code == 2:
+        return struct.unpack("<d", struct.pack("<Q", bits))[0]
+    if code == 4:
+        return struct.unpack("<f", struct.pack("<I", bits << 16))[0]
+    return struct.unpack("<e", struct.pack("<H", bits))[0]
+
+
+def f32_bits(d):
+    try:
+        return struct.unpack("<I", struct.pack("<f", d))[0]
+    except OverflowError:  # Python refuses; IEEE rounding overflows to infinity
+        return 0xFF800000 if d < 0 else 0x7F800000
+
+
+def roundeven(d):
+    return float(round(d)) if math.isfinite(d) else d  # Python's round() is ties-to-even
+
+
+def from_float(d, code):
+    if code == 2:
+        return struct.unpack("<Q", struct.pack("<d", d))[0]
+    if code == 1:
+        return f32_bits(d)
+    if code == 3:
+        sign = 0x8000 if math.copysign(1.0, d) < 0 else 0
+        if math.isnan(d):
+            return sign | 0x7E00
+        if abs(d) >= 65520.0:
+            return sign | 0x7C00
+        return struct.unpack("<H", struct.pack("<e", d))[0]  # RNE, subnormals included
+    # bfloat16
+    if math.isnan(d):
+        return (f32_bits(d) >> 16) | 0x40
+    if math.isinf(d):
+        return f32_bits(d) >> 16
+    e = math.frexp(abs(d))[1] if d != 0 else 0
+    unit = math.ldexp(1.0, max(e - 8, -133))
+    q = roundeven(d / unit)
+    r = math.copysign(q * unit, d) if q == 0 else q * unit
+    return f32_bits(r) >> 16
+
+
+def signed(q, w):
+    return q - (1 << w) if q >> (w - 1) else q
+
+
+# --- sections 2-10 ---------------------------------------------------------------------------
+
+def read_header(c: bytes):
+    if len(c) < 36:
+        fail("truncated", "shorter than 36 bytes")
+    if c[:4] != b"TPDE":
+        fail("bad_magic")
+    if c[4] != 1:
+        fail("unsupported_version", f"version {c[4]}")
+    ndim = c[8]
+    if ndim > 32:
+        fail("bad_shape")
+    hs = 36 + 8 * ndim
+    if len(c) < hs:
+        fail("truncated")
+    if crc32c(c[: hs - 4]) != u("I", c, hs - 4):
+        fail("checksum", "header")
+    code, mode, flags = c[5], c[6], c[7]
+    if code not in DTYPES:
+        fail("bad_dtype")
+    if mode > 1 or flags & ~3 or (mode == 0 and flags & 1):
+        fail("corrupt", "mode/flags")
+    shape = [u("Q", c, 32 + 8 * k) for k in range(ndim)]
+    t = DTYPES[code][1]
+    for d in shape:
+        if d != 0 and t > (1 << 36) // d:
+            fail("too_large")
+        t *= d
+    if t > 1 << 36:
+        fail("too_large")
+    payload_size = u("Q", c, 20)
+    if payload_size > len(c) - hs:
+        fail("truncated")
+    if payload_size < len(c) - hs:
+        fail("corrupt", "trailing bytes")
+    lossy = None
+    if flags & 2:
+        w = 8 * DTYPES[code][1]
+        if DTYPES[code][2] == 0:
+            fail("corrupt", "lossy integer chunk")
+        if payload_size < 16:
+            fail("corrupt", "lossy block")
+        quant, shift, value = c[hs], c[hs + 1], u("d", c, hs + 8)
+        ok = (quant == 1 and math.isfinite(value) and value > 0 and shift == 0) or (
+            quant == 2 and math.isfinite(value) and 0 < value < 1 and shift < w - 1)
+        if not ok:
+            fail("corrupt", "lossy parameters")
+        lossy = (quant, shift, value)
+    n = math.prod(shape)
+    return {"code": code, "mode": mode, "flags": flags, "shape": shape, "n": n, "hs": hs,
+            "payload_size": payload_size, "lossy": lossy, "nbytes": t}
+
+
+def elements(raw: bytes, itemsize: int):
+    return [int.from_bytes(raw[k : k + itemsize], "little") for k in range(0, len(raw), itemsize)]
+
+
+def decode(c: bytes, reference: bytes | None = None, prev_reference: bytes | None = None) -> bytes:
+    c = bytes(c)
+    h = read_header(c)
+    code, n, hs = h["code"], h["n"], h["hs"]
+    _, size, E, Mb = DTYPES[code]
+    w = 8 * size
+    payload = c[hs : hs + h["payload_size"]]
+    if crc32c(payload) != u("I", c, 28):
+        fail("checksum", "payload")
+    prev_used = False
+    if h["mode"] == 1:
+        if reference is None:
+            fail("missing_reference")
+        if len(reference) != h["nbytes"]:
+            fail("size_mismatch")
+        if crc32c(reference) != u("I", c, 12):
+            fail("reference_mismatch")
+        if h["flags"] & 1:
+            if prev_reference is None:
+                fail("missing_reference", "prev_reference")
+            if len(prev_reference) != h["nbytes"]:
+                fail("size_mismatch")
+            if crc32c(prev_reference) != u("I", c, 16):
+                fail("reference_mismatch", "prev_reference")
+            prev_used = True
+    ref = elements(reference, size) if h["mode"] == 1 else None
+    prev = elements(prev_reference, size) if prev_used else None
+    if h["lossy"] is None:
+        out = decode_payload(payload, n, w, code, E, Mb, h["mode"] == 1, ref, prev)
+    else:
+        quant, shift, value = h["lossy"]
+        R = ref if ref is not None else [0] * n
+        Q = None
+        if prev is not None:
+            Q = []
+            for r_i, p_i in zip(R, prev):
+                if quant == 2:
+                    half = 1 << (shift - 1) if shift > 0 else 0
+                    qp = ((ordered(r_i, w) - ordered(p_i, w) + half) >> shift) % (1 << w)
+                else:
+                    t = roundeven((to_float(r_i, code) - to_float(p_i, code)) / value)
+                    qp = int(t) % (1 << w) if (math.isfinite(t) and abs(t) < 2.0 ** (w - 2)) else 0
+                Q.append((r_i - qp) % (1 << w))
+        z = decode_payload(payload[16:], n, w, code, E, Mb, True, R, Q)
+        out = []
+        for r_i, z_i in zip(R, z):
+            q = (z_i - r_i) % (1 << w)
+            if quant == 2:
+                out.append(from_ordered((ordered(r_i, w) + (q << shift)) % (1 << w), w))
+            else:
+                out.append(from_float(to_float(r_i, code) + float(signed(q, w)) * value, code))
+    return b"".join(v.to_bytes(size, "little") for v in out)
+
+
+def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev):
+    mask = (1 << w) - 1
+    if len(p) < 16:
+        fail("corrupt", "prefix")
+    vs, ps, cs, wo = p[0], p[1], p[2], p[3]
+    P = u("H", p, 4)
+    coded = u("Q", p, 8)
+    if vs == 0:
+        if coded != n or len(p) - 16 != n * (w // 8):
+            fail("corrupt", "stored size")
+        return elements(p[16:], w // 8)
+    if wo > 1 or (wo == 1 and not delta):
+        fail("corrupt", "without_reference")
+    residual = delta and wo == 0
+    if vs > 2:
+        fail("corrupt", "value scheme")
+    split = vs == 2
+    if split and (residual or E == 0):
+        fail("corrupt", "float split")
+    if ps > 1:
+        fail("corrupt", "position scheme")
+    if cs > 5:
+        fail("corrupt", "context scheme")
+    valid = {0: True, 1: residual and E > 0, 2: residual and prev is not None, 3: not split, 4: split,
+             5: residual and prev is not None and E > 0}[cs]
+    if not valid:
+        fail("corrupt", "context scheme does not fit")
+    if E and P >= 1 << E:
+        fail("corrupt", "context parameter")
+    elias = ps == 1
+    if (coded > n) if elias else (coded != n):
+        fail("corrupt", "coded count")
+    off, sections = 16, []
+    for _ in range(4):
+        if len(p) - off < 8:
+            fail("corrupt", "missing section length")
+        length = u("Q", p, off)
+        off += 8
+        if length > len(p) - off:
+            fail("corrupt", "section past the payload")
+        sections.append(p[off : off + length])
+        off += length
+    if off != len(p):
+        fail("corrupt", "bytes after tails")
+    gaps, tables_b, rans_b, tails_b = sections
+    if not elias and gaps:
+        fail("corrupt", "gaps with inline positions")
+    max_symbol = 255 if split else 4 * w - 5
+    tables = read_tables(tables_b, CONTEXT_COUNT[cs], max_symbol)
+
+    def expo(b):
+        return (b >> Mb) & ((1 << E) - 1)
+
+    def expctx(e):
+        return min(max(P - e, 0), 15)
+
+    def mclass(v):
+        return min(bit_length(v), 32)
+
+    def bucket(m):
+        return 0 if m == 0 else 1 if m <= 4 else 2 if m <= 8 else 3
+
+    gap_bits, tail_bits, rans = Bits(gaps), Bits(tails_b), Rans(rans_b)
+    v_all = [0] * n
+    previous = rotl1((P << Mb) & mask, w) if cs == 4 else 0
+    position = -1
+    for k in range(coded):
+        if elias:
+            g = elias_delta(gap_bits)
+            if g == 0 or position + g > n - 1:
+                fail("corrupt", "gap")
+            i = position + g
+            position = i
+        else:
+            i = k
+        if cs == 0:
+            ctx = 0
+        elif cs == 1:
+            ctx = expctx(expo(ref[i]))
+        elif cs == 2:
+            ctx = mclass(zigzag(ref[i] - prev[i], w))
+        elif cs == 3:
+            ctx = mclass(previous)
+        elif cs == 4:
+            ctx = expctx(expo(rotr1(previous, w)))
+        else:
+            ctx = 4 * expctx(expo(ref[i])) + bucket(mclass(zigzag(ref[i] - prev[i], w)))
+        if tables[ctx] is None:
+            fail("corrupt", "unused context")
+        s = rans.get(tables[ctx])
+        if split:
+            v = (s << (w - 8)) | tail_bits.read(w - 8)
+        elif s < 8:
+            v = s
+        else:
+            t = ((s - 8) >> 2) + 1
+            v = ((4 | (s & 3)) << t) | tail_bits.read(t)
+        if elias and v == 0:
+            fail("corrupt", "zero value")
+        v_all[i] = v
+        previous = v
+    if not gap_bits.exact():
+        fail("corrupt", "gaps length")
+    if not tail_bits.exact():
+        fail("corrupt", "tails length")
+    if not rans.clean():
+        fail("corrupt", "rANS end")
+    if residual:
+        return [(ref[i] + unzigzag(v_all[i], w)) & mask for i in range(n)]
+    if split:
+        return [rotr1(v, w) for v in v_all]
+    out, x = [], 0
+    for v in v_all:
+        x = (x + unzigzag(v, w)) & mask
+        out.append(x)
+    return out
