@@ -13,9 +13,8 @@ Bounds, per tensor, from its RMS at the keyframe, times a scale s (reference: s 
     weights     abs_error     0.1 x s x RMS
     exp_avg     abs_error     0.2 x s x RMS
     exp_avg_sq  log_rel_error min(0.3 x s, 0.9)   (R < 1 is required; the core's log
-                quantizer works in power-of-two steps of ordered bit patterns, so
-                R = 0.15 / 0.3 / 0.6 / 0.9 give shifts 21 / 22 / 23 / 23: 2x and 4x code
-                exp_avg_sq identically)
+                quantizer works in integer steps of ordered bit patterns, about
+                2R / (2 + R) x 2^24 units for fp32)
     other       lossless (the 0-d optimizer ``step`` counters)
 
 Reported per kind and overall, on the delta steps only (keyframe given apart):
@@ -24,9 +23,9 @@ Reported per kind and overall, on the delta steps only (keyframe given apart):
     chunk, summed over chunks (no table cost). q is recomputed from recon and reference:
       absolute:     q = rint((recon - ref) / step), step = 2 B (1 - 2^-10) (fp32), in
                     float64: exact, the core's quantizer is idempotent on that grid;
-      log-relative: q = (ordered(recon) - ordered(ref)) >> shift, exact integers, where
+      log-relative: q = (ordered(recon) - ordered(ref)) / step, exact integers, where
                     ordered() maps fp32 bit patterns to integers in value order and
-                    shift is read from the chunk's lossy block (the remainder is
+                    step is read from the chunk's lossy block (the remainder is
                     asserted to be 0).
     Chunks that fell back to lossless (header lossy = None) and the 'other' kind count
     with their actual tpde bytes on both sides.
@@ -157,11 +156,11 @@ def quantized_ints(chunk: bytes, hdr: dict, x_rec: np.ndarray, ref: np.ndarray |
         return np.rint((x_rec.reshape(-1).astype(np.float64) - r) / step).astype(np.int64)
     hs = hdr["header_size"]
     assert chunk[hs] == 2, "lossy block: expected the log-relative quantizer"
-    shift = chunk[hs + 1]
+    step = int.from_bytes(chunk[hs + 16: hs + 24], "little")
     o_ref = ordered_u32(ref) if ref is not None else np.int64(0x80000000)
     d = ordered_u32(x_rec) - o_ref
-    assert not np.any(d & ((1 << shift) - 1)), "log-relative residual not a multiple of 2^shift"
-    return d >> shift
+    assert not np.any(d % step), "log-relative residual not a multiple of the step"
+    return d // step
 
 
 def max_err_ratio(x: np.ndarray, rec: np.ndarray, kw: dict) -> float:

@@ -33,7 +33,7 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
 
 FIXED_HEADER = 32  # bytes before the shape
 PAYLOAD_PREFIX = 16
-LOSSY_BLOCK = 16  # starts the payload when header flag bit 1 (lossy) is set
+LOSSY_BLOCK = {1: 16, 2: 24}  # by format version; starts the payload when flag bit 1 (lossy) is set
 SECTION_NAMES = ("gaps", "tables", "rans", "tails")
 
 DTYPE_CODES = {
@@ -73,13 +73,14 @@ def parse(chunk: bytes | bytearray) -> dict:
     }
     p = hs
     info["lossy"] = None
-    if info["flags"] & 2:  # lossy block: quantizer u8, shift u8, reserved[6], value f64
+    if info["flags"] & 2:  # lossy block, format 2: quantizer u8, reserved[7], value f64, step u64
+        version = chunk[4]  # format 1: quantizer u8, shift u8, reserved[6], value f64 (step 2^shift)
         info["lossy"] = {
             "quantizer": chunk[p],
-            "shift": chunk[p + 1],
             "value": struct.unpack_from("<d", chunk, p + 8)[0],
+            "step": (1 << chunk[p + 1]) if version == 1 else struct.unpack_from("<Q", chunk, p + 16)[0],
         }
-        p += LOSSY_BLOCK
+        p += LOSSY_BLOCK[version]
     info["prefix_offset"] = p
     info["value_scheme"] = chunk[p]
     info["without_reference"] = chunk[p + 3]

@@ -259,7 +259,7 @@ def read_header(c: bytes):
         fail("truncated", "shorter than 36 bytes")
     if c[:4] != b"TPDE":
         fail("bad_magic")
-    if c[4] != 1:
+    if c[4] not in (1, 2):
         fail("unsupported_version", f"version {c[4]}")
     ndim = c[8]
     if ndim > 32:
@@ -292,14 +292,22 @@ def read_header(c: bytes):
         w = 8 * DTYPES[code][1]
         if DTYPES[code][2] == 0:
             fail("corrupt", "lossy integer chunk")
-        if payload_size < 16:
+        block = 16 if c[4] == 1 else 24  # format 1: shift u8 at +1 (step 2^shift); 2: step u64 at +16
+        if payload_size < block:
             fail("corrupt", "lossy block")
-        quant, shift, value = c[hs], c[hs + 1], u("d", c, hs + 8)
-        ok = (quant == 1 and math.isfinite(value) and value > 0 and shift == 0) or (
-            quant == 2 and math.isfinite(value) and 0 < value < 1 and shift < w - 1)
+        quant, value = c[hs], u("d", c, hs + 8)
+        if c[4] == 1:
+            shift = c[hs + 1]
+            if quant == 2 and shift >= w - 2:
+                fail("corrupt", "lossy parameters")
+            step = (1 << shift) if quant == 2 else (1 if shift else 0)
+        else:
+            step = u("Q", c, hs + 16)
+        ok = (quant == 1 and math.isfinite(value) and value > 0 and step == 0) or (
+            quant == 2 and math.isfinite(value) and 0 < value < 1 and 1 <= step < 2 ** (w - 2))
         if not ok:
             fail("corrupt", "lossy parameters")
-        lossy = (quant, shift, value)
+        lossy = (quant, step, value, block)
     n = math.prod(shape)
     return {"code": code, "mode": mode, "flags": flags, "shape": shape, "n": n, "hs": hs,
             "payload_size": payload_size, "lossy": lossy, "nbytes": t}
@@ -339,25 +347,25 @@ def decode(c: bytes, reference: bytes | None = None, prev_reference: bytes | Non
     if h["lossy"] is None:
         out = decode_payload(payload, n, w, code, E, Mb, h["mode"] == 1, ref, prev)
     else:
-        quant, shift, value = h["lossy"]
+        quant, step, value, block = h["lossy"]
         R = ref if ref is not None else [0] * n
         Q = None
         if prev is not None:
             Q = []
             for r_i, p_i in zip(R, prev):
-                if quant == 2:
-                    half = 1 << (shift - 1) if shift > 0 else 0
-                    qp = ((ordered(r_i, w) - ordered(p_i, w) + half) >> shift) % (1 << w)
+                if quant == 2:  # nearest multiple of step: floor((2d + step) / (2 step))
+                    d = ordered(r_i, w) - ordered(p_i, w)
+                    qp = ((2 * d + step) // (2 * step)) % (1 << w)
                 else:
                     t = roundeven((to_float(r_i, code) - to_float(p_i, code)) / value)
                     qp = int(t) % (1 << w) if (math.isfinite(t) and abs(t) < 2.0 ** (w - 2)) else 0
                 Q.append((r_i - qp) % (1 << w))
-        z = decode_payload(payload[16:], n, w, code, E, Mb, True, R, Q)
+        z = decode_payload(payload[block:], n, w, code, E, Mb, True, R, Q)
         out = []
         for r_i, z_i in zip(R, z):
             q = (z_i - r_i) % (1 << w)
             if quant == 2:
-                out.append(from_ordered((ordered(r_i, w) + (q << shift)) % (1 << w), w))
+                out.append(from_ordered((ordered(r_i, w) + q * step) % (1 << w), w))
             else:
                 out.append(from_float(to_float(r_i, code) + float(signed(q, w)) * value, code))
     return b"".join(v.to_bytes(size, "little") for v in out)

@@ -46,8 +46,9 @@ def check_lossy(name, x, reference=None, *, abs_error=None, log_rel_error=None):
     err = np.abs(yv - xv)
     if abs_error is not None:
         allowed = np.full_like(xv, abs_error)
-    else:  # tpde.hpp: "|decoded - x| <= bound * max(|x|, smallest normal value of the dtype)"
-        allowed = log_rel_error * np.maximum(np.abs(xv), min_normal)
+    else:  # tpde.hpp: "|decoded - x| <= bound * max(|x|, 2 x smallest normal)", sign bit kept
+        allowed = log_rel_error * np.maximum(np.abs(xv), 2 * min_normal)
+        assert (np.signbit(yv) == np.signbit(xv)).all(), "log-relative mode must keep the sign"
     bad = np.flatnonzero(~(err <= allowed * (1 + 1e-12)))
     assert bad.size == 0, f"bound violated at {bad[:5]}: x={xv[bad[:5]]} decoded={yv[bad[:5]]}"
     # Idempotent: re-encoding the reconstruction reproduces it exactly.

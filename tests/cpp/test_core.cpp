@@ -269,6 +269,17 @@ static void test_lossy() {
   for (uint32_t h = 0; h < 0x7C00; ++h) CHECK(double_to_half(half_to_double(static_cast<uint16_t>(h))) == h);
   CHECK(double_to_half(1.0 + 1.0 / 2048) == 0x3C00);  // tie to even
   CHECK(double_to_half(1.0 + 3.0 / 2048) == 0x3C02);
+  // Log-relative: zeros and tiny values keep their sign and stay within r x 2N.
+  {
+    std::vector<uint32_t> z = {0x00000000u, 0x80000000u, 0x00000001u, 0x80000005u, 0x00800000u}, ref(5), rz(5);
+    for (auto& r : ref) r = 0x3A83126Fu;  // 1e-3
+    EncodeInput zin{DType::kFloat32, {5}, z.data(), ref.data(), nullptr, LossyKind::kLogRelative, 0.3, rz.data()};
+    encode(zin);
+    for (size_t i = 0; i < z.size(); ++i) {
+      CHECK((rz[i] >> 31) == (z[i] >> 31));
+      CHECK(std::fabs(double(float_from_bits(rz[i])) - double(float_from_bits(z[i]))) <= 0.3 * 2 * 1.1754943508222875e-38);
+    }
+  }
   // A bound below the dtype's resolution falls back to lossless.
   std::vector<uint32_t> x = {0x3F800001u, 0x3F800003u}, recon(2);
   EncodeInput in{DType::kFloat32, {2}, x.data(), nullptr, nullptr, LossyKind::kAbsolute, 1e-12, recon.data()};

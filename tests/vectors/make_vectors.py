@@ -189,7 +189,8 @@ def bad_chunks():
         ("truncated_header.bin", std[:20], "truncated", None),
         ("truncated_payload.bin", std[:-1], "truncated", None),
         ("bad_magic.bin", b"TPDF" + std[4:], "bad_magic", None),
-        ("version_2.bin", chunkfmt.patch(std, 4, "<B", 2), "unsupported_version", None),
+        # version_2.bin (format 1 era) became valid with format 2; replaced by version_3.bin.
+        ("version_3.bin", chunkfmt.patch(std, 4, "<B", 3), "unsupported_version", None),
         ("header_crc.bin", std[:12] + bytes([std[12] ^ 1]) + std[13:], "checksum", None),
         ("payload_crc.bin", std[:-1] + bytes([std[-1] ^ 0x80]), "checksum", None),
         ("dtype_code_14.bin", chunkfmt.patch(std, 5, "<B", 14), "bad_dtype", None),

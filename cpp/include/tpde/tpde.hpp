@@ -11,8 +11,8 @@ namespace tpde {
 
 // Lossy mode: every decoded value stays within the bound of the input value.
 //   kAbsolute:    |decoded - x| <= bound
-//   kLogRelative: |decoded - x| <= bound * max(|x|, smallest normal value of the dtype), bound < 1
-//                 (values far below the smallest normal may come back as zero)
+//   kLogRelative: |decoded - x| <= bound * max(|x|, 2 x smallest normal value of the dtype),
+//                 bound < 1, and decoded keeps the sign bit of x (non-negative tensors stay so)
 // Chunks where the bound cannot be kept (non-finite values, bounds below the dtype's
 // resolution) are coded losslessly instead.
 enum class LossyKind : uint8_t { kNone = 0, kAbsolute = 1, kLogRelative = 2 };

@@ -37,17 +37,23 @@ void write_header(const Header& h, std::vector<uint8_t>& out) {
 
 LossyParams read_lossy_block(const Header& h, const uint8_t* payload) {
   if (!is_float(h.dtype)) fail(ErrorCode::kCorrupt, "lossy flag on a chunk of integer dtype");
-  if (h.payload_size < kLossyBlockSize) fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
+  if (h.payload_size < lossy_block_size(h.version)) fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
   LossyParams p;
   const uint8_t kind = payload[0];
   if (kind != 1 && kind != 2) fail(ErrorCode::kCorrupt, "lossy block has unknown quantizer " + std::to_string(kind));
   p.kind = static_cast<Quantizer>(kind);
-  p.shift = payload[1];
   std::memcpy(&p.value, payload + 8, 8);
+  if (h.version == 1) {
+    if (p.kind == Quantizer::kLogRelative && payload[1] >= 8 * dtype_size(h.dtype) - 2)
+      fail(ErrorCode::kCorrupt, "lossy block has invalid parameters");
+    p.step = p.kind == Quantizer::kLogRelative ? uint64_t(1) << payload[1] : (payload[1] ? 1 : 0);
+  } else {
+    std::memcpy(&p.step, payload + 16, 8);
+  }
   const bool ok = p.kind == Quantizer::kAbsolute
-                      ? std::isfinite(p.value) && p.value > 0 && p.shift == 0
-                      : std::isfinite(p.value) && p.value > 0 && p.value < 1 &&
-                            p.shift < static_cast<int>(8 * dtype_size(h.dtype)) - 1;
+                      ? std::isfinite(p.value) && p.value > 0 && p.step == 0
+                      : std::isfinite(p.value) && p.value > 0 && p.value < 1 && p.step >= 1 &&
+                            p.step < (uint64_t(1) << (8 * dtype_size(h.dtype) - 2));
   if (!ok) fail(ErrorCode::kCorrupt, "lossy block has invalid parameters");
   return p;
 }
@@ -55,8 +61,8 @@ LossyParams read_lossy_block(const Header& h, const uint8_t* payload) {
 void write_lossy_block(const LossyParams& p, std::vector<uint8_t>& out) {
   uint8_t block[kLossyBlockSize] = {0};
   block[0] = static_cast<uint8_t>(p.kind);
-  block[1] = static_cast<uint8_t>(p.shift);
   std::memcpy(block + 8, &p.value, 8);
+  std::memcpy(block + 16, &p.step, 8);
   out.insert(out.end(), block, block + kLossyBlockSize);
 }
 
@@ -68,10 +74,10 @@ Header read_header(const uint8_t* src, size_t size) {
     fail(ErrorCode::kBadMagic, "not a tpde chunk: magic bytes are not 'TPDE'");
   Header h;
   h.version = src[4];
-  if (h.version != kFormatVersion)
+  if (h.version < kOldestFormatVersion || h.version > kFormatVersion)
     fail(ErrorCode::kUnsupportedVersion,
-         "chunk has format version " + std::to_string(h.version) + "; this build of tpde reads version " +
-             std::to_string(kFormatVersion));
+         "chunk has format version " + std::to_string(h.version) + "; this build of tpde reads versions " +
+             std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion));
   const size_t ndim = src[8];
   if (ndim > kMaxNdim)
     fail(ErrorCode::kBadShape, "chunk header says ndim=" + std::to_string(ndim) + " (max 32)");

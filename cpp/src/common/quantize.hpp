@@ -1,9 +1,10 @@
 // Error-bounded quantization of residuals (lossy mode), shared bit for bit by encoder and
 // decoder. A lossy chunk codes integers q losslessly; the decoder rebuilds each value as
 //   absolute:     recon = round_to_dtype(double(ref) + q * step)      |recon - x| <= step / 2
-//   log-relative: recon = from_ordered(to_ordered(ref) + q << shift)  |recon - x| <= r |x|
+//   log-relative: recon = from_ordered(to_ordered(ref) + q * step)    |recon - x| <= r max(|x|, 2N)
 // where to_ordered maps float bit patterns to integers in value order, so the log-relative
-// quantizer works on exact integers and is idempotent by construction.
+// quantizer works on exact integers and is idempotent by construction (N: the smallest
+// normal value of the dtype; the log-relative reconstruction also keeps the sign bit of x).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -16,7 +17,10 @@
 namespace tpde {
 
 enum class Quantizer : uint8_t { kAbsolute = 1, kLogRelative = 2 };
-constexpr size_t kLossyBlockSize = 16;  // quantizer u8, shift u8, reserved[6], value f64
+// Format 2: quantizer u8, reserved[7], value f64, step u64 (24 bytes).
+// Format 1: quantizer u8, shift u8, reserved[6], value f64 (16 bytes; step = 2^shift).
+constexpr size_t kLossyBlockSize = 24;
+inline size_t lossy_block_size(uint8_t version) { return version == 1 ? 16 : kLossyBlockSize; }
 
 // The absolute quantizer's step is 2 x bound x (1 - margin): the margin absorbs the rounding
 // of rebuilt values to the dtype, so that values half a step from the grid stay in bound.
@@ -30,7 +34,7 @@ inline double absolute_step_margin(DType dtype) {
 
 struct LossyParams {
   Quantizer kind = Quantizer::kAbsolute;
-  int shift = 0;       // log-relative: q counts units of 2^shift ordered steps
+  uint64_t step = 0;   // log-relative: q counts units of `step` ordered steps (0 for absolute)
   double value = 0.0;  // absolute: the step (2 x bound); log-relative: the relative bound r
 };
 
@@ -128,12 +132,23 @@ inline U from_ordered(U ord) {
   return (ord & kSign) ? static_cast<U>(ord & ~kSign) : static_cast<U>(~ord);
 }
 
+// Nearest multiple of `step` ordered steps from ref to x: floor((2d + step) / (2 step)).
+template <typename U>
+inline U log_quantize(U x, U ref, uint64_t step) {
+  const __int128 d = static_cast<__int128>(to_ordered<U>(x)) - static_cast<__int128>(to_ordered<U>(ref));
+  const __int128 s = static_cast<__int128>(step);
+  __int128 num = 2 * d + s, den = 2 * s;
+  __int128 q = num / den;
+  if ((num % den != 0) && ((num < 0) != (den < 0))) --q;  // floor division
+  return static_cast<U>(static_cast<uint64_t>(static_cast<int64_t>(q)));
+}
+
 // q is the residual the lossless layer carried: (coded value) - ref, wrapping.
 template <typename U>
 inline U dequantize(U ref, U q_bits, const LossyParams& p, DType dtype) {
   using S = std::make_signed_t<U>;
   if (p.kind == Quantizer::kLogRelative)
-    return from_ordered<U>(static_cast<U>(to_ordered<U>(ref) + static_cast<U>(q_bits << p.shift)));
+    return from_ordered<U>(static_cast<U>(to_ordered<U>(ref) + static_cast<U>(q_bits * static_cast<U>(p.step))));
   const double q = static_cast<double>(static_cast<S>(q_bits));
   return from_double<U>(to_double<U>(ref, dtype) + q * p.value, dtype);
 }
@@ -149,9 +164,7 @@ inline void quantized_prev_reference(const U* ref, const U* prev, uint64_t n, co
   for (uint64_t i = 0; i < n; ++i) {
     U q = 0;
     if (p.kind == Quantizer::kLogRelative) {
-      const __int128 d = static_cast<__int128>(to_ordered<U>(ref[i])) - static_cast<__int128>(to_ordered<U>(prev[i]));
-      const __int128 half = p.shift > 0 ? (static_cast<__int128>(1) << (p.shift - 1)) : 0;
-      q = static_cast<U>(static_cast<uint64_t>(static_cast<int64_t>((d + half) >> p.shift)));
+      q = log_quantize<U>(ref[i], prev[i], p.step);
     } else {
       const double qd = std::nearbyint((to_double<U>(ref[i], dtype) - to_double<U>(prev[i], dtype)) / p.value);
       if (std::fabs(qd) < limit) q = static_cast<U>(static_cast<S>(static_cast<int64_t>(qd)));

@@ -236,12 +236,13 @@ void decode_lossy(const Header& h, const uint8_t* payload, void* out_bytes, cons
   }
   Header inner = h;
   inner.mode = Mode::kDelta;
-  inner.payload_size = h.payload_size - kLossyBlockSize;
+  const size_t block = lossy_block_size(h.version);
+  inner.payload_size = h.payload_size - block;
   U* out = static_cast<U*>(out_bytes);
   std::vector<U> prev_q;
   if (prev_reference)
     quantized_prev_reference<U>(ref, static_cast<const U*>(prev_reference), n, p, h.dtype, prev_q);
-  ChunkDecoder<U>(inner, payload + kLossyBlockSize, out, ref, prev_reference ? prev_q.data() : nullptr).run();
+  ChunkDecoder<U>(inner, payload + block, out, ref, prev_reference ? prev_q.data() : nullptr).run();
   for (uint64_t i = 0; i < n; ++i) out[i] = dequantize<U>(ref[i], static_cast<U>(out[i] - ref[i]), p, h.dtype);
 }
 

@@ -420,6 +420,7 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
   using S = std::make_signed_t<U>;
   const double limit = std::ldexp(1.0, kBits<U> - 2);
   const double smallest_normal = std::ldexp(1.0, min_subnormal_exponent(dtype) + mantissa_bits(dtype));
+  const double floor_value = 2 * smallest_normal;  // below it the log-relative bound is absolute
   const bool absolute = p.kind == Quantizer::kAbsolute;
   const double bound = absolute ? p.value / (2 * (1 - absolute_step_margin(dtype))) : p.value;
   coded.resize(n);
@@ -436,14 +437,18 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
         if (!(std::fabs(qd) < limit)) return false;
         q = static_cast<U>(static_cast<S>(static_cast<int64_t>(qd)));
       } else {
-        const __int128 d = static_cast<__int128>(to_ordered<U>(x[i])) - static_cast<__int128>(to_ordered<U>(ref[i]));
-        const __int128 half = p.shift > 0 ? (static_cast<__int128>(1) << (p.shift - 1)) : 0;
-        q = static_cast<U>(static_cast<uint64_t>(static_cast<int64_t>((d + half) >> p.shift)));
+        q = log_quantize<U>(x[i], ref[i], p.step);
+        // The grid may put the nearest point across zero: take the next one on x's side, so
+        // that non-negative tensors (second moments) stay non-negative.
+        constexpr U kSign = static_cast<U>(U(1) << (kBits<U> - 1));
+        const U first = dequantize<U>(ref[i], q, p, dtype);
+        if ((first ^ x[i]) & kSign) q = static_cast<U>(q + ((x[i] & kSign) ? U(-1) : U(1)));
       }
       r = dequantize<U>(ref[i], q, p, dtype);
       const double rec = to_double<U>(r, dtype);
       if (!std::isfinite(rec)) continue;
-      const double allowed = absolute ? bound : bound * std::max(std::fabs(xd), smallest_normal);
+      if (!absolute && std::signbit(rec) != std::signbit(xd)) continue;
+      const double allowed = absolute ? bound : bound * std::max(std::fabs(xd), floor_value);
       if (!(std::fabs(rec - xd) <= allowed)) continue;
       // Idempotent: quantizing the rebuilt value again must give the same q.
       if (absolute && std::nearbyint((rec - rd) / p.value) != static_cast<double>(static_cast<S>(q))) continue;
@@ -470,11 +475,13 @@ LossyParams lossy_params(const EncodeInput& in) {
       fail(ErrorCode::kInvalidArgument, "relative (log-domain) error bound must be below 1");
     p.kind = Quantizer::kLogRelative;
     p.value = in.error_bound;
-    // 2^(shift-1) ordered steps are at most 2^floor(log2 b') of the value's binade, and twice
-    // that in the binade above, where |x| is at least twice as large; b' = bound x 15/16
-    // leaves room for |x| sitting just below that binade edge.
-    const int shift = static_cast<int>(std::floor(std::log2(in.error_bound * 15.0 / 16.0))) + mantissa_bits(in.dtype) + 1;
-    p.shift = std::max(0, std::min(shift, mantissa_bits(in.dtype)));
+    // Half a step of S = b' 2^(M+1) ordered units is at most b' 2^e in a binade [2^e, 2^(e+1)),
+    // and b' 2^(e+1) when it reaches into the binade above, where |x| >= 2^(e+1) (1 - b'/2):
+    // b' = 2b / (2 + b) keeps that within b |x| (x 0.999 for rounding). Near zero a step is
+    // S subnormal ulps, at most 2 b' N (N: smallest normal): hence the absolute floor 2N.
+    const double shrunk = 0.999 * 2 * in.error_bound / (2 + in.error_bound);
+    const double units = std::floor(shrunk * std::ldexp(1.0, mantissa_bits(in.dtype) + 1));
+    p.step = units < 1 ? 1 : static_cast<uint64_t>(units);
   }
   return p;
 }
