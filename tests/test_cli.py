@@ -65,22 +65,124 @@ def test_pack_prints_sizes_and_ratio(ckpt_dir, tmp_path, capsys):
     assert code == 0 and out.startswith("step      102")
 
 
-def test_pack_lossy_keeps_bounds(ckpt_dir, tmp_path, capsys):
+def rms_of(t: torch.Tensor) -> float:
+    v = t.double()
+    v = v[v.isfinite()]
+    return float(v.square().mean().sqrt()) if v.numel() else 0.0
+
+
+def test_pack_lossy_rel_error_keeps_bounds(ckpt_dir, tmp_path, capsys):
     store = tmp_path / "lossy.tpde"
-    code, out, _ = run(capsys, "pack", str(ckpt_dir), "-o", str(store), "--abs-error", "1e-4", "--rel-error", "0.01")
-    assert code == 0 and "lossy: abs_error=0.0001, exp_avg_sq rel_error=0.01" in out
+    code, out, _ = run(capsys, "pack", str(ckpt_dir), "-o", str(store), "--lossy", "--rel-error", "0.1",
+                       "--keyframe-every", "3")
+    assert code == 0
+    assert "lossy: weights rms:0.1, exp_avg rms:0.1, exp_avg_sq log:0.1, other none;" in out
+    reader = CheckpointStore(store, mode="r")
+    assert [(h.kind, h.lossy) for h in reader.history()] == [("keyframe", True), ("delta", True),
+                                                             ("delta", True), ("keyframe", True)]
+    for step in reader.steps():
+        keyframe = torch.load(ckpt_dir / f"ckpt-{3 if step < 12 else 12}.pt", weights_only=True)
+        original = torch.load(ckpt_dir / f"ckpt-{step}.pt", weights_only=True)
+        back = reader.load(step)
+        tensors = reader.info(step).tensors
+        for name, w in original["model"].items():  # weights: 0.1 x their RMS at the keyframe
+            bound = 0.1 * rms_of(keyframe["model"][name])
+            t = tensors[f"model/{name}"]
+            assert t.rms == pytest.approx(rms_of(keyframe["model"][name]))
+            same = back["model"][name] == w  # the attention mask holds -inf: RMS 0, exact
+            assert ((back["model"][name] - w).abs()[~same] <= bound).all(), name
+        for i, s in original["optimizer"]["state"].items():
+            got = back["optimizer"]["state"][i]
+            bound = 0.1 * rms_of(keyframe["optimizer"]["state"][i]["exp_avg"])
+            assert ((got["exp_avg"] - s["exp_avg"]).abs() <= bound).all()
+            assert ((got["exp_avg_sq"] - s["exp_avg_sq"]).abs() <= 0.1 * s["exp_avg_sq"].abs()).all()
+            assert raw_bytes(got["step"]) == raw_bytes(s["step"])
+        assert back["rng"].equal(original["rng"]) and back["step"] == original["step"]
+    code, out, _ = run(capsys, "ls", str(store))
+    assert code == 0 and [line.split()[-1] for line in out.splitlines()[1:5]] == ["lossy"] * 4
+    code, out, _ = run(capsys, "info", str(store), "--step", "6")
+    lines = out.splitlines()
+    assert code == 0 and lines[1].startswith("lossy: weights rms:0.1, exp_avg rms:0.1, exp_avg_sq log:0.1, other none;")
+    assert lines[2].split()[-2:] == ["changed", "bound"]
+    rows = {line.split()[0]: line for line in lines[3:]}
+    pos = tensors_at(store, 6)["model/pos"]
+    assert rows["model/pos"].endswith(f"rms:0.1 -> abs:{pos.error_bound['abs_error']:.3g}")
+    assert rows["model/mask"].endswith("rms:0.1 (RMS 0: exact)")
+    assert rows["optimizer/state/0/exp_avg_sq"].endswith("log:0.1")
+    assert rows["optimizer/state/0/step"].endswith("  -")
+
+
+def tensors_at(store: Path, step: int) -> dict:
+    return CheckpointStore(store, mode="r").info(step).tensors
+
+
+def test_pack_lossy_abs_error_and_per_kind_overrides(ckpt_dir, tmp_path, capsys):
+    store = tmp_path / "abs.tpde"
+    code, out, _ = run(capsys, "pack", str(ckpt_dir), "-o", str(store), "--lossy", "--abs-error", "1e-4",
+                       "--exp-avg-sq-error", "log:0.01")
+    assert code == 0 and "lossy: weights abs:0.0001, exp_avg abs:0.0001, exp_avg_sq log:0.01, other none;" in out
+    t = tensors_at(store, 12)
+    assert t["model/head.weight"].error_bound == {"abs_error": 1e-4} and t["model/head.weight"].bound == "abs:0.0001"
+    assert t["optimizer/state/0/exp_avg"].error_bound == {"abs_error": 1e-4}
+    assert t["optimizer/state/0/exp_avg_sq"].error_bound == {"log_rel_error": 0.01}
     back = CheckpointStore(store, mode="r").load(12)
     original = torch.load(ckpt_dir / "ckpt-12.pt", weights_only=True)
     for name, w in original["model"].items():
-        same = back["model"][name] == w  # the attention mask holds -inf
+        same = back["model"][name] == w
         assert ((back["model"][name] - w).abs()[~same] <= 1e-4).all(), name
-    for i, s in original["optimizer"]["state"].items():
-        v = back["optimizer"]["state"][i]["exp_avg_sq"]
-        assert ((v - s["exp_avg_sq"]).abs() <= 0.01 * s["exp_avg_sq"].abs()).all()
-        assert raw_bytes(back["optimizer"]["state"][i]["step"]) == raw_bytes(s["step"])
-    assert back["rng"].equal(original["rng"])
-    code, _, err = run(capsys, "pack", str(ckpt_dir), "-o", str(tmp_path / "x"), "--lossless", "--abs-error", "1")
-    assert code == 1 and "--lossless excludes" in err
+    # --abs-error alone leaves exp_avg_sq exact; overrides replace the level's bound per kind
+    store = tmp_path / "mixed.tpde"
+    code, out, _ = run(capsys, "pack", str(ckpt_dir), "-o", str(store), "--lossy", "--rel-error", "0.1",
+                       "--exp-avg-error", "none", "--weights-error", "abs:1e-3")
+    assert code == 0 and "lossy: weights abs:0.001, exp_avg none, exp_avg_sq log:0.1, other none;" in out
+    t = tensors_at(store, 12)
+    assert t["model/head.weight"].error_bound == {"abs_error": 1e-3}
+    assert not t["optimizer/state/0/exp_avg"].lossy and t["optimizer/state/0/exp_avg"].bound is None
+    store = tmp_path / "plain.tpde"
+    code, out, _ = run(capsys, "pack", str(ckpt_dir), "-o", str(store), "--lossy", "--abs-error", "1e-3")
+    assert code == 0 and "exp_avg_sq none" in out
+    assert not tensors_at(store, 12)["optimizer/state/0/exp_avg_sq"].lossy
+    # a lossless store says so
+    code, out, _ = run(capsys, "pack", str(ckpt_dir), "-o", str(tmp_path / "exact.tpde"), "--lossless")
+    assert code == 0 and "\nlossy: " not in out
+    code, out, _ = run(capsys, "info", str(tmp_path / "exact.tpde"), "--step", "6")
+    assert out.splitlines()[1] == "lossless: every tensor bit-exact"
+    code, out, _ = run(capsys, "ls", str(tmp_path / "exact.tpde"))
+    assert out.splitlines()[1].endswith("lossless")
+
+
+@pytest.mark.parametrize(
+    ("flags", "status", "message"),
+    [
+        (["--abs-error", "1e-3"], 1, "--abs-error needs --lossy (lossy packing is opt-in"),
+        (["--exp-avg-sq-error", "log:0.1"], 1, "--exp-avg-sq-error needs --lossy"),
+        (["--lossy"], 1, "--lossy needs a bound: --abs-error E, --rel-error R"),
+        (["--lossy", "--weights-error", "none"], 1, "--lossy needs a bound"),
+        (["--lossless", "--lossy", "--rel-error", "0.1"], 1, "--lossless excludes --lossy and --rel-error"),
+        (["--lossless", "--abs-error", "1"], 1, "--lossless excludes --abs-error"),
+        (["--lossy", "--rel-error", "1.5"], 1, "--rel-error 1.5 is also exp_avg_sq's log-relative bound, which must be below 1"),
+        (["--lossy", "--abs-error", "1", "--rel-error", "0.1"], 2, "argument --rel-error: not allowed with argument --abs-error"),
+        (["--lossy", "--abs-error", "-1"], 2, "argument --abs-error: must be a positive number, not '-1'"),
+        (["--lossy", "--abs-error", "inf"], 2, "must be a positive number, not 'inf'"),
+        (["--lossy", "--rel-error", "x"], 2, "argument --rel-error: 'x' is not a number"),
+        (["--lossy", "--weights-error", "foo"], 2,
+         "argument --weights-error: bad error bound 'foo': expected abs:E, rms:F, log:R or none"),
+        (["--lossy", "--exp-avg-error", "rms:0"], 2, "bad error bound 'rms:0': rms bound must be a positive number"),
+        (["--lossy", "--exp-avg-sq-error", "log:2"], 2, "bad error bound 'log:2': log bound must be below 1"),
+        (["--lossy", "--other-error", "abs:"], 2, "bad error bound 'abs:': '' is not a number"),
+    ],
+)
+def test_bad_lossy_flags_are_one_line_errors(ckpt_dir, tmp_path, capsys, flags, status, message):
+    argv = ["pack", str(ckpt_dir), "-o", str(tmp_path / "s"), *flags]
+    if status == 2:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        code = e.value.code
+    else:
+        code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == status and out == "" and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "s").exists()
 
 
 def test_safetensors_round_trip_keeps_metadata(tmp_path, capsys):
@@ -101,7 +203,7 @@ def test_safetensors_round_trip_keeps_metadata(tmp_path, capsys):
 def test_ls_info_stats_verify(packed, tmp_path, capsys):
     code, out, _ = run(capsys, "ls", str(packed))
     rows = out.splitlines()
-    assert code == 0 and rows[0].split() == ["step", "kind", "base", "raw", "stored", "ratio"]
+    assert code == 0 and rows[0].split() == ["step", "kind", "base", "raw", "stored", "ratio", "coding"]
     assert rows[2].split()[:3] == ["6", "delta", "3"] and rows[-1].startswith("4 step(s)")
     code, out, _ = run(capsys, "info", str(packed), "--step", "6")
     assert code == 0 and out.startswith("step 6: delta against step 3, depth 1")

@@ -18,4 +18,19 @@ __all__ = [
 from .zarr_codec import TPDEZarrCodec  # noqa: E402  (registers the zarr v3 codec "tpde")
 
 __all__.append("TPDEZarrCodec")
+from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound, tensor_kind  # noqa: E402
 from .store import CheckpointStore, StepInfo, TensorInfo, adam_error_bounds  # noqa: E402
+
+__all__ += [
+    "BoundSpec",
+    "CheckpointStore",
+    "ErrorBounds",
+    "StepInfo",
+    "TensorInfo",
+    "abs_bound",
+    "adam_error_bounds",
+    "log_bound",
+    "parse_bound",
+    "rms_bound",
+    "tensor_kind",
+]

@@ -19,7 +19,8 @@ import numpy as np
 from .checkpoint_files import find_checkpoints, read_checkpoint, step_numbers, write_checkpoint
 from .errors import TPDEError
 from .progress import byte_progress
-from .store import CheckpointStore, StepInfo, adam_error_bounds
+from .bounds import KINDS, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
+from .store import CheckpointStore, StepInfo, TensorInfo
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,10 +53,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="files or directories of them")
     p.add_argument("-o", "--output", required=True, metavar="STORE")
     p.add_argument("--lossless", action="store_true", help="bit-exact coding (the default)")
-    p.add_argument("--abs-error", type=float, metavar="E",
-                   help="lossy: |error| <= E on float tensors (except exp_avg_sq and 0-d ones)")
-    p.add_argument("--rel-error", type=float, metavar="R",
-                   help="lossy: |error| <= R*|x| on exp_avg_sq tensors (Adam second moments)")
+    p.add_argument("--lossy", action="store_true",
+                   help="code float tensors within error bounds (needs --abs-error, --rel-error "
+                        "or a per-kind --*-error; every other tensor stays bit-exact)")
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("--abs-error", type=_positive, metavar="E",
+                       help="with --lossy: weights and exp_avg within E (abs:E); exp_avg_sq "
+                            "stays exact unless --exp-avg-sq-error is given")
+    level.add_argument("--rel-error", type=_positive, metavar="R",
+                       help="with --lossy: weights and exp_avg within R x their RMS at the "
+                            "keyframe (rms:R), exp_avg_sq within R x |x| (log:R, R < 1)")
+    for kind in KINDS:
+        which = {"weights": "parameters and buffers", "other": "other optimizer tensors (momentum_buffer, ...)"}.get(
+            kind, f"{kind} tensors")
+        p.add_argument(f"--{kind.replace('_', '-')}-error", type=_bound_arg, metavar="SPEC",
+                       help=f"with --lossy: bound of {which}: abs:E, rms:F, log:R or none "
+                            "(overrides --abs-error/--rel-error)")
     p.add_argument("--keyframe-every", type=int, metavar="K")
     p.add_argument("--chunk-elements", type=int, metavar="N")
     p.add_argument("--first-step", type=int, metavar="N",
@@ -123,10 +136,7 @@ def _open(path: str, mode: str = "r") -> CheckpointStore:
 
 
 def _pack(args: argparse.Namespace) -> None:
-    if args.lossless and (args.abs_error is not None or args.rel_error is not None):
-        raise TPDEError("--lossless excludes --abs-error and --rel-error", "invalid_argument")
-    lossy = args.abs_error is not None or args.rel_error is not None
-    bound = adam_error_bounds(args.abs_error, args.rel_error) if lossy else None
+    bound = error_bounds(args)
     files = find_checkpoints(args.checkpoints)
     first_state = read_checkpoint(files[0])  # fail before creating a store
     store = CheckpointStore(
@@ -149,9 +159,8 @@ def _pack(args: argparse.Namespace) -> None:
             print(f"step {step:>8}  {info.kind:<8}  {_size(size):>10} -> {_size(info.stored_bytes):>10}"
                   f"  {size / info.stored_bytes:6.2f}x  {path}")
             advance(size)
-    if lossy:
-        print(f"lossy: abs_error={args.abs_error}, exp_avg_sq rel_error={args.rel_error} "
-              "(None: lossless); unpack gives values within these bounds, not the input bits")
+    if bound is not None:
+        print(f"lossy: {bound}; unpack gives values within these bounds, not the input bits")
     print(f"packed {len(files)} checkpoint(s) into {args.output}: {_size(file_bytes)} of files, "
           f"{_size(raw)} of tensors, stored in {_size(stored)} "
           f"(ratio {file_bytes / max(stored, 1):.2f}x vs the files, {raw / max(stored, 1):.2f}x vs raw tensors)")
@@ -168,11 +177,11 @@ def _unpack(args: argparse.Namespace) -> None:
 def _ls(args: argparse.Namespace) -> None:
     store = _open(args.store)
     history = store.history()
-    print(f"{'step':>10}  {'kind':<8}  {'base':>8}  {'raw':>10}  {'stored':>10}  {'ratio':>7}")
+    print(f"{'step':>10}  {'kind':<8}  {'base':>8}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  coding")
     for h in history:
         base = "-" if h.base_step is None else str(h.base_step)
         print(f"{h.step:>10}  {h.kind:<8}  {base:>8}  {_size(h.raw_bytes):>10}  "
-              f"{_size(h.stored_bytes):>10}  {h.ratio:6.2f}x")
+              f"{_size(h.stored_bytes):>10}  {h.ratio:6.2f}x  {'lossy' if h.lossy else 'lossless'}")
     raw = sum(h.raw_bytes for h in history)
     stored = sum(h.stored_bytes for h in history)
     print(f"{len(history)} step(s), {_size(raw)} of tensors stored in {_size(stored)} "
@@ -185,13 +194,20 @@ def _info(args: argparse.Namespace) -> None:
     base = "" if info.base_step is None else f" against step {info.base_step}"
     print(f"step {info.step}: {info.kind}{base}, depth {info.depth}, {len(info.tensors)} tensor(s), "
           f"{_size(info.raw_bytes)} -> {_size(info.stored_bytes)} ({info.ratio:.2f}x)")
+    if info.lossy or info.error_bounds:
+        asked = ", ".join(f"{k} {v or 'none'}" for k, v in (info.error_bounds or {}).items())
+        lossy = sum(t.lossy for t in info.tensors.values())
+        print(f"lossy: {asked or 'bounds per tensor'}; {lossy} tensor(s) within a bound, the rest bit-exact")
+    else:
+        print("lossless: every tensor bit-exact")
     width = max([len(n) for n in info.tensors] + [6])
-    print(f"{'tensor':<{width}}  {'dtype':<9}  {'shape':<16}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  changed")
+    print(f"{'tensor':<{width}}  {'dtype':<9}  {'shape':<16}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  "
+          "changed  bound")
     for t in info.tensors.values():
         changed = "-" if t.changed_fraction is None else f"{100 * t.changed_fraction:.1f}%"
         shape = "x".join(map(str, t.shape)) or "()"
         print(f"{t.name:<{width}}  {t.dtype:<9}  {shape:<16}  {_size(t.raw_bytes):>10}  "
-              f"{_size(t.stored_bytes):>10}  {t.ratio:6.2f}x  {changed:>7}")
+              f"{_size(t.stored_bytes):>10}  {t.ratio:6.2f}x  {changed:>7}  {describe_bound(t)}")
 
 
 def _get(args: argparse.Namespace) -> None:
@@ -270,6 +286,77 @@ def _clean(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def error_bounds(args: argparse.Namespace) -> ErrorBounds | None:
+    """The ErrorBounds of `pack`'s flags (None: lossless); TPDEError for a bad combination.
+
+    --abs-error E: weights and exp_avg abs:E; --rel-error R: weights and exp_avg rms:R,
+    exp_avg_sq log:R; the per-kind --*-error flags override them; the rest stay exact.
+    """
+    overrides = {k: getattr(args, f"{k}_error") for k in KINDS}
+    given = [f for f, v in (("--abs-error", args.abs_error), ("--rel-error", args.rel_error)) if v is not None]
+    given += [f"--{k.replace('_', '-')}-error" for k, v in overrides.items() if v is not None]
+    if args.lossless and (args.lossy or given):
+        raise TPDEError(f"--lossless excludes {' and '.join((['--lossy'] if args.lossy else []) + given)}",
+                        "invalid_argument")
+    if not args.lossy:
+        if given:
+            raise TPDEError(f"{given[0]} needs --lossy (lossy packing is opt-in: "
+                            f"--lossy {given[0]} ...)", "invalid_argument")
+        return None
+    kinds: dict = {}
+    if args.abs_error is not None:
+        kinds = {"weights": abs_bound(args.abs_error), "exp_avg": abs_bound(args.abs_error)}
+    if args.rel_error is not None:
+        kinds = {"weights": rms_bound(args.rel_error), "exp_avg": rms_bound(args.rel_error)}
+        if overrides["exp_avg_sq"] is None:
+            if args.rel_error >= 1:
+                raise TPDEError(f"--rel-error {args.rel_error:g} is also exp_avg_sq's log-relative bound, "
+                                "which must be below 1; lower it or set --exp-avg-sq-error", "invalid_argument")
+            kinds["exp_avg_sq"] = log_bound(args.rel_error)
+    for kind, spec in overrides.items():
+        if spec is not None:
+            kinds[kind] = parse_bound(spec)
+    bounds = ErrorBounds(**kinds)
+    if bounds.lossless:
+        raise TPDEError("--lossy needs a bound: --abs-error E, --rel-error R, or a --weights-error, "
+                        "--exp-avg-error, --exp-avg-sq-error or --other-error other than none",
+                        "invalid_argument")
+    return bounds
+
+
+def describe_bound(t: TensorInfo) -> str:
+    """A tensor's bound for `info`: "-" (bit-exact), "abs:0.001", "log:0.3",
+    "rms:0.1 -> abs:0.000231" (the absolute bound the RMS gave)."""
+    if t.bound is None:
+        if t.error_bound is None:
+            return "-"
+        (key, value), = t.error_bound.items()  # a store written before specs were recorded
+        return f"{'abs' if key == 'abs_error' else 'log'}:{value!r}"
+    if t.error_bound is None:
+        return f"{t.bound} (RMS 0: exact)"
+    if t.bound.startswith("rms:"):
+        return f"{t.bound} -> abs:{t.error_bound['abs_error']:.3g}"
+    return t.bound
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
+
+
+def _bound_arg(text: str) -> str:
+    try:
+        parse_bound(text)
+    except TPDEError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def parse_slice(spec: str) -> tuple:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
+from .bounds import BoundSpec, ErrorBounds, abs_bound, as_spec, describe, log_bound
 from .chunking import Box, ChunkGrid, choose_chunks
 from .errors import TPDEError
 from .kvstore import KeyValueStore, open_zarr_store
@@ -74,7 +75,16 @@ class TensorInfo:
     raw_bytes: int
     stored_bytes: int
     changed_fraction: float | None  # share of positions that differ from the base step
-    error_bound: dict | None  # the lossy bound it was saved with; None: lossless
+    error_bound: dict | None  # the bound it was coded with: {"abs_error": e} or
+    #                           {"log_rel_error": r}; None: lossless (bit-exact)
+    bound: str | None = None  # the requested bound, e.g. "rms:0.1" (None: none applied)
+    rms: float | None = None  # rms bounds: the tensor's RMS the bound is relative to,
+    rms_step: int | None = None  # measured at this step (the keyframe of its chain)
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the tensor was saved within an error bound rather than bit-exact."""
+        return self.error_bound is not None
 
     @property
     def ratio(self) -> float:
@@ -96,6 +106,8 @@ class StepInfo:
     time: float
     tensors: dict[str, TensorInfo] | None = None  # filled by info(step)
     meta: dict | None = None
+    lossy: bool = False  # some tensor was saved within an error bound, not bit-exact
+    error_bounds: dict | None = None  # what save(error_bound=...) asked for (info(step))
 
     @property
     def ratio(self) -> float:
@@ -236,7 +248,7 @@ class CheckpointStore:
         marker = self._marker(step)
         manifest = self._manifest(step, marker)
         tensors = {name: _tensor_info(entry) for name, entry in manifest.arrays.items()}
-        return _step_info(marker, tensors, manifest.meta)
+        return _step_info(marker, tensors, manifest)
 
     def history(self) -> list[StepInfo]:
         """Summaries of every committed step (from the commit markers only)."""
@@ -251,7 +263,7 @@ class CheckpointStore:
         *,
         allow_pickle: bool = False,
         meta: dict | None = None,
-        error_bound: dict | Callable[[str], dict | None] | None = None,
+        error_bound: ErrorBounds | BoundSpec | dict | Callable[[str], BoundSpec | dict | None] | None = None,
         progress: bool | None = None,
     ) -> StepInfo:
         """Store `state` (a nested state dict) as `step`; returns the step's summary.
@@ -260,10 +272,13 @@ class CheckpointStore:
         is due, or a tensor appeared or changed shape or dtype. The commit marker is
         written last: if the process dies before, the step does not exist.
 
-        Lossless unless `error_bound` is given: {"abs_error": e} or {"log_rel_error": r}
-        for every floating-point tensor of one or more dimensions, or a function of the
-        tensor name returning such a dict or None (lossless), e.g. `adam_error_bounds()`.
-        Later deltas are coded against the reconstruction, so errors do not accumulate.
+        Lossless unless `error_bound` is given: an `ErrorBounds` (a bound per tensor kind,
+        e.g. `ErrorBounds(weights=rms_bound(0.1), exp_avg_sq=log_bound(0.3))`), one bound
+        for every tensor (`abs_bound(e)`, `rms_bound(f)`, `log_bound(r)`, or the dicts
+        {"abs_error": e} / {"log_rel_error": r}), or a function of the tensor name
+        returning one of those or None. Only floating-point tensors of one or more
+        dimensions take a bound; the rest stay bit-exact. Deltas are coded against the
+        base step's reconstruction, so errors do not accumulate along a chain.
         """
         self._check_writable()
         step = _check_step(step)
@@ -273,6 +288,7 @@ class CheckpointStore:
             json_bytes(meta)
         except (TypeError, ValueError) as e:
             raise TPDEError(f"meta must be JSON-serializable ({e})", "invalid_argument") from e
+        requested = describe(error_bound)  # checks a single bound before anything is written
         tree, leaves = flatten_state(
             state, is_array=is_array, alias_key=alias_key, allow_pickle=allow_pickle
         )
@@ -282,10 +298,11 @@ class CheckpointStore:
             convert = pickle_to_storage if leaf.pickled else to_storage
             arrays[leaf.name], specs[leaf.name] = convert(leaf.value)
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
-        bounds = _resolve_bounds(error_bound, specs)
 
         base, prev, depth = self._references(step, specs, chunks)
         kind = KEYFRAME if base is None else DELTA
+        bounds = _resolve_bounds(error_bound, specs, arrays, step, base)
+        coded_bounds = {n: b.resolved for n, b in bounds.items() if b.resolved is not None}
         prev_step = None if prev is None else prev.step
 
         self._kv.delete_prefix(step_prefix(step))  # leftovers of a crashed attempt
@@ -300,8 +317,8 @@ class CheckpointStore:
             ctx = None if prev is None else grid.extract(prev.arrays[name], index)
             code = dict(reference=ref, prev_reference=ctx, dtype=specs[name].codec_dtype)
             try:
-                if name in bounds:
-                    blob, data = _encode_lossy(grid, index, data, code, bounds[name])
+                if name in coded_bounds:
+                    blob, data = _encode_lossy(grid, index, data, code, coded_bounds[name])
                     arrays[name][grid.region(index)] = data[grid.inner(index)]
                 else:
                     blob = _core.encode(data, **code)
@@ -315,12 +332,12 @@ class CheckpointStore:
         entries = self._entries(specs, chunks, tasks, results, kind, bounds)
         manifest = Manifest(
             step, kind, None if base is None else base.step, prev_step, depth, tree, entries,
-            dict(meta or {}), _core.__version__,
+            dict(meta or {}), _core.__version__, requested,
         )
         marker = self._commit(manifest)
         self._recent = [s for s in (base, _Snapshot(step, arrays, entries)) if s is not None]
         tensors = {name: _tensor_info(entry) for name, entry in entries.items()}
-        return _step_info(marker, tensors, manifest.meta)
+        return _step_info(marker, tensors, manifest)
 
     def _references(
         self, step: int, specs: dict[str, ArraySpec], chunks: dict[str, tuple]
@@ -368,7 +385,9 @@ class CheckpointStore:
             return base, None
         return base, _Snapshot(manifest.base_step, before, {})
 
-    def _entries(self, specs, chunks, tasks, results: list[_Coded], kind, bounds) -> dict[str, ArrayEntry]:
+    def _entries(
+        self, specs, chunks, tasks, results: list[_Coded], kind, bounds: dict[str, _TensorBound]
+    ) -> dict[str, ArrayEntry]:
         """Manifest entries from the coded chunks (tasks are in C order per array)."""
         per_name: dict[str, list[_Coded]] = {n: [] for n in specs}
         for (name, _), result in zip(tasks, results):
@@ -377,9 +396,10 @@ class CheckpointStore:
         for name, spec in specs.items():
             coded = per_name[name]
             changed = None if kind == KEYFRAME else sum(c.changed for c in coded)
+            bound = bounds.get(name, _LOSSLESS)
             entries[name] = ArrayEntry(
                 name, spec, chunks[name], [c.crc32c for c in coded], sum(c.stored for c in coded),
-                changed, bounds.get(name),
+                changed, bound.resolved, bound.spec, bound.rms, bound.rms_step,
             )
         return entries
 
@@ -407,6 +427,7 @@ class CheckpointStore:
             len(manifest.arrays),
             zlib.crc32(body),
             time.time(),
+            any(e.error_bound is not None for e in manifest.arrays.values()),
         )
         self._kv.set(commit_key(step), marker.to_bytes())
         return marker
@@ -719,51 +740,87 @@ class CheckpointStore:
                 return [f.result() for f in futures]
 
 
-def adam_error_bounds(
-    abs_error: float | None = None, rel_error: float | None = None
-) -> Callable[[str], dict | None]:
-    """Per-tensor bounds for `save(error_bound=...)` suited to Adam-style states.
-
-    Tensors whose name ends in "exp_avg_sq" (second moments, spanning many decades) get
-    the relative bound `rel_error`; other tensors the absolute bound `abs_error`. A bound
-    left None keeps those tensors lossless. 0-d and non-float tensors stay lossless.
-    """
-
-    def bound(name: str) -> dict | None:
-        if name.endswith("exp_avg_sq"):
-            return None if rel_error is None else {"log_rel_error": rel_error}
-        return None if abs_error is None else {"abs_error": abs_error}
-
-    return bound
+def adam_error_bounds(abs_error: float | None = None, rel_error: float | None = None) -> ErrorBounds:
+    """Shorthand for Adam-style states: `abs_bound(abs_error)` for every kind but
+    exp_avg_sq, `log_bound(rel_error)` for exp_avg_sq; a value left None: lossless."""
+    a = None if abs_error is None else abs_bound(abs_error)
+    r = None if rel_error is None else log_bound(rel_error)
+    return ErrorBounds(weights=a, exp_avg=a, exp_avg_sq=r, other=a)
 
 
 _LOSSY_DTYPES = ("float32", "float64", "float16", "bfloat16")
-_BOUND_KEYS = ("abs_error", "log_rel_error")
+_RMS_BLOCK = 2**20
 
 
-def _resolve_bounds(error_bound, specs: dict[str, ArraySpec]) -> dict[str, dict]:
-    """The lossy bound of each array that gets one (float arrays of 1+ dimensions)."""
+class _TensorBound(NamedTuple):
+    """The bound of one array of one step."""
+
+    spec: str | None  # requested, "rms:0.1"
+    resolved: dict | None  # what the core codes with; None: lossless
+    rms: float | None = None
+    rms_step: int | None = None
+
+
+_LOSSLESS = _TensorBound(None, None)
+
+
+def _takes_bound(spec: ArraySpec) -> bool:
+    """Whether an array may be coded lossily: real floating point, one or more dimensions."""
+    if spec.kind == "pickle" or not spec.shape or spec.codec_dtype not in _LOSSY_DTYPES:
+        return False
+    return spec.dtype in _LOSSY_DTYPES or spec.dtype[1:] in ("f2", "f4", "f8")
+
+
+def _resolve_bounds(
+    error_bound, specs: dict[str, ArraySpec], arrays: dict[str, np.ndarray], step: int, base: _Snapshot | None
+) -> dict[str, _TensorBound]:
+    """The bound of each array that gets one; rms bounds take the RMS recorded at the
+    base (the chain's keyframe) or, at a keyframe, measure it on the values saved."""
     if error_bound is None:
         return {}
     out = {}
     for name, spec in specs.items():
-        real_float = spec.dtype in _LOSSY_DTYPES or spec.dtype[1:] in ("f2", "f4", "f8")
-        if spec.kind == "pickle" or not real_float or not spec.shape:
+        if not _takes_bound(spec):
             continue
-        bound = error_bound(name) if callable(error_bound) else error_bound
+        bound = as_spec(error_bound(name) if callable(error_bound) else error_bound, name)
         if bound is None:
             continue
-        if not isinstance(bound, dict) or len(bound) != 1 or next(iter(bound)) not in _BOUND_KEYS:
-            raise TPDEError(
-                f"error bound for {name!r} must be {{'abs_error': e}} or {{'log_rel_error': r}}, "
-                f"not {bound!r}",
-                "invalid_argument",
-            )
-        value = next(iter(bound.values()))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-            raise TPDEError(f"error bound for {name!r} must be a positive number, not {value!r}", "invalid_argument")
-        out[name] = {next(iter(bound)): float(value)}
+        if bound.type != "rms":
+            key = "abs_error" if bound.type == "abs" else "log_rel_error"
+            out[name] = _TensorBound(str(bound), {key: bound.value})
+            continue
+        prior = None if base is None else base.entries.get(name)
+        if prior is not None and prior.rms is not None:
+            rms, rms_step = prior.rms, prior.rms_step
+        else:  # a keyframe, or a bound that starts mid-chain: measure here
+            rms, rms_step = _rms(arrays[name], spec.codec_dtype), step
+        error = bound.value * rms
+        resolved = {"abs_error": error} if 0 < error < math.inf else None  # RMS 0: lossless
+        out[name] = _TensorBound(str(bound), resolved, rms, rms_step)
     return out
+
+
+def _rms(arr: np.ndarray, codec_dtype: str) -> float:
+    """Root mean square of the finite values of a stored float array (0.0 if none)."""
+    flat = arr.reshape(-1)
+
+    def blocks():
+        for i in range(0, flat.size, _RMS_BLOCK):
+            part = flat[i : i + _RMS_BLOCK]
+            if codec_dtype == "bfloat16":
+                part = (part.astype(np.uint32) << 16).view(np.float32)
+            part = part.astype(np.float64)
+            yield part[np.isfinite(part)]
+
+    peak = max((float(np.abs(b).max()) for b in blocks() if b.size), default=0.0)
+    if peak == 0:
+        return 0.0
+    total = count = 0
+    for b in blocks():
+        b /= peak  # scaled: squares never overflow
+        total += float(np.dot(b, b))
+        count += b.size
+    return peak * math.sqrt(total / count)
 
 
 def _encode_lossy(grid: ChunkGrid, index: tuple, data: np.ndarray, code: dict, bound: dict):
@@ -790,14 +847,17 @@ def _tensor_info(entry: ArrayEntry) -> TensorInfo:
     changed = None if entry.changed is None else (entry.changed / numel if numel else 0.0)
     return TensorInfo(
         entry.name, entry.spec.kind, entry.spec.dtype, entry.spec.shape, entry.chunks,
-        entry.raw_bytes, entry.stored_bytes, changed, entry.error_bound,
+        entry.raw_bytes, entry.stored_bytes, changed, entry.error_bound, entry.bound,
+        entry.rms, entry.rms_step,
     )
 
 
-def _step_info(marker: Marker, tensors=None, meta=None) -> StepInfo:
+def _step_info(marker: Marker, tensors=None, manifest: Manifest | None = None) -> StepInfo:
     return StepInfo(
         marker.step, marker.kind, marker.base_step, marker.prev_step, marker.depth,
-        marker.raw_bytes, marker.stored_bytes, marker.time, tensors, meta,
+        marker.raw_bytes, marker.stored_bytes, marker.time, tensors,
+        None if manifest is None else manifest.meta, marker.lossy,
+        None if manifest is None else manifest.error_bounds,
     )
 
 

@@ -85,10 +85,14 @@ class Marker:
     n_arrays: int
     manifest_crc32: int
     time: float
+    lossy: bool = False  # some tensor was saved within an error bound, not bit-exact
 
     def to_bytes(self) -> bytes:
-        """JSON bytes of the marker."""
-        return json_bytes(self.__dict__)
+        """JSON bytes of the marker ("lossy" only when true: lossless markers stay as before)."""
+        fields = dict(self.__dict__)
+        if not self.lossy:
+            del fields["lossy"]
+        return json_bytes(fields)
 
     @classmethod
     def from_bytes(cls, step: int, data: bytes) -> Marker:
@@ -114,6 +118,9 @@ class ArrayEntry:
     stored_bytes: int
     changed: int | None  # positions that differ from the base step (deltas only)
     error_bound: dict | None = None  # {"abs_error": e} or {"log_rel_error": r}; None: lossless
+    bound: str | None = None  # the requested bound ("rms:0.1"), when one applied to this array
+    rms: float | None = None  # rms bounds: the RMS the bound is relative to ...
+    rms_step: int | None = None  # ... measured at this step (the chain's keyframe)
 
     @property
     def raw_bytes(self) -> int:
@@ -136,6 +143,7 @@ class ArrayEntry:
             "stored_bytes": self.stored_bytes,
             "changed": self.changed,
             "error_bound": self.error_bound,
+            **{k: getattr(self, k) for k in ("bound", "rms", "rms_step") if getattr(self, k) is not None},
         }
 
     @classmethod
@@ -149,6 +157,9 @@ class ArrayEntry:
             entry["stored_bytes"],
             entry["changed"],
             entry.get("error_bound"),
+            entry.get("bound"),
+            entry.get("rms"),
+            entry.get("rms_step"),
         )
 
 
@@ -165,6 +176,7 @@ class Manifest:
     arrays: dict[str, ArrayEntry]
     meta: dict = field(default_factory=dict)
     tpde_version: str = ""
+    error_bounds: dict | None = None  # what save(error_bound=...) asked for; None: lossless
 
     def to_bytes(self) -> bytes:
         """The step group's `.zattrs` bytes."""
@@ -180,6 +192,8 @@ class Manifest:
             "tree": self.tree,
             "arrays": {name: a.to_json() for name, a in self.arrays.items()},
         }
+        if self.error_bounds is not None:
+            body["error_bounds"] = self.error_bounds
         return json_bytes({"tpde_step": body})
 
     @classmethod
@@ -208,4 +222,5 @@ class Manifest:
             arrays,
             body["meta"],
             body["tpde_version"],
+            body.get("error_bounds"),
         )
