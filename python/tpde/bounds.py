@@ -6,7 +6,7 @@ A bound is one of
     rms_bound(f)   within f x RMS of the tensor at the keyframe of its chain (the store
                    measures the RMS when it codes the keyframe, records it, and reuses it
                    for the chain's deltas: the bound stays fixed along a chain);
-    log_bound(r)   within r x max(|x|, smallest normal of the dtype), 0 < r < 1: a
+    log_bound(r)   within r x max(|x|, 2 x smallest normal of the dtype), 0 < r < 1: a
                    relative bound, quantized in the log domain (for optimizer second
                    moments, which span many decades).
 
@@ -76,7 +76,7 @@ def rms_bound(fraction: float) -> BoundSpec:
 
 
 def log_bound(ratio: float) -> BoundSpec:
-    """|restored - saved| <= `ratio` x max(|saved|, smallest normal); 0 < ratio < 1."""
+    """|restored - saved| <= `ratio` x max(|saved|, 2 x smallest normal), same sign; 0 < ratio < 1."""
     return BoundSpec("log", ratio)
 
 
