@@ -109,4 +109,35 @@ inline int context_count(ContextScheme scheme) {
   return 0;
 }
 
+// What contexts are computed from: reference, prev-reference, the chunk's context parameter
+// (top exponent) and the dtype's mantissa/exponent widths.
+template <typename U>
+struct ContextSources {
+  const U* ref;
+  const U* prev;
+  int param;
+  int mant;
+  int expb;
+};
+
+// Context of position i given the previously coded value: the one definition encoder and
+// decoder share (docs/format.md, section 7).
+template <ContextScheme S, typename U>
+inline int context_of(const ContextSources<U>& src, uint64_t i, U previous_v) {
+  if constexpr (S == ContextScheme::kNone) {
+    return 0;
+  } else if constexpr (S == ContextScheme::kRefExponent) {
+    return exponent_context(src.param, float_exponent(src.ref[i], src.mant, src.expb));
+  } else if constexpr (S == ContextScheme::kPrevResidual) {
+    return magnitude_class(zigzag<U>(static_cast<U>(src.ref[i] - src.prev[i])));
+  } else if constexpr (S == ContextScheme::kNeighbour) {
+    return magnitude_class(previous_v);
+  } else if constexpr (S == ContextScheme::kRefExponentPrevResidual) {
+    return exponent_context(src.param, float_exponent(src.ref[i], src.mant, src.expb)) * 4 +
+           class_bucket(magnitude_class(zigzag<U>(static_cast<U>(src.ref[i] - src.prev[i]))));
+  } else {
+    return exponent_context(src.param, float_exponent(rotr1<U>(previous_v), src.mant, src.expb));
+  }
+}
+
 }  // namespace tpde

@@ -123,20 +123,7 @@ class ChunkEncoder {
   // Context of position i given the previously coded value (compile-time scheme).
   template <ContextScheme S>
   int context_at(uint64_t i, U previous_v) const {
-    if constexpr (S == ContextScheme::kNone) {
-      return 0;
-    } else if constexpr (S == ContextScheme::kRefExponent) {
-      return exponent_context(context_param_, float_exponent(ref_[i], mant_, expb_));
-    } else if constexpr (S == ContextScheme::kPrevResidual) {
-      return magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i])));
-    } else if constexpr (S == ContextScheme::kNeighbour) {
-      return magnitude_class(previous_v);
-    } else if constexpr (S == ContextScheme::kRefExponentPrevResidual) {
-      return exponent_context(context_param_, float_exponent(ref_[i], mant_, expb_)) * 4 +
-             class_bucket(magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i]))));
-    } else {
-      return exponent_context(context_param_, float_exponent(rotr1<U>(previous_v), mant_, expb_));
-    }
+    return context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, previous_v);
   }
 
   template <typename F>
