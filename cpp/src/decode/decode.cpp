@@ -133,6 +133,15 @@ class ChunkDecoder {
     }
   }
 
+  // Tails of values up to 32 bits fit one 57-bit read; only 64-bit values need two.
+  static uint64_t read_tail(BitReader& reader, int nbits) {
+    if constexpr (kBits<U> <= 32) {
+      return reader.get(nbits);
+    } else {
+      return reader.get_wide(nbits);
+    }
+  }
+
   template <ContextScheme S, bool kElias, Values kValues>
   void decode_loop(uint64_t coded, Section gaps, Section rans_section, Section tails) {
     BitReader gap_reader(gaps.data, gaps.size);
@@ -159,11 +168,11 @@ class ChunkDecoder {
       const uint32_t sym = rans.get(tables[c]);
       U v;
       if constexpr (kValues == Values::kFloatSplit) {
-        v = static_cast<U>((static_cast<U>(sym) << (kBits<U> - 8)) | tail_reader.get_wide(kBits<U> - 8));
+        v = static_cast<U>((static_cast<U>(sym) << (kBits<U> - 8)) | read_tail(tail_reader, kBits<U> - 8));
         out[i] = rotr1<U>(v);
       } else {
         const int tb = log_bucket_tail_bits(sym);
-        v = static_cast<U>(log_bucket_join(sym, tb ? tail_reader.get_wide(tb) : 0));
+        v = static_cast<U>(log_bucket_join(sym, read_tail(tail_reader, tb)));
         if constexpr (kValues == Values::kResidual) {
           out[i] = static_cast<U>(ref[i] + unzigzag<U>(v));
         } else {

@@ -329,7 +329,7 @@ class ChunkEncoder {
   int context_param_ = 0;
 };
 
-constexpr uint64_t kSampleBlock = 2048;
+constexpr uint64_t kSampleBlock = 1024;
 constexpr uint64_t kSampleBlocks = 8;
 
 // Evenly spaced blocks of a chunk, on which the coding plan is chosen. Chunks no larger
