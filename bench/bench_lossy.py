@@ -69,10 +69,10 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from bench import series as S  # noqa: E402
+from bench.bench_codec import chunk_array  # noqa: E402  (the same chunking as the codec bench)
 
 KINDS = ("weights", "exp_avg", "exp_avg_sq")
 ALL_KINDS = KINDS + ("other",)
-CHUNK_ELEMS = 1 << 20
 REF_BOUNDS = {"weights": 0.1, "exp_avg": 0.2, "exp_avg_sq": 0.3}
 LOG_REL_CAP = 0.9
 ABS_MARGIN_FP32 = 2.0 ** -10
@@ -91,19 +91,6 @@ BIG_CHUNK = 1 << 16  # order-0 comparison also given on chunks of >= 64 Ki value
 
 
 # --------------------------------------------------------------------------- helpers
-def chunk_array(a: np.ndarray, limit: int = CHUNK_ELEMS) -> list[np.ndarray]:
-    """Row blocks along axis 0 of at most ``limit`` elements (as bench_codec)."""
-    a = np.ascontiguousarray(a)
-    if a.ndim == 0 or a.size <= limit:
-        return [a]
-    row = int(np.prod(a.shape[1:])) if a.ndim > 1 else 1
-    if row > limit or a.ndim == 1:
-        f = a.reshape(-1)
-        return [f[i:i + limit] for i in range(0, f.size, limit)]
-    r = max(1, limit // row)
-    return [a[i:i + r] for i in range(0, a.shape[0], r)]
-
-
 def chunks_of(td) -> list[tuple[str, str, np.ndarray]]:
     """[(key, kind, chunk)] in a fixed order."""
     out = []
