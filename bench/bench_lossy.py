@@ -69,7 +69,7 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from bench import series as S  # noqa: E402
-from bench.bench_codec import chunk_array  # noqa: E402  (the same chunking as the codec bench)
+from bench.bench_codec import _cpu_model, _git_commit, chunk_array  # noqa: E402  (same chunking and run labels as the codec bench)
 
 KINDS = ("weights", "exp_avg", "exp_avg_sq")
 ALL_KINDS = KINDS + ("other",)
@@ -317,26 +317,6 @@ def _sum(accs: dict, kinds, field):
 def _ratio(accs, kinds, field="bytes"):
     b = _sum(accs, kinds, field)
     return _sum(accs, kinds, "raw") / b if b else float("nan")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _git_commit() -> str:
-    import subprocess
-    try:
-        c = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                           text=True, check=True).stdout.strip()
-        return c
-    except Exception:
-        return "unknown"
 
 
 def render(res: dict) -> str:

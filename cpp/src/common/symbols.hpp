@@ -109,6 +109,21 @@ inline int context_count(ContextScheme scheme) {
   return 0;
 }
 
+// Calls f(std::integral_constant<ContextScheme, scheme>{}): turns the runtime scheme into
+// the compile-time one that context_of and the coding loops are specialised on.
+template <typename F>
+inline void with_context_scheme(ContextScheme scheme, F&& f) {
+  using CS = ContextScheme;
+  switch (scheme) {
+    case CS::kNone: f(std::integral_constant<CS, CS::kNone>{}); break;
+    case CS::kRefExponent: f(std::integral_constant<CS, CS::kRefExponent>{}); break;
+    case CS::kPrevResidual: f(std::integral_constant<CS, CS::kPrevResidual>{}); break;
+    case CS::kNeighbour: f(std::integral_constant<CS, CS::kNeighbour>{}); break;
+    case CS::kPrevExponent: f(std::integral_constant<CS, CS::kPrevExponent>{}); break;
+    case CS::kRefExponentPrevResidual: f(std::integral_constant<CS, CS::kRefExponentPrevResidual>{}); break;
+  }
+}
+
 // What contexts are computed from: reference, prev-reference, the chunk's context parameter
 // (top exponent) and the dtype's mantissa/exponent widths.
 template <typename U>

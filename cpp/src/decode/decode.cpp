@@ -111,7 +111,6 @@ class ChunkDecoder {
   }
 
   void decode_values(uint64_t coded, Section gaps, Section rans, Section tails) {
-    using CS = ContextScheme;
     const Values values = use_reference_ ? Values::kResidual : float_split_ ? Values::kFloatSplit : Values::kNeighbourDiff;
     auto with_values = [&](auto scheme) {
       auto with_elias = [&](auto elias) {
@@ -123,14 +122,7 @@ class ChunkDecoder {
       };
       if (elias_) with_elias(std::true_type{}); else with_elias(std::false_type{});
     };
-    switch (scheme_) {
-      case CS::kNone: with_values(std::integral_constant<CS, CS::kNone>{}); break;
-      case CS::kRefExponent: with_values(std::integral_constant<CS, CS::kRefExponent>{}); break;
-      case CS::kPrevResidual: with_values(std::integral_constant<CS, CS::kPrevResidual>{}); break;
-      case CS::kNeighbour: with_values(std::integral_constant<CS, CS::kNeighbour>{}); break;
-      case CS::kPrevExponent: with_values(std::integral_constant<CS, CS::kPrevExponent>{}); break;
-      case CS::kRefExponentPrevResidual: with_values(std::integral_constant<CS, CS::kRefExponentPrevResidual>{}); break;
-    }
+    with_context_scheme(scheme_, with_values);
   }
 
   // Tails of values up to 32 bits fit one 57-bit read; only 64-bit values need two.

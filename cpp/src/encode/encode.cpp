@@ -126,19 +126,6 @@ class ChunkEncoder {
     return context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, previous_v);
   }
 
-  template <typename F>
-  static void with_scheme(ContextScheme scheme, F&& f) {
-    using CS = ContextScheme;
-    switch (scheme) {
-      case CS::kNone: f(std::integral_constant<CS, CS::kNone>{}); break;
-      case CS::kRefExponent: f(std::integral_constant<CS, CS::kRefExponent>{}); break;
-      case CS::kPrevResidual: f(std::integral_constant<CS, CS::kPrevResidual>{}); break;
-      case CS::kNeighbour: f(std::integral_constant<CS, CS::kNeighbour>{}); break;
-      case CS::kPrevExponent: f(std::integral_constant<CS, CS::kPrevExponent>{}); break;
-      case CS::kRefExponentPrevResidual: f(std::integral_constant<CS, CS::kRefExponentPrevResidual>{}); break;
-    }
-  }
-
   U initial_previous(ContextScheme scheme) const {
     // Standalone floats: a previous value with the top exponent maps to context 0.
     if (scheme == ContextScheme::kPrevExponent)
@@ -194,7 +181,7 @@ class ChunkEncoder {
       const int contexts = context_count(scheme);
       all.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
       nonzero.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
-      with_scheme(scheme, [&](auto s) { histogram_pass<decltype(s)::value>(all, nonzero); });
+      with_context_scheme(scheme, [&](auto s) { histogram_pass<decltype(s)::value>(all, nonzero); });
       for (int elias = 0; elias < (zeros_ > 0 ? 2 : 1); ++elias) {
         const Histogram& h = elias ? nonzero : all;
         double bits = 8.0 * (kPayloadPrefix + 32) +
@@ -255,7 +242,7 @@ class ChunkEncoder {
         previous = v;
       }
     };
-    with_scheme(plan.contexts, [&](auto scheme) {
+    with_context_scheme(plan.contexts, [&](auto scheme) {
       auto with_split = [&](auto elias_const) {
         if (float_split_) code_values(scheme, elias_const, std::true_type{});
         else code_values(scheme, elias_const, std::false_type{});
