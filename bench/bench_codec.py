@@ -485,8 +485,17 @@ def write_markdown(results: dict, path: Path, args_desc: str) -> str:
           "d2 maps the wrapping difference through zigzag so small negative steps get small "
           "codes. Delta methods (d, d2, f, f2) code step t against the exact step t-1.", ""]
     text = "\n".join(L)
-    path.write_text(text)
+    path.write_text(text + _kept_sections(path))
     return text
+
+
+def _kept_sections(path: Path) -> str:
+    """Sections other scripts wrote into the same file (between <!-- tag --> markers),
+    e.g. bench/cross_state.py's: kept when this script rewrites its own part."""
+    import re
+    old = path.read_text() if path.exists() else ""
+    kept = [m.group(0) for m in re.finditer(r"<!-- ([\w-]+) -->\n.*?<!-- /\1 -->\n?", old, flags=re.S)]
+    return "".join("\n" + k.rstrip("\n") + "\n" for k in kept)
 
 
 def write_plot(results: dict, path: Path) -> None:

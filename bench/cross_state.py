@@ -285,6 +285,8 @@ def lossy(tpde, series) -> dict:
 
 def render(res: dict, meta: dict) -> str:
     lines = [
+        "## Cross-state predictor (`bench/cross_state.py`)",
+        "",
         f"- date: {meta['date']}; commit: {meta['commit']}; CPU: {meta['cpu']}; run: `{meta['cmd']}` ({meta['secs']:.0f} s)",
         "- method: bench/cross_state.py docstring; ratios summed over all consecutive pairs (lossy: the delta steps of the error-feedback chains); predicted tensors pay 16-24 bytes of coefficients each.",
         "",
