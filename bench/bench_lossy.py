@@ -256,7 +256,10 @@ def lossy_chain(tpde, series, scale: float, *, contexts: bool, log=print) -> dic
 
 
 # --------------------------------------------------------------------------- threshold recipe
-def threshold_recipe(series, thr: float = THRESHOLD) -> dict:
+def threshold_recipe(series, thr=THRESHOLD) -> dict:
+    """The recipe on a whole series. ``thr``: one threshold for every value (the published
+    recipe), or a function (kind, key, previous original chunk) -> threshold, a scalar or
+    an array of the chunk's shape (bench/recipe_sweep.py)."""
     import zstandard
     zc = zstandard.ZstdCompressor(level=3)
     zd = zstandard.ZstdDecompressor()
@@ -272,7 +275,8 @@ def threshold_recipe(series, thr: float = THRESHOLD) -> dict:
         for key, kind, x in chunks_of(td):
             t0 = time.perf_counter()
             d = (x.astype(np.float32) - prev[key]).reshape(-1)
-            keep = np.abs(d) >= thr
+            t_k = thr(kind, key, prev[key]) if callable(thr) else thr
+            keep = np.abs(d) >= np.reshape(t_k, -1)
             vals = d[keep].astype(np.float32)
             blob = zc.compress(np.packbits(keep).tobytes() + vals.tobytes())
             t1 = time.perf_counter()
@@ -306,7 +310,7 @@ def threshold_recipe(series, thr: float = THRESHOLD) -> dict:
             st_raw += x.nbytes
             st_bytes += len(blob)
         per_step.append({"step": step, "raw": st_raw, "bytes": st_bytes})
-    return {"threshold": thr, "kinds": acc, "per_step": per_step}
+    return {"threshold": thr if not callable(thr) else "per tensor", "kinds": acc, "per_step": per_step}
 
 
 # --------------------------------------------------------------------------- report
