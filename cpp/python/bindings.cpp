@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "tpde/predict.hpp"
 #include "tpde/tpde.hpp"
 
 namespace py = pybind11;
@@ -226,6 +227,82 @@ uint32_t fingerprint(const py::object& obj) {
   return tpde::crc32c(p, n);
 }
 
+// Prediction terms from Python: [("adam_direction", m, v) | ("scaled_delta", w, w_ref, v), ...];
+// `holders` keeps the contiguous arrays alive while the GIL is released.
+std::vector<tpde::Term> prediction_terms(const py::object& terms_obj, const py::array& reference,
+                                         std::vector<py::array>& holders) {
+  std::vector<tpde::Term> terms;
+  for (const auto& item : terms_obj) {
+    const py::tuple tup = py::reinterpret_borrow<py::object>(item).cast<py::tuple>();
+    if (tup.size() < 1) raise_error(tpde::ErrorCode::kInvalidArgument, "empty prediction term");
+    const std::string name = py::str(tup[0]);
+    tpde::Term t;
+    size_t arity;
+    if (name == "adam_direction") {
+      t.kind = tpde::TermKind::kAdamDirection;
+      arity = 2;
+    } else if (name == "scaled_delta") {
+      t.kind = tpde::TermKind::kScaledDelta;
+      arity = 3;
+    } else {
+      raise_error(tpde::ErrorCode::kInvalidArgument,
+                  "unknown prediction term '" + name + "' (adam_direction, scaled_delta)");
+    }
+    if (tup.size() != arity + 1)
+      raise_error(tpde::ErrorCode::kInvalidArgument,
+                  "prediction term '" + name + "' takes " + std::to_string(arity) + " arrays");
+    const void* ptrs[3] = {nullptr, nullptr, nullptr};
+    for (size_t j = 0; j < arity; ++j) {
+      holders.push_back(contiguous(tup[j + 1]));
+      const py::array& a = holders.back();
+      if (a.nbytes() != reference.nbytes() || a.itemsize() != reference.itemsize())
+        raise_error(tpde::ErrorCode::kSizeMismatch, "prediction term '" + name + "' array " + std::to_string(j) +
+                                                        " does not match the reference's shape and dtype");
+      ptrs[j] = a.data();
+    }
+    t.a = ptrs[0];
+    t.b = ptrs[1];
+    t.c = ptrs[2];
+    terms.push_back(t);
+  }
+  return terms;
+}
+
+py::object fit_prediction(const py::object& data_obj, const py::object& reference_obj, const py::object& terms_obj,
+                          double eps, const py::object& dtype) {
+  const py::array data = contiguous(data_obj);
+  const py::array reference = contiguous(reference_obj);
+  const tpde::DType d = resolve_dtype(data, dtype);
+  if (reference.nbytes() != data.nbytes() || reference.itemsize() != data.itemsize())
+    raise_error(tpde::ErrorCode::kSizeMismatch, "reference does not match the data's shape and dtype");
+  std::vector<py::array> holders;
+  const std::vector<tpde::Term> terms = prediction_terms(terms_obj, reference, holders);
+  const size_t n = static_cast<size_t>(data.size());
+  std::vector<double> coefs;
+  {
+    py::gil_scoped_release release;
+    coefs = tpde::fit_prediction(d, n, data.data(), reference.data(), terms, eps);
+  }
+  if (coefs.empty()) return py::none();
+  return py::cast(coefs);
+}
+
+py::array predict(const py::object& reference_obj, const py::object& terms_obj, const std::vector<double>& coefs,
+                  double eps, const py::object& dtype) {
+  const py::array reference = contiguous(reference_obj);
+  const tpde::DType d = resolve_dtype(reference, dtype);
+  std::vector<py::array> holders;
+  const std::vector<tpde::Term> terms = prediction_terms(terms_obj, reference, holders);
+  py::array out(reference.dtype(), std::vector<py::ssize_t>(reference.shape(), reference.shape() + reference.ndim()));
+  const size_t n = static_cast<size_t>(reference.size());
+  void* dst = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    tpde::predict(d, n, reference.data(), terms, coefs, eps, dst);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -257,5 +334,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
         "Decode a tpde chunk; delta chunks need the reference they were coded against.");
   m.def("read_header", &read_header, py::arg("chunk"), "Parse and validate a chunk header.");
+  m.def("fit_prediction", &fit_prediction, py::arg("data"), py::arg("reference"), py::arg("terms"), py::kw_only(),
+        py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
+        "Least-squares coefficients of a cross-state prediction of data (None if unusable).");
+  m.def("predict", &predict, py::arg("reference"), py::arg("terms"), py::arg("coefs"), py::kw_only(),
+        py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
+        "A cross-state prediction: reference + sum of coefficient x term, rounded to the dtype.");
   m.def("fingerprint", &fingerprint, py::arg("array"), "CRC32C of an array's raw bytes.");
 }
