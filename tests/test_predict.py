@@ -57,8 +57,12 @@ def test_fit_recovers_the_coefficients():
     m, v = _adam_like(n, np.float64)
     u = m / (np.sqrt(v) + 1e-8)
     x = ref + (-5e-4 * u + 0.01 * ref)
-    coefs = _core.fit_prediction(x, ref, [("adam_direction", m, v)])
+    coefs, explained = _core.fit_prediction(x, ref, [("adam_direction", m, v)])
     assert coefs == pytest.approx([-5e-4, 0.01], rel=1e-6)
+    assert explained == pytest.approx(1.0, abs=1e-9)
+    noisy = x + RNG.standard_normal(n) * np.std(x - ref)
+    _, half = _core.fit_prediction(noisy, ref, [("adam_direction", m, v)])
+    assert 0.4 < half < 0.6
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
@@ -70,7 +74,7 @@ def test_prediction_as_reference_round_trips_bit_exact(dtype):
     x64 = ref64 - 1e-3 * m64 / np.sqrt(v64) * 1e-2 + RNG.standard_normal(n) * 1e-5
     ref, m, v, x = (_as(dtype, a) for a in (ref64, m64, v64, x64))
     terms = [("adam_direction", m, v)]
-    coefs = _core.fit_prediction(x, ref, terms, dtype=dtype)
+    coefs, _ = _core.fit_prediction(x, ref, terms, dtype=dtype)
     assert coefs is not None and len(coefs) == 2
     pred = _core.predict(ref, terms, coefs, dtype=dtype)
     again = _core.predict(ref.copy(), [("adam_direction", m.copy(), v.copy())], coefs, dtype=dtype)
@@ -87,7 +91,7 @@ def test_prediction_helps_on_adam_like_updates():
     x = (ref.astype(np.float64) - 2e-3 * m / (np.sqrt(v.astype(np.float64)) + 1e-8)
          + RNG.standard_normal(n) * 2e-5).astype(np.float32)
     terms = [("adam_direction", m, v)]
-    pred = _core.predict(ref, terms, _core.fit_prediction(x, ref, terms))
+    pred = _core.predict(ref, terms, _core.fit_prediction(x, ref, terms)[0])
     assert len(tpde.encode(x, reference=pred)) < 0.9 * len(tpde.encode(x, reference=ref))
 
 
@@ -97,8 +101,8 @@ def test_fit_ignores_non_finite_rows_and_zero_terms():
     m, v = np.zeros(n), np.ones(n)
     x = ref * 1.5
     x[::10] = np.nan
-    coefs = _core.fit_prediction(x, ref, [("adam_direction", m, v)])
-    assert coefs == pytest.approx([0.0, 0.5])
+    coefs, explained = _core.fit_prediction(x, ref, [("adam_direction", m, v)])
+    assert coefs == pytest.approx([0.0, 0.5]) and explained == pytest.approx(1.0)
     assert _core.fit_prediction(np.full(4, np.nan), np.zeros(4), [("adam_direction", np.ones(4), np.ones(4))]) is None
 
 

@@ -278,13 +278,13 @@ py::object fit_prediction(const py::object& data_obj, const py::object& referenc
   std::vector<py::array> holders;
   const std::vector<tpde::Term> terms = prediction_terms(terms_obj, reference, holders);
   const size_t n = static_cast<size_t>(data.size());
-  std::vector<double> coefs;
+  tpde::PredictionFit fit;
   {
     py::gil_scoped_release release;
-    coefs = tpde::fit_prediction(d, n, data.data(), reference.data(), terms, eps);
+    fit = tpde::fit_prediction(d, n, data.data(), reference.data(), terms, eps);
   }
-  if (coefs.empty()) return py::none();
-  return py::cast(coefs);
+  if (fit.coefs.empty()) return py::none();
+  return py::make_tuple(py::cast(fit.coefs), fit.explained);
 }
 
 py::array predict(const py::object& reference_obj, const py::object& terms_obj, const std::vector<double>& coefs,
@@ -336,7 +336,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("read_header", &read_header, py::arg("chunk"), "Parse and validate a chunk header.");
   m.def("fit_prediction", &fit_prediction, py::arg("data"), py::arg("reference"), py::arg("terms"), py::kw_only(),
         py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
-        "Least-squares coefficients of a cross-state prediction of data (None if unusable).");
+        "(coefficients, fraction of the squared change explained) of a cross-state prediction of data; None if unusable.");
   m.def("predict", &predict, py::arg("reference"), py::arg("terms"), py::arg("coefs"), py::kw_only(),
         py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
         "A cross-state prediction: reference + sum of coefficient x term, rounded to the dtype.");

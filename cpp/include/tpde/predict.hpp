@@ -27,11 +27,16 @@ struct Term {
   const void* c = nullptr;
 };
 
+struct PredictionFit {
+  std::vector<double> coefs;  // empty: no usable fit
+  double explained = 0.0;     // 1 - |(x - r) - fit|^2 / |x - r|^2 over the finite elements
+};
+
 // Least-squares coefficients (terms.size() + 1 of them, the last one for r) of
 // (x - r) ~ sum_j c_j f_j + c_k r over the elements where every value is finite.
-// Returns an empty vector when the fit is not usable (no finite element, singular, or
+// No coefficients when the fit is not usable (no finite element, singular, or
 // non-finite coefficients). All arrays hold n values of `dtype` (a float dtype).
-std::vector<double> fit_prediction(DType dtype, size_t n, const void* x, const void* reference,
+PredictionFit fit_prediction(DType dtype, size_t n, const void* x, const void* reference,
                                    const std::vector<Term>& terms, double eps);
 
 // The prediction (n values of `dtype`) into out.

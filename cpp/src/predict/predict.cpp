@@ -2,6 +2,7 @@
 // recompute the encoder's prediction bit for bit.
 #include "tpde/predict.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -81,13 +82,14 @@ bool solve(std::vector<double>& A, std::vector<double>& b, size_t m) {
 }
 
 template <typename U>
-std::vector<double> fit_typed(DType dtype, size_t n, const void* x, const void* reference,
+PredictionFit fit_typed(DType dtype, size_t n, const void* x, const void* reference,
                               const std::vector<Term>& terms, double eps) {
   const Terms<U> t(dtype, terms, eps);
   const size_t k = t.size(), m = k + 1;
   std::vector<double> A(m * m, 0.0), b(m, 0.0);
   double row[kMaxTerms + 1];
   size_t used = 0;
+  double total = 0.0;
   for (size_t i = 0; i < n; ++i) {
     const double r = t.at(reference, i), target = t.at(x, i) - r;
     bool finite = std::isfinite(target) && std::isfinite(r);
@@ -98,15 +100,26 @@ std::vector<double> fit_typed(DType dtype, size_t n, const void* x, const void* 
       for (size_t q = p; q < m; ++q) A[p * m + q] += row[p] * row[q];
       b[p] += row[p] * target;
     }
+    total += target * target;
     ++used;
   }
   if (used == 0) return {};
   for (size_t p = 0; p < m; ++p)
     for (size_t q = 0; q < p; ++q) A[p * m + q] = A[q * m + p];
+  const std::vector<double> A0 = A, b0 = b;
   if (!solve(A, b, m)) return {};
   for (double c : b)
     if (!std::isfinite(c)) return {};
-  return b;
+  // |target - X c|^2 = |target|^2 - 2 c.(X^T target) + c.(X^T X) c
+  double residual = total;
+  for (size_t p = 0; p < m; ++p) {
+    residual -= 2.0 * b[p] * b0[p];
+    for (size_t q = 0; q < m; ++q) residual += b[p] * A0[p * m + q] * b[q];
+  }
+  PredictionFit fit;
+  fit.coefs = b;
+  fit.explained = total > 0.0 ? 1.0 - std::max(residual, 0.0) / total : 0.0;
+  return fit;
 }
 
 template <typename U>
@@ -125,8 +138,8 @@ void predict_typed(DType dtype, size_t n, const void* reference, const std::vect
 
 }  // namespace
 
-std::vector<double> fit_prediction(DType dtype, size_t n, const void* x, const void* reference,
-                                   const std::vector<Term>& terms, double eps) {
+PredictionFit fit_prediction(DType dtype, size_t n, const void* x, const void* reference,
+                             const std::vector<Term>& terms, double eps) {
   check(dtype, terms);
   switch (dtype_size(dtype)) {
     case 2: return fit_typed<uint16_t>(dtype, n, x, reference, terms, eps);
