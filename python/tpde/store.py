@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _core
+from . import cross_state as xs
 from .bounds import BoundSpec, ErrorBounds, abs_bound, as_spec, describe, log_bound
 from .chunking import Box, ChunkGrid, choose_chunks
 from .errors import TPDEError
@@ -121,6 +122,7 @@ class _Coded(NamedTuple):
     stored: int  # bytes written
     crc32c: int  # content hash of the chunk's data
     changed: int  # positions that differ from the reference
+    coefs: list | None = None  # cross-state prediction coefficients; None: coded against the base
 
 
 @dataclass
@@ -264,6 +266,7 @@ class CheckpointStore:
         allow_pickle: bool = False,
         meta: dict | None = None,
         error_bound: ErrorBounds | BoundSpec | dict | Callable[[str], BoundSpec | dict | None] | None = None,
+        cross_state: bool = False,
         progress: bool | None = None,
     ) -> StepInfo:
         """Store `state` (a nested state dict) as `step`; returns the step's summary.
@@ -279,6 +282,11 @@ class CheckpointStore:
         returning one of those or None. Only floating-point tensors of one or more
         dimensions take a bound; the rest stay bit-exact. Deltas are coded against the
         base step's reconstruction, so errors do not accumulate along a chain.
+
+        `cross_state=True` (delta steps of states with Adam moments): weights are coded
+        against a prediction from the optimizer's moments, and with lossy moments exp_avg
+        against a prediction from the weight change (docs/store.md). Smaller steps, but
+        restoring a weight then decodes its moments too.
         """
         self._check_writable()
         step = _check_step(step)
@@ -307,16 +315,42 @@ class CheckpointStore:
 
         self._kv.delete_prefix(step_prefix(step))  # leftovers of a crashed attempt
         grids = {n: ChunkGrid(specs[n].storage_shape, chunks[n]) for n in arrays}
-        tasks = [(n, i) for n in arrays for i in grids[n].indices()]
-        sizes = [math.prod(chunks[n]) * arrays[n].itemsize for n, _ in tasks]
+        plan: xs.Plan = {}
+        if cross_state and base is not None:
+            plan = xs.plan_step(xs.find_links(specs, chunks), set(coded_bounds))
+        tasks = [
+            (tuple(xs.coding_order(group, plan)), i)
+            for group in xs.groups(list(arrays), [plan])
+            for i in grids[group[0]].indices()
+        ]
+        sizes = [sum(math.prod(chunks[n]) * arrays[n].itemsize for n in names) for names, _ in tasks]
 
-        def encode_chunk(name: str, index: tuple) -> _Coded:
+        def encode_group(names: tuple[str, ...], index: tuple) -> list[_Coded]:
+            coded_here: dict[str, np.ndarray] = {}  # this step's reconstructions of the group
+
+            def chunk_of(name: str, offset: int) -> np.ndarray:
+                return coded_here[name] if offset == 0 else grids[name].extract(base.arrays[name], index)
+
+            results = []
+            for name in names:
+                result, coded_here[name] = encode_chunk(name, index, chunk_of)
+                results.append(result)
+            return results
+
+        def encode_chunk(name: str, index: tuple, chunk_of) -> tuple[_Coded, np.ndarray]:
             grid = grids[name]
+            dtype = specs[name].codec_dtype
             data = grid.extract(arrays[name], index)
             ref = None if base is None else grid.extract(base.arrays[name], index)
             ctx = None if prev is None else grid.extract(prev.arrays[name], index)
-            code = dict(reference=ref, prev_reference=ctx, dtype=specs[name].codec_dtype)
+            coefs = None
             try:
+                if name in plan:
+                    terms = xs.term_arrays(plan[name], chunk_of)
+                    coefs = xs.fit(data, ref, terms, dtype)
+                    if coefs is not None:
+                        ref, ctx = xs.predicted_reference(ref, terms, coefs, dtype), None
+                code = dict(reference=ref, prev_reference=ctx, dtype=dtype)
                 if name in coded_bounds:
                     blob, data = _encode_lossy(grid, index, data, code, coded_bounds[name])
                     arrays[name][grid.region(index)] = data[grid.inner(index)]
@@ -325,11 +359,13 @@ class CheckpointStore:
             except TPDEError as e:
                 raise TPDEError(f"step {step}, tensor {name!r}: {e}", e.code) from e
             self._kv.set(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
-            changed = 0 if ref is None else _count_changed(data, ref)
-            return _Coded(len(blob), _core.fingerprint(data), changed)
+            changed = 0 if base is None else _count_changed(data, grid.extract(base.arrays[name], index))
+            return _Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
-        results = self._run(encode_chunk, tasks, f"save step {step}", progress, sizes)
-        entries = self._entries(specs, chunks, tasks, results, kind, bounds)
+        per_group = self._run(encode_group, tasks, f"save step {step}", progress, sizes)
+        coded = [(name, index, result) for (names, index), results in zip(tasks, per_group)
+                 for name, result in zip(names, results)]
+        entries = self._entries(specs, chunks, coded, kind, bounds, plan)
         manifest = Manifest(
             step, kind, None if base is None else base.step, prev_step, depth, tree, entries,
             dict(meta or {}), _core.__version__, requested,
@@ -386,20 +422,25 @@ class CheckpointStore:
         return base, _Snapshot(manifest.base_step, before, {})
 
     def _entries(
-        self, specs, chunks, tasks, results: list[_Coded], kind, bounds: dict[str, _TensorBound]
+        self, specs, chunks, coded: list[tuple[str, tuple, _Coded]], kind, bounds: dict[str, _TensorBound],
+        plan: xs.Plan,
     ) -> dict[str, ArrayEntry]:
-        """Manifest entries from the coded chunks (tasks are in C order per array)."""
+        """Manifest entries from the coded chunks (each array's chunks come in C order)."""
         per_name: dict[str, list[_Coded]] = {n: [] for n in specs}
-        for (name, _), result in zip(tasks, results):
+        for name, _, result in coded:
             per_name[name].append(result)
         entries = {}
         for name, spec in specs.items():
-            coded = per_name[name]
-            changed = None if kind == KEYFRAME else sum(c.changed for c in coded)
+            results = per_name[name]
+            changed = None if kind == KEYFRAME else sum(c.changed for c in results)
             bound = bounds.get(name, _LOSSLESS)
+            coefs = [c.coefs for c in results]
+            predict = None
+            if name in plan and any(c is not None for c in coefs):
+                predict = {"terms": xs.terms_to_json(plan[name]), "coefs": coefs}
             entries[name] = ArrayEntry(
-                name, spec, chunks[name], [c.crc32c for c in coded], sum(c.stored for c in coded),
-                changed, bound.resolved, bound.spec, bound.rms, bound.rms_step,
+                name, spec, chunks[name], [c.crc32c for c in results], sum(c.stored for c in results),
+                changed, bound.resolved, bound.spec, bound.rms, bound.rms_step, predict,
             )
         return entries
 
@@ -428,6 +469,7 @@ class CheckpointStore:
             zlib.crc32(body),
             time.time(),
             any(e.error_bound is not None for e in manifest.arrays.values()),
+            any(e.predict is not None for e in manifest.arrays.values()),
         )
         self._kv.set(commit_key(step), marker.to_bytes())
         return marker
@@ -517,9 +559,11 @@ class CheckpointStore:
         """Decode `names` at the chain's last step (and its base step if `keep_base`).
 
         Only chunks overlapping `boxes[name]` are read; returned arrays hold the box.
-        `seed` maps steps of the chain to reconstructions already in memory.
+        `seed` maps steps of the chain to reconstructions already in memory. Tensors
+        coded against cross-state predictions are decoded together with their inputs.
         """
         seed = seed or {}
+        steps = _ChainSteps(self, chain, manifest)
         grids = {n: ChunkGrid(manifest.arrays[n].spec.storage_shape, manifest.arrays[n].chunks) for n in names}
         boxes = {n: (boxes or {}).get(n) or grids[n].full_box() for n in names}
         out, out_base = {}, {}
@@ -529,60 +573,93 @@ class CheckpointStore:
             out[n] = np.empty(shape, dtype)
             if keep_base and len(chain) > 1:
                 out_base[n] = np.empty(shape, dtype)
-        tasks = [(n, i) for n in names for i in grids[n].overlapping(boxes[n])]
-        chunk_bytes = {n: math.prod(grids[n].chunks) * out[n].itemsize for n in names}
+        tasks = []
+        for group in xs.groups(list(names), steps.plans()):
+            wanted_here = [n for n in group if n in out]
+            grid = grids[wanted_here[0]]
+            indices = sorted({i for n in wanted_here for i in grid.overlapping(boxes[n])})
+            tasks += [(tuple(group), i) for i in indices]
+        sizes = [sum(steps.chunk_bytes(n) for n in group) for group, _ in tasks]
 
-        def decode_chunk(name: str, index: tuple) -> None:
-            grid, entry = grids[name], manifest.arrays[name]
-            recon = self._decode_chain(chain, name, grid, index, seed, out[name].dtype)
-            expected = entry.crc32c[int(np.ravel_multi_index(index, grid.grid))]
-            if _core.fingerprint(recon[-1]) != expected:
-                raise TPDEError(
-                    f"step {manifest.step}, tensor {name!r}, chunk {grid.key(index)}: content "
-                    "hash mismatch after reconstruction",
-                    "checksum",
-                )
-            grid.copy_into(out[name], boxes[name], index, recon[-1])
-            if name in out_base:
-                grid.copy_into(out_base[name], boxes[name], index, recon[-2])
+        def decode_group(group: tuple[str, ...], index: tuple) -> None:
+            grid = grids[next(n for n in group if n in out)]
+            recon = self._decode_chain(steps, group, grid, index, seed)
+            for name in group:
+                if name not in out:
+                    continue
+                expected = manifest.arrays[name].crc32c[int(np.ravel_multi_index(index, grid.grid))]
+                if _core.fingerprint(recon[name][-1]) != expected:
+                    raise TPDEError(
+                        f"step {manifest.step}, tensor {name!r}, chunk {grid.key(index)}: content "
+                        "hash mismatch after reconstruction",
+                        "checksum",
+                    )
+                grid.copy_into(out[name], boxes[name], index, recon[name][-1])
+                if name in out_base:
+                    grid.copy_into(out_base[name], boxes[name], index, recon[name][-2])
 
-        sizes = [chunk_bytes[n] for n, _ in tasks]
-        self._run(decode_chunk, tasks, f"load step {manifest.step}", progress, sizes)
+        self._run(decode_group, tasks, f"load step {manifest.step}", progress, sizes)
         return out, out_base
 
-    def _decode_chain(self, chain, name, grid, index, seed, dtype) -> list[np.ndarray]:
-        """Reconstructions of one chunk at the last two steps of `chain`."""
-        start, recon = 0, []
+    def _decode_chain(self, steps: _ChainSteps, group, grid, index, seed) -> dict[str, list[np.ndarray]]:
+        """Reconstructions of one chunk of each tensor of `group` at the last two steps of
+        the chain where it exists (the last step for every tensor asked for)."""
+        chain = steps.chain
+        start, recon = 0, {}
         for j in range(len(chain) - 1, -1, -1):
-            if chain[j].step not in seed or name not in seed[chain[j].step]:
+            here = steps.present(j, group)
+            if not all(n in seed.get(chain[j].step, {}) for n in here):
                 continue
             needs_ctx = j + 1 < len(chain) and chain[j + 1].prev_step is not None
-            if needs_ctx and (j == 0 or name not in seed.get(chain[j - 1].step, {})):
+            if needs_ctx and (j == 0 or not all(n in seed.get(chain[j - 1].step, {}) for n in here)):
                 continue
-            recon = [grid.extract(seed[chain[j].step][name], index)]
-            if needs_ctx:
-                recon.insert(0, grid.extract(seed[chain[j - 1].step][name], index))
+            for n in here:
+                recon[n] = [grid.extract(seed[chain[j].step][n], index)]
+                if needs_ctx:
+                    recon[n].insert(0, grid.extract(seed[chain[j - 1].step][n], index))
             start = j + 1
             break
         key = grid.key(index)
-        blobs = self._kv.get_many([f"{array_prefix(m.step, name)}/{key}" for m in chain[start:]])
-        for marker, blob in zip(chain[start:], blobs):
-            where = f"step {marker.step}, tensor {name!r}, chunk {key}"
-            if blob is None:
-                raise TPDEError(f"{where}: chunk is missing from the store", "missing_reference")
-            ref = recon[-1] if recon else None
-            ctx = recon[-2] if marker.prev_step is not None else None
-            try:
-                arr = _core.decode(blob, reference=ref, prev_reference=ctx)
-            except TPDEError as e:
-                raise TPDEError(f"{where}: {e}", e.code) from e
-            if arr.dtype.itemsize != dtype.itemsize or arr.size != math.prod(grid.chunks):
-                raise TPDEError(
-                    f"{where}: chunk holds {arr.dtype} {arr.shape}, expected {dtype} {grid.chunks}",
-                    "corrupt",
-                )
-            arr = arr.view(dtype)
-            recon = [*recon[-1:], arr.reshape(grid.chunks)]
+        flat = int(np.ravel_multi_index(index, grid.grid))
+        wanted = [(j, n) for j in range(start, len(chain)) for n in steps.present(j, group)]
+        blobs = dict(zip(wanted, self._kv.get_many(
+            [f"{array_prefix(chain[j].step, n)}/{key}" for j, n in wanted])))
+        for j in range(start, len(chain)):
+            marker, plan = chain[j], steps.plan(j)
+            decoded: dict[str, np.ndarray] = {}
+
+            def chunk_of(name: str, offset: int) -> np.ndarray:
+                return decoded[name] if offset == 0 else recon[name][-1]
+
+            for name in xs.coding_order(steps.present(j, group), plan):
+                where = f"step {marker.step}, tensor {name!r}, chunk {key}"
+                blob = blobs[(j, name)]
+                if blob is None:
+                    raise TPDEError(f"{where}: chunk is missing from the store", "missing_reference")
+                ref = recon[name][-1] if name in recon else None
+                ctx = recon[name][-2] if marker.prev_step is not None and name in recon else None
+                dtype = steps.dtype(name)
+                try:
+                    coefs = steps.coefs(j, name, flat)
+                    if coefs is not None:
+                        if ref is None:
+                            raise TPDEError("predicted chunk in a keyframe", "corrupt")
+                        terms = xs.term_arrays(plan[name], chunk_of)
+                        ref = xs.predicted_reference(ref, terms, coefs, steps.codec_dtype(name))
+                        ctx = None
+                    arr = _core.decode(blob, reference=ref, prev_reference=ctx)
+                except KeyError as e:
+                    raise TPDEError(f"{where}: prediction input {e} is not in the chain", "corrupt") from e
+                except TPDEError as e:
+                    raise TPDEError(f"{where}: {e}", e.code) from e
+                if arr.dtype.itemsize != dtype.itemsize or arr.size != math.prod(grid.chunks):
+                    raise TPDEError(
+                        f"{where}: chunk holds {arr.dtype} {arr.shape}, expected {dtype} {grid.chunks}",
+                        "corrupt",
+                    )
+                decoded[name] = arr.view(dtype).reshape(grid.chunks)
+            for name, arr in decoded.items():
+                recon[name] = [*recon.get(name, [])[-1:], arr]
         return recon
 
     # ------------------------------------------------------------------ deleting
@@ -738,6 +815,65 @@ class CheckpointStore:
                     if f.exception() is not None:
                         raise f.exception()
                 return [f.result() for f in futures]
+
+
+class _ChainSteps:
+    """The manifests a chain decode needs: only the last step's, unless some step of the
+    chain has cross-state predictions (its commit marker says so); then every step's."""
+
+    def __init__(self, store: CheckpointStore, chain: list[Marker], manifest: Manifest):
+        self.chain = chain
+        self.last = manifest
+        self.manifests: list[Manifest] | None = None
+        if any(m.predicted for m in chain):
+            self.manifests = [manifest if m.step == manifest.step else store._manifest(m.step, m) for m in chain]
+        self._plans = [self._plan_of(j) for j in range(len(chain))]
+
+    def _plan_of(self, j: int) -> xs.Plan:
+        if self.manifests is None:
+            return {}
+        return {n: xs.terms_from_json(e.predict["terms"]) for n, e in self.manifests[j].arrays.items()
+                if e.predict is not None}
+
+    def plans(self) -> list[xs.Plan]:
+        return self._plans
+
+    def plan(self, j: int) -> xs.Plan:
+        return self._plans[j]
+
+    def present(self, j: int, group) -> list[str]:
+        """The tensors of `group` stored at chain step j."""
+        if self.manifests is None:
+            return list(group)
+        return [n for n in group if n in self.manifests[j].arrays]
+
+    def entry(self, name: str) -> ArrayEntry:
+        for m in reversed(self.manifests or [self.last]):
+            if name in m.arrays:
+                return m.arrays[name]
+        raise TPDEError(f"tensor {name!r} is not in the chain of step {self.last.step}", "corrupt")
+
+    def coefs(self, j: int, name: str, flat_index: int) -> list | None:
+        if self.manifests is None:
+            return None
+        predict = self.manifests[j].arrays[name].predict
+        if predict is None:
+            return None
+        try:
+            coefs = predict["coefs"][flat_index]
+        except (IndexError, KeyError, TypeError) as e:
+            raise TPDEError(f"step {self.chain[j].step}, tensor {name!r}: bad prediction entry", "corrupt") from e
+        return None if coefs is None else [float(c) for c in coefs]
+
+    def codec_dtype(self, name: str) -> str:
+        return self.entry(name).spec.codec_dtype
+
+    def dtype(self, name: str) -> np.dtype:
+        return storage_dtype(self.codec_dtype(name))
+
+    def chunk_bytes(self, name: str) -> int:
+        entry = self.entry(name)
+        return math.prod(entry.chunks) * storage_dtype(entry.spec.codec_dtype).itemsize
 
 
 def adam_error_bounds(abs_error: float | None = None, rel_error: float | None = None) -> ErrorBounds:

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from .errors import TPDEError
 from .torch_adapter import ArraySpec, storage_dtype
 
-STORE_FORMAT = 1
+STORE_FORMAT = 1  # what steps without cross-state predictions are written as
+STORE_FORMAT_PREDICTED = 2  # steps with predicted tensors (entries carry "predict")
+READABLE_FORMATS = (1, 2)
 ROOT_ATTRS = ".zattrs"
 ROOT_GROUP = ".zgroup"
 STEPS = "steps"
@@ -86,12 +88,15 @@ class Marker:
     manifest_crc32: int
     time: float
     lossy: bool = False  # some tensor was saved within an error bound, not bit-exact
+    predicted: bool = False  # some chunk was coded against a cross-state prediction
 
     def to_bytes(self) -> bytes:
-        """JSON bytes of the marker ("lossy" only when true: lossless markers stay as before)."""
+        """JSON bytes of the marker ("lossy", "predicted" only when true: other markers
+        stay as before)."""
         fields = dict(self.__dict__)
-        if not self.lossy:
-            del fields["lossy"]
+        for flag in ("lossy", "predicted"):
+            if not fields[flag]:
+                del fields[flag]
         return json_bytes(fields)
 
     @classmethod
@@ -121,6 +126,7 @@ class ArrayEntry:
     bound: str | None = None  # the requested bound ("rms:0.1"), when one applied to this array
     rms: float | None = None  # rms bounds: the RMS the bound is relative to ...
     rms_step: int | None = None  # ... measured at this step (the chain's keyframe)
+    predict: dict | None = None  # {"terms": [...], "coefs": [per chunk: list or None]} (cross_state.py)
 
     @property
     def raw_bytes(self) -> int:
@@ -143,7 +149,7 @@ class ArrayEntry:
             "stored_bytes": self.stored_bytes,
             "changed": self.changed,
             "error_bound": self.error_bound,
-            **{k: getattr(self, k) for k in ("bound", "rms", "rms_step") if getattr(self, k) is not None},
+            **{k: getattr(self, k) for k in ("bound", "rms", "rms_step", "predict") if getattr(self, k) is not None},
         }
 
     @classmethod
@@ -160,6 +166,7 @@ class ArrayEntry:
             entry.get("bound"),
             entry.get("rms"),
             entry.get("rms_step"),
+            entry.get("predict"),
         )
 
 
@@ -180,8 +187,9 @@ class Manifest:
 
     def to_bytes(self) -> bytes:
         """The step group's `.zattrs` bytes."""
+        predicted = any(a.predict is not None for a in self.arrays.values())
         body = {
-            "format": STORE_FORMAT,
+            "format": STORE_FORMAT_PREDICTED if predicted else STORE_FORMAT,
             "step": self.step,
             "kind": self.kind,
             "base_step": self.base_step,
@@ -205,10 +213,10 @@ class Manifest:
         if zlib.crc32(data) != marker.manifest_crc32:
             raise TPDEError(f"manifest of step {step} does not match its commit marker", "corrupt")
         body = json.loads(data)["tpde_step"]
-        if body.get("format") != STORE_FORMAT:
+        if body.get("format") not in READABLE_FORMATS:
             raise TPDEError(
                 f"step {step} uses store format {body.get('format')}; this tpde reads "
-                f"format {STORE_FORMAT}",
+                f"formats {', '.join(map(str, READABLE_FORMATS))}",
                 "unsupported_version",
             )
         arrays = {n: ArrayEntry.from_json(n, e) for n, e in body["arrays"].items()}
