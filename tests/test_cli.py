@@ -326,3 +326,20 @@ def test_parse_slice_and_groups():
     assert parse_slice(" 3 , ::-2 ") == (3, slice(None, None, -2))
     assert tensor_group("model/layers.12.attn.q_proj.weight") == "model/layers.*.attn.q_proj.weight"
     assert tensor_group("optimizer/state/7/exp_avg") == "optimizer/state/*/exp_avg"
+
+
+def test_pack_cross_state_round_trips_and_records_predictions(ckpt_dir, tmp_path, capsys):
+    store_path = tmp_path / "xs.tpde"
+    code, _, _ = run(capsys, "pack", str(ckpt_dir), "-o", str(store_path), "--cross-state")
+    assert code == 0
+    store = CheckpointStore(store_path, mode="r")
+    assert any(h.predicted for h in store.history()[1:])
+    delta = next(h.step for h in store.history() if h.predicted)
+    assert any(t.predicted > 0 for t in store.info(delta).tensors.values())
+    code, out, _ = run(capsys, "info", str(store_path), "--step", str(delta))
+    assert code == 0 and "cross-state:" in out
+    code, out, _ = run(capsys, "ls", str(store_path))
+    assert code == 0 and "lossless, cross-state" in out
+    for step in store.steps():
+        original = torch.load(ckpt_dir / f"ckpt-{step}.pt", weights_only=True)
+        assert_same_state(store.load(step), original)

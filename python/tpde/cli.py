@@ -74,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--first-step", type=int, metavar="N",
                    help="number the files N, N+1, ... (default: numbers in the file names "
                         "when they increase, else the store's next step)")
+    p.add_argument("--cross-state", action="store_true",
+                   help="code weights against a prediction from the Adam moments of the same "
+                        "checkpoint (smaller; restoring a weight then decodes its moments too)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="pickle objects that are not tensors or JSON scalars")
     p.set_defaults(run=_pack)
@@ -153,7 +156,7 @@ def _pack(args: argparse.Namespace) -> None:
             state, meta = first_state if i == 0 else read_checkpoint(path)
             first_state = None
             info = store.save(step, state, allow_pickle=args.allow_pickle, meta=meta,
-                              error_bound=bound, progress=False)
+                              error_bound=bound, cross_state=args.cross_state, progress=False)
             size = path.stat().st_size
             file_bytes, raw, stored = file_bytes + size, raw + info.raw_bytes, stored + info.stored_bytes
             print(f"step {step:>8}  {info.kind:<8}  {_size(size):>10} -> {_size(info.stored_bytes):>10}"
@@ -181,7 +184,8 @@ def _ls(args: argparse.Namespace) -> None:
     for h in history:
         base = "-" if h.base_step is None else str(h.base_step)
         print(f"{h.step:>10}  {h.kind:<8}  {base:>8}  {_size(h.raw_bytes):>10}  "
-              f"{_size(h.stored_bytes):>10}  {h.ratio:6.2f}x  {'lossy' if h.lossy else 'lossless'}")
+              f"{_size(h.stored_bytes):>10}  {h.ratio:6.2f}x  {'lossy' if h.lossy else 'lossless'}"
+              f"{', cross-state' if h.predicted else ''}")
     raw = sum(h.raw_bytes for h in history)
     stored = sum(h.stored_bytes for h in history)
     print(f"{len(history)} step(s), {_size(raw)} of tensors stored in {_size(stored)} "
@@ -200,6 +204,10 @@ def _info(args: argparse.Namespace) -> None:
         print(f"lossy: {asked or 'bounds per tensor'}; {lossy} tensor(s) within a bound, the rest bit-exact")
     else:
         print("lossless: every tensor bit-exact")
+    predicted = [t for t in info.tensors.values() if t.predicted]
+    if predicted:
+        print(f"cross-state: {len(predicted)} tensor(s) coded against a prediction from the optimizer "
+              "state of the same checkpoint (restoring one decodes its inputs too)")
     width = max([len(n) for n in info.tensors] + [6])
     print(f"{'tensor':<{width}}  {'dtype':<9}  {'shape':<16}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  "
           "changed  bound")

@@ -81,6 +81,7 @@ class TensorInfo:
     bound: str | None = None  # the requested bound, e.g. "rms:0.1" (None: none applied)
     rms: float | None = None  # rms bounds: the tensor's RMS the bound is relative to,
     rms_step: int | None = None  # measured at this step (the keyframe of its chain)
+    predicted: float = 0.0  # share of chunks coded against a cross-state prediction
 
     @property
     def lossy(self) -> bool:
@@ -109,6 +110,7 @@ class StepInfo:
     meta: dict | None = None
     lossy: bool = False  # some tensor was saved within an error bound, not bit-exact
     error_bounds: dict | None = None  # what save(error_bound=...) asked for (info(step))
+    predicted: bool = False  # some chunk was coded against a cross-state prediction
 
     @property
     def ratio(self) -> float:
@@ -984,8 +986,13 @@ def _tensor_info(entry: ArrayEntry) -> TensorInfo:
     return TensorInfo(
         entry.name, entry.spec.kind, entry.spec.dtype, entry.spec.shape, entry.chunks,
         entry.raw_bytes, entry.stored_bytes, changed, entry.error_bound, entry.bound,
-        entry.rms, entry.rms_step,
+        entry.rms, entry.rms_step, _predicted_share(entry),
     )
+
+
+def _predicted_share(entry: ArrayEntry) -> float:
+    coefs = (entry.predict or {}).get("coefs") or []
+    return sum(c is not None for c in coefs) / len(coefs) if coefs else 0.0
 
 
 def _step_info(marker: Marker, tensors=None, manifest: Manifest | None = None) -> StepInfo:
@@ -993,7 +1000,7 @@ def _step_info(marker: Marker, tensors=None, manifest: Manifest | None = None) -
         marker.step, marker.kind, marker.base_step, marker.prev_step, marker.depth,
         marker.raw_bytes, marker.stored_bytes, marker.time, tensors,
         None if manifest is None else manifest.meta, marker.lossy,
-        None if manifest is None else manifest.error_bounds,
+        None if manifest is None else manifest.error_bounds, marker.predicted,
     )
 
 
