@@ -66,7 +66,7 @@ class BitReader {
  public:
   BitReader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
 
-  uint64_t peek64() const {
+  __attribute__((always_inline)) uint64_t peek64() const {
     const size_t byte = bitpos_ >> 3;
     uint64_t w;
     if (byte + 8 <= size_) {
@@ -80,9 +80,8 @@ class BitReader {
     return w << (bitpos_ & 7);
   }
 
-  uint64_t get(int nbits) {
-    if (nbits == 0) return 0;
-    const uint64_t v = peek64() >> (64 - nbits);
+  __attribute__((always_inline)) uint64_t get(int nbits) {
+    const uint64_t v = (peek64() >> 1) >> (63 - nbits);  // no branch for nbits == 0
     bitpos_ += static_cast<uint64_t>(nbits);
     return v;
   }

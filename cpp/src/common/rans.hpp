@@ -112,9 +112,7 @@ class RansDecoder {
   uint32_t get(const DecTable& t) {
     const uint32_t slot = state_ & (kProbScale - 1);
     const uint32_t sym = t.symbol[slot];
-    uint32_t x = t.freq[sym] * (state_ >> kProbBits) + slot - t.start[sym];
-    while (x < kRansLow) x = (x << 8) | next_byte();
-    state_ = x;
+    state_ = renormalize(t.freq[sym] * (state_ >> kProbBits) + slot - t.start[sym]);
     return sym;
   }
 
@@ -123,6 +121,25 @@ class RansDecoder {
   bool finished_cleanly() const { return !overran_ && p_ == end_ && state_ == kRansLow; }
 
  private:
+  // Shifts in as many bytes as bring x back to >= kRansLow, without a data-dependent branch
+  // while 4 bytes remain (the byte count is unpredictable; a loop mispredicts often). x is
+  // never 0: a decode step leaves x >= freq * (kRansLow >> kProbBits) >= 2^11.
+  uint32_t renormalize(uint32_t x) {
+    if (__builtin_expect(end_ - p_ >= 4, 1)) {
+      uint32_t w;
+      std::memcpy(&w, p_, 4);
+      w = __builtin_bswap32(w);
+      // Bytes needed: 0 for x >= 2^23 (also x >= 2^31, reachable from a corrupt first state),
+      // 1 for x in [2^15, 2^23), 2 for [2^7, 2^15), 3 below.
+      const int z = __builtin_clz(x | 1u);  // x | 1: n stays <= 3 even if x were 0
+      const int n = z ? (z - 1) >> 3 : 0;
+      p_ += n;
+      return static_cast<uint32_t>((static_cast<uint64_t>(x) << (8 * n)) | (static_cast<uint64_t>(w) >> (32 - 8 * n)));
+    }
+    while (x < kRansLow) x = (x << 8) | next_byte();
+    return x;
+  }
+
   uint32_t next_byte() {
     if (p_ < end_) return *p_++;
     overran_ = true;

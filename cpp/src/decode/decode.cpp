@@ -105,19 +105,43 @@ class ChunkDecoder {
  private:
   enum class Values { kResidual, kFloatSplit, kNeighbourDiff };
 
+  // Context of position i. The reference-exponent part goes through a per-chunk table of
+  // exponent_context over every exponent value (same definition, one load instead of the
+  // subtract and two clamps); the other schemes call context_of directly.
   template <ContextScheme S>
-  int context_at(uint64_t i, U previous_v) const {
-    return context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, previous_v);
+  int context_at(uint64_t i, U previous_v, const uint8_t* exp_ctx) const {
+    if constexpr (S == ContextScheme::kRefExponent) {
+      return exp_ctx[float_exponent(ref_[i], mant_, expb_)];
+    } else if constexpr (S == ContextScheme::kRefExponentPrevResidual) {
+      return exp_ctx[float_exponent(ref_[i], mant_, expb_)] * 4 +
+             class_bucket(magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i]))));
+    } else {
+      return context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, previous_v);
+    }
   }
 
   void decode_values(uint64_t coded, Section gaps, Section rans, Section tails) {
     const Values values = use_reference_ ? Values::kResidual : float_split_ ? Values::kFloatSplit : Values::kNeighbourDiff;
     auto with_values = [&](auto scheme) {
       auto with_elias = [&](auto elias) {
+        constexpr ContextScheme S = decltype(scheme)::value;
+        constexpr bool E = decltype(elias)::value;
+        // Contexts that depend on the previous value depend only on its symbol (kNeighbour:
+        // its bit length; kPrevExponent: its exponent, within the symbol's 8 bits when the
+        // dtype has <= 8 exponent bits), so the loop can tabulate them per symbol.
         switch (values) {
-          case Values::kResidual: decode_loop<decltype(scheme)::value, decltype(elias)::value, Values::kResidual>(coded, gaps, rans, tails); break;
-          case Values::kFloatSplit: decode_loop<decltype(scheme)::value, decltype(elias)::value, Values::kFloatSplit>(coded, gaps, rans, tails); break;
-          case Values::kNeighbourDiff: decode_loop<decltype(scheme)::value, decltype(elias)::value, Values::kNeighbourDiff>(coded, gaps, rans, tails); break;
+          case Values::kResidual:
+            decode_loop<S, E, Values::kResidual, S == ContextScheme::kNeighbour>(coded, gaps, rans, tails);
+            break;
+          case Values::kFloatSplit:
+            if (S == ContextScheme::kPrevExponent && expb_ <= 8)
+              decode_loop<S, E, Values::kFloatSplit, S == ContextScheme::kPrevExponent>(coded, gaps, rans, tails);
+            else
+              decode_loop<S, E, Values::kFloatSplit, false>(coded, gaps, rans, tails);
+            break;
+          case Values::kNeighbourDiff:
+            decode_loop<S, E, Values::kNeighbourDiff, S == ContextScheme::kNeighbour>(coded, gaps, rans, tails);
+            break;
         }
       };
       if (elias_) with_elias(std::true_type{}); else with_elias(std::false_type{});
@@ -134,14 +158,40 @@ class ChunkDecoder {
     }
   }
 
-  template <ContextScheme S, bool kElias, Values kValues>
+  // kSymbolContext: the context of the next value is a function of this value's symbol
+  // (tabulated from context_of with the tail bits zero; decode_values checks it applies).
+  template <ContextScheme S, bool kElias, Values kValues, bool kSymbolContext>
   void decode_loop(uint64_t coded, Section gaps, Section rans_section, Section tails) {
+    // Per-chunk lookup tables: exponent -> context, LogBucket symbol -> tail width and the
+    // value bits above the tail (log_bucket_tail_bits / log_bucket_join, tabulated).
+    uint8_t exp_ctx[1 << 11];
+    if constexpr (S == ContextScheme::kRefExponent || S == ContextScheme::kRefExponentPrevResidual) {
+      for (int e = 0; e < (1 << expb_); ++e) exp_ctx[e] = static_cast<uint8_t>(exponent_context(context_param_, e));
+    }
+    uint8_t tail_bits[256];
+    U value_base[256];
+    if constexpr (kValues != Values::kFloatSplit) {
+      for (uint32_t sym = 0; sym < 256; ++sym) {
+        const bool valid = sym <= static_cast<uint32_t>(log_bucket_max_symbol(kBits<U>));
+        tail_bits[sym] = static_cast<uint8_t>(valid ? log_bucket_tail_bits(sym) : 0);
+        value_base[sym] = static_cast<U>(valid ? log_bucket_join(sym, 0) : 0);
+      }
+    }
     BitReader gap_reader(gaps.data, gaps.size);
     BitReader tail_reader(tails.data, tails.size);
     RansDecoder rans(rans_section.data, rans_section.size);
     U previous = 0;
     if constexpr (S == ContextScheme::kPrevExponent)
       previous = rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mant_));
+    uint8_t symbol_ctx[256];
+    int next_context = 0;
+    if constexpr (kSymbolContext) {
+      for (uint32_t sym = 0; sym < 256; ++sym) {
+        const U v = kValues == Values::kFloatSplit ? static_cast<U>(static_cast<U>(sym) << (kBits<U> - 8)) : value_base[sym];
+        symbol_ctx[sym] = static_cast<uint8_t>(context_at<S>(0, v, exp_ctx));
+      }
+      next_context = context_at<S>(0, previous, exp_ctx);
+    }
     const DecTable* tables = tables_.get();
     const uint8_t* used = used_.data();
     U* out = out_;
@@ -155,16 +205,16 @@ class ChunkDecoder {
         i = position + gap - 1;
         position = i + 1;
       }
-      const int c = context_at<S>(i, previous);
+      const int c = kSymbolContext ? next_context : context_at<S>(i, previous, exp_ctx);
       if (!used[c]) corrupt("value coded in a context without a table");
       const uint32_t sym = rans.get(tables[c]);
+      if constexpr (kSymbolContext) next_context = symbol_ctx[sym];
       U v;
       if constexpr (kValues == Values::kFloatSplit) {
         v = static_cast<U>((static_cast<U>(sym) << (kBits<U> - 8)) | read_tail(tail_reader, kBits<U> - 8));
         out[i] = rotr1<U>(v);
       } else {
-        const int tb = log_bucket_tail_bits(sym);
-        v = static_cast<U>(log_bucket_join(sym, read_tail(tail_reader, tb)));
+        v = static_cast<U>(value_base[sym] | read_tail(tail_reader, tail_bits[sym]));
         if constexpr (kValues == Values::kResidual) {
           out[i] = static_cast<U>(ref[i] + unzigzag<U>(v));
         } else {
