@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [bench_series(n, args.small, k, args.reps, work) for n in args.series for k in args.keyframe_every]
     text = report(results, args)
     out = HERE / ("store_results-small.md" if args.small else "store_results.md")
-    out.write_text(text)
+    from bench.bench_codec import _kept_sections  # other scripts' sections of the same file
+    out.write_text(text + _kept_sections(out))
     print(text)
     print(f"wrote {out}")
     return 0

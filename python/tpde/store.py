@@ -345,21 +345,31 @@ class CheckpointStore:
             data = grid.extract(arrays[name], index)
             ref = None if base is None else grid.extract(base.arrays[name], index)
             ctx = None if prev is None else grid.extract(prev.arrays[name], index)
+            bound = coded_bounds.get(name)
+
+            def code_against(reference, context):
+                code = dict(reference=reference, prev_reference=context, dtype=dtype)
+                if bound is not None:
+                    return _encode_lossy(grid, index, data, code, bound)
+                return _core.encode(data, **code), data
+
             coefs = None
             try:
+                blob, recon = code_against(ref, ctx)
                 if name in plan:
                     terms = xs.term_arrays(plan[name], chunk_of)
                     coefs = xs.fit(data, ref, terms, dtype)
-                    if coefs is not None:
-                        ref, ctx = xs.predicted_reference(ref, terms, coefs, dtype), None
-                code = dict(reference=ref, prev_reference=ctx, dtype=dtype)
-                if name in coded_bounds:
-                    blob, data = _encode_lossy(grid, index, data, code, coded_bounds[name])
-                    arrays[name][grid.region(index)] = data[grid.inner(index)]
-                else:
-                    blob = _core.encode(data, **code)
+                    if coefs is not None:  # keep the prediction only where it codes smaller
+                        predicted = code_against(xs.predicted_reference(ref, terms, coefs, dtype), None)
+                        if len(predicted[0]) + _PREDICTION_COST < len(blob):
+                            blob, recon = predicted
+                        else:
+                            coefs = None
             except TPDEError as e:
                 raise TPDEError(f"step {step}, tensor {name!r}: {e}", e.code) from e
+            data = recon
+            if bound is not None:
+                arrays[name][grid.region(index)] = data[grid.inner(index)]
             self._kv.set(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
             changed = 0 if base is None else _count_changed(data, grid.extract(base.arrays[name], index))
             return _Coded(len(blob), _core.fingerprint(data), changed, coefs), data
@@ -887,6 +897,7 @@ def adam_error_bounds(abs_error: float | None = None, rel_error: float | None = 
 
 
 _LOSSY_DTYPES = ("float32", "float64", "float16", "bfloat16")
+_PREDICTION_COST = 200  # manifest bytes of a predicted chunk (its coefficients, a share of the terms)
 _RMS_BLOCK = 2**20
 
 
