@@ -109,7 +109,7 @@ class RansDecoder {
     state_ = x;
   }
 
-  uint32_t get(const DecTable& t) {
+  __attribute__((always_inline)) uint32_t get(const DecTable& t) {
     const uint32_t slot = state_ & (kProbScale - 1);
     const uint32_t sym = t.symbol[slot];
     state_ = renormalize(t.freq[sym] * (state_ >> kProbBits) + slot - t.start[sym]);
@@ -124,17 +124,28 @@ class RansDecoder {
   // Shifts in as many bytes as bring x back to >= kRansLow, without a data-dependent branch
   // while 4 bytes remain (the byte count is unpredictable; a loop mispredicts often). x is
   // never 0: a decode step leaves x >= freq * (kRansLow >> kProbBits) >= 2^11.
-  uint32_t renormalize(uint32_t x) {
+  __attribute__((always_inline)) uint32_t renormalize(uint32_t x) {
     if (__builtin_expect(end_ - p_ >= 4, 1)) {
       uint32_t w;
       std::memcpy(&w, p_, 4);
       w = __builtin_bswap32(w);
-      // Bytes needed: 0 for x >= 2^23 (also x >= 2^31, reachable from a corrupt first state),
-      // 1 for x in [2^15, 2^23), 2 for [2^7, 2^15), 3 below.
-      const int z = __builtin_clz(x | 1u);  // x | 1: n stays <= 3 even if x were 0
-      const int n = z ? (z - 1) >> 3 : 0;
-      p_ += n;
-      return static_cast<uint32_t>((static_cast<uint64_t>(x) << (8 * n)) | (static_cast<uint64_t>(w) >> (32 - 8 * n)));
+      // After a decode step x >= freq * (state >> kProbBits) >= 2^11 (the state is >= kRansLow
+      // before every step), so 0, 1 (x >= 2^15) or 2 bytes are needed: both refills are built
+      // and selected without a branch.
+      const bool need = x < kRansLow, need_two = x < (kRansLow >> 8);
+      p_ += static_cast<int>(need) + static_cast<int>(need_two);
+      uint32_t r = (x << 8) | (w >> 24);
+      const uint32_t two = (x << 16) | (w >> 16);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+      // Conditional moves (compilers turn the ?: below into branches, mispredicted here).
+      __asm__("cmpl %[l2], %[x]\n\tcmovbl %[two], %[r]\n\tcmpl %[l1], %[x]\n\tcmovael %[x], %[r]"
+              : [r] "+&r"(r)
+              : [x] "r"(x), [two] "r"(two), [l1] "i"(kRansLow), [l2] "i"(kRansLow >> 8)
+              : "cc");
+      return r;
+#else
+      return need ? (need_two ? two : r) : x;
+#endif
     }
     while (x < kRansLow) x = (x << 8) | next_byte();
     return x;
