@@ -164,3 +164,34 @@ def test_without_optimizer_state_cross_state_changes_nothing():
         store.save(step, {"w": x + step * 1e-3}, cross_state=True)
     assert not any(store._marker(s).predicted for s in store.steps())
     assert raw_bytes(store.load(2)["w"]) == raw_bytes(x + 2e-3)
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda p: p.update(terms="garbage"),
+    lambda p: p.update(terms=[["momentum", [[M, 0], [V, 0]]]]),
+    lambda p: p.update(terms=[["adam_direction", [[M, 5], [V, 0]]]]),
+    lambda p: p.update(terms=[["adam_direction", [["no/such/tensor", 0], [V, 0]]]]),
+    lambda p: p.update(coefs=[[1.0]] * len(p["coefs"])),
+    lambda p: p.update(coefs=[["x", "y", "z"]] * len(p["coefs"])),
+    lambda p: p.update(coefs=[]),
+])
+def test_a_forged_prediction_entry_raises_tpde_error(run, corrupt):
+    import json
+    import zlib
+
+    from tpde.store_layout import Marker
+
+    store = CheckpointStore(MemoryStore(), chunk_elements=1024)
+    for step, state in enumerate(run[:2]):
+        store.save(step, state, cross_state=True)
+    key = "steps/1/.zattrs"
+    body = json.loads(store._kv.get(key))
+    predict = body["tpde_step"]["arrays"][W]["predict"]
+    corrupt(predict)
+    data = json.dumps(body, separators=(",", ":")).encode()
+    store._kv.set(key, data)
+    marker = store._marker(1)
+    store._kv.set("commits/1", Marker(**{**marker.__dict__, "manifest_crc32": zlib.crc32(data)}).to_bytes())
+    with pytest.raises(TPDEError) as e:
+        CheckpointStore(store._kv.store, mode="r").load_tensor(1, W)
+    assert e.value.code in ("corrupt", "invalid_argument", "reference_mismatch", "missing_reference")

@@ -29,6 +29,7 @@ from .torch_adapter import ArraySpec
 EPS = 1e-8  # torch.optim.AdamW's default
 MIN_EXPLAINED = 0.05  # below this, a chunk is coded against its base as usual
 FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
+_ARITY = {"adam_direction": 2, "scaled_delta": 3}
 _EXP_AVG = re.compile(r"^(?P<prefix>.+)/state/(?P<index>\d+)/exp_avg$")
 
 Terms = list[tuple[str, tuple[tuple[str, int], ...]]]
@@ -141,11 +142,17 @@ def predicted_reference(reference: np.ndarray, terms: list[tuple], coefs: list[f
 
 
 def terms_to_json(terms: Terms) -> list:
+    """Terms as manifest JSON: [[kind, [[name, offset], ...]], ...]."""
     return [[kind, [[n, off] for n, off in inputs]] for kind, inputs in terms]
 
 
 def terms_from_json(obj: list) -> Terms:
-    return [(str(kind), tuple((str(n), int(off)) for n, off in inputs)) for kind, inputs in obj]
+    """Inverse of `terms_to_json`; ValueError on anything else."""
+    terms = [(str(kind), tuple((str(n), int(off)) for n, off in inputs)) for kind, inputs in obj]
+    for kind, inputs in terms:
+        if kind not in _ARITY or len(inputs) != _ARITY[kind] or any(off not in (0, 1) for _, off in inputs):
+            raise ValueError(f"unknown prediction term {kind!r} with inputs {inputs}")
+    return terms
 
 
 def _float_tensor(spec: ArraySpec) -> bool:

@@ -844,8 +844,20 @@ class _ChainSteps:
     def _plan_of(self, j: int) -> xs.Plan:
         if self.manifests is None:
             return {}
-        return {n: xs.terms_from_json(e.predict["terms"]) for n, e in self.manifests[j].arrays.items()
-                if e.predict is not None}
+        plan = {}
+        for name, entry in self.manifests[j].arrays.items():
+            if entry.predict is None:
+                continue
+            try:
+                plan[name] = xs.terms_from_json(entry.predict["terms"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise TPDEError(f"step {self.chain[j].step}, tensor {name!r}: bad prediction entry ({e})",
+                                "corrupt") from e
+        try:
+            xs.coding_order(list(plan), plan)
+        except ValueError as e:
+            raise TPDEError(f"step {self.chain[j].step}: {e}", "corrupt") from e
+        return plan
 
     def plans(self) -> list[xs.Plan]:
         return self._plans
@@ -873,9 +885,9 @@ class _ChainSteps:
             return None
         try:
             coefs = predict["coefs"][flat_index]
-        except (IndexError, KeyError, TypeError) as e:
+            return None if coefs is None else [float(c) for c in coefs]
+        except (IndexError, KeyError, TypeError, ValueError) as e:
             raise TPDEError(f"step {self.chain[j].step}, tensor {name!r}: bad prediction entry", "corrupt") from e
-        return None if coefs is None else [float(c) for c in coefs]
 
     def codec_dtype(self, name: str) -> str:
         return self.entry(name).spec.codec_dtype
