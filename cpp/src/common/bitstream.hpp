@@ -64,7 +64,12 @@ class BitWriter {
 
 class BitReader {
  public:
-  BitReader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+  // The last (up to) 8 bytes are also kept zero-padded in pad_, so that a read near or past
+  // the end is one fixed-size load too (short sections are read there entirely).
+  BitReader(const uint8_t* data, size_t size)
+      : data_(data), size_(size), pad_start_(size >= 8 ? size - 8 : 0) {
+    if (size > pad_start_) std::memcpy(pad_, data + pad_start_, size - pad_start_);
+  }
 
   __attribute__((always_inline)) uint64_t peek64() const {
     const size_t byte = bitpos_ >> 3;
@@ -72,9 +77,10 @@ class BitReader {
     if (byte + 8 <= size_) {
       std::memcpy(&w, data_ + byte, 8);
     } else {
-      uint8_t tmp[8] = {0};
-      if (byte < size_) std::memcpy(tmp, data_ + byte, size_ - byte);
-      std::memcpy(&w, tmp, 8);
+      // byte > size_ - 8, so byte - pad_start_ < 8 while byte < size_; past the end only
+      // zero bytes are read (offset size_ - pad_start_ <= 8, pad_ has 16).
+      const size_t b = byte < size_ ? byte : size_;
+      std::memcpy(&w, pad_ + (b - pad_start_), 8);
     }
     w = __builtin_bswap64(w);
     return w << (bitpos_ & 7);
@@ -101,7 +107,9 @@ class BitReader {
  private:
   const uint8_t* data_;
   size_t size_;
+  size_t pad_start_;
   uint64_t bitpos_ = 0;
+  uint8_t pad_[16] = {0};
 };
 
 }  // namespace tpde

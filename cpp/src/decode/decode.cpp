@@ -158,6 +158,18 @@ class ChunkDecoder {
     }
   }
 
+  struct LogBucketTable {
+    uint8_t tail_bits[256];
+    U value_base[256];
+    LogBucketTable() {
+      for (uint32_t sym = 0; sym < 256; ++sym) {
+        const bool valid = sym <= static_cast<uint32_t>(log_bucket_max_symbol(kBits<U>));
+        tail_bits[sym] = static_cast<uint8_t>(valid ? log_bucket_tail_bits(sym) : 0);
+        value_base[sym] = static_cast<U>(valid ? log_bucket_join(sym, 0) : 0);
+      }
+    }
+  };
+
   // kSymbolContext: the context of the next value is a function of this value's symbol
   // (tabulated from context_of with the tail bits zero; decode_values checks it applies).
   template <ContextScheme S, bool kElias, Values kValues, bool kSymbolContext>
@@ -168,15 +180,9 @@ class ChunkDecoder {
     if constexpr (S == ContextScheme::kRefExponent || S == ContextScheme::kRefExponentPrevResidual) {
       for (int e = 0; e < (1 << expb_); ++e) exp_ctx[e] = static_cast<uint8_t>(exponent_context(context_param_, e));
     }
-    uint8_t tail_bits[256];
-    U value_base[256];
-    if constexpr (kValues != Values::kFloatSplit) {
-      for (uint32_t sym = 0; sym < 256; ++sym) {
-        const bool valid = sym <= static_cast<uint32_t>(log_bucket_max_symbol(kBits<U>));
-        tail_bits[sym] = static_cast<uint8_t>(valid ? log_bucket_tail_bits(sym) : 0);
-        value_base[sym] = static_cast<U>(valid ? log_bucket_join(sym, 0) : 0);
-      }
-    }
+    static const LogBucketTable log_bucket;  // built once per width
+    const uint8_t* tail_bits = log_bucket.tail_bits;
+    const U* value_base = log_bucket.value_base;
     BitReader gap_reader(gaps.data, gaps.size);
     BitReader tail_reader(tails.data, tails.size);
     RansDecoder rans(rans_section.data, rans_section.size);
