@@ -195,3 +195,23 @@ def test_a_forged_prediction_entry_raises_tpde_error(run, corrupt):
     with pytest.raises(TPDEError) as e:
         CheckpointStore(store._kv.store, mode="r").load_tensor(1, W)
     assert e.value.code in ("corrupt", "invalid_argument", "reference_mismatch", "missing_reference")
+
+
+def test_bfloat16_states_round_trip_with_predictions(run):
+    def to_bf16(obj):
+        if isinstance(obj, torch.Tensor):
+            return obj.to(torch.bfloat16) if obj.is_floating_point() and obj.ndim > 0 else obj
+        if isinstance(obj, dict):
+            return type(obj)((k, to_bf16(v)) for k, v in obj.items())
+        if isinstance(obj, list):
+            return [to_bf16(v) for v in obj]
+        return obj
+
+    states = [to_bf16(s) for s in run]
+    store = CheckpointStore(MemoryStore(), chunk_elements=1024)
+    for step, state in enumerate(states):
+        store.save(step, state, cross_state=True)
+    assert any(t.predicted > 0 for s in store.steps()[1:] for t in store.info(s).tensors.values())
+    reader = CheckpointStore(store._kv.store, mode="r")
+    for step, state in enumerate(states):
+        assert_same_state(reader.load(step), state)
