@@ -3,8 +3,14 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "../common/bitstream.hpp"
 #include "../common/elias.hpp"
@@ -18,6 +24,52 @@
 
 namespace tpde {
 namespace {
+
+// MSB-first bit packing (the same bits as BitWriter) with its state in locals, for the hot
+// loops: the pending bits (< 8 after each put) go out as one big-endian 8-byte store and the
+// pointer advances by the whole bytes; the caller sizes the buffer (8 bytes of slack).
+struct BitSink {
+  uint8_t* p;
+  uint64_t acc = 0;
+  int filled = 0;
+
+  __attribute__((always_inline)) void put(uint64_t value, int nbits) {  // nbits <= 56
+    acc = (acc << nbits) | value;
+    filled += nbits;
+    const uint64_t word = __builtin_bswap64((acc << 1) << (63 - filled));
+    std::memcpy(p, &word, 8);
+    p += filled >> 3;
+    filled &= 7;
+  }
+  // Pads the last byte with zero bits; returns the end of the written bytes.
+  uint8_t* finish() {
+    if (filled > 0) *p++ = static_cast<uint8_t>(acc << (8 - filled));
+    filled = 0;
+    return p;
+  }
+};
+
+// Encoder view of a symbol: the fields RansEncoder::put uses, 16 bytes.
+struct EncSym {
+  uint32_t x_max, rcp_freq, bias;
+  uint16_t cmpl_freq, rcp_shift;
+};
+
+// put_elias_delta over a BitSink (the same bits).
+inline void put_elias_delta_local(BitSink& w, uint64_t g) {
+  const int len = bit_length(g);
+  const int len_len = bit_length(static_cast<uint64_t>(len));
+  w.put(static_cast<uint64_t>(len), 2 * len_len - 1);
+  if (len > 1) {
+    const uint64_t low = g & ((uint64_t(1) << (len - 1)) - 1);
+    if (len - 1 > 32) {
+      w.put(low >> 32, len - 1 - 32);
+      w.put(low & 0xFFFFFFFFu, 32);
+    } else {
+      w.put(low, len - 1);
+    }
+  }
+}
 
 struct Plan {
   PositionScheme positions = PositionScheme::kInline;
@@ -64,6 +116,14 @@ class ChunkEncoder {
   void transform() {
     v_.resize(n_);
     symbols_.resize(n_);
+#if defined(__SSE2__)
+    if constexpr (sizeof(U) == 2) {
+      if (ref_) {
+        transform_delta16();
+        return;
+      }
+    }
+#endif
     U* v = v_.data();
     uint8_t* sym = symbols_.data();
     const U* x = x_;
@@ -106,6 +166,89 @@ class ChunkEncoder {
       context_param_ = top;
     }
   }
+
+#if defined(__SSE2__)
+  // bit_length of eight 16-bit lanes (as 16-bit lanes): the exponent of the exact float.
+  static __m128i bit_length16(__m128i z) {
+    const __m128i zero = _mm_setzero_si128(), bias = _mm_set1_epi32(126);
+    const __m128i lo = _mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(_mm_unpacklo_epi16(z, zero))), 23);
+    const __m128i hi = _mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(_mm_unpackhi_epi16(z, zero))), 23);
+    // 0 converts to 0.0: exponent field 0, and 0 - 126 saturates to 0 below.
+    return _mm_max_epi16(_mm_packs_epi32(_mm_sub_epi32(lo, bias), _mm_sub_epi32(hi, bias)), zero);
+  }
+
+  // LogBucket symbols of four 32-bit lanes holding 16-bit values: v < 8 -> v; else the
+  // float's exponent and top two mantissa bits, (bits >> 21) - 512 = 4 (b - 2) + top2.
+  static __m128i log_bucket32(__m128i v) {
+    const __m128i f = _mm_sub_epi32(_mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(v)), 21), _mm_set1_epi32(512));
+    const __m128i small = _mm_cmplt_epi32(v, _mm_set1_epi32(8));
+    return _mm_or_si128(_mm_and_si128(small, v), _mm_andnot_si128(small, f));
+  }
+
+  // Delta residuals of 16-bit values: v, symbols, zero count and (floats) the top exponent
+  // of the reference in one vector pass; the same results as the scalar loops.
+  void transform_delta16() {
+    U* v = v_.data();
+    uint8_t* sym = symbols_.data();
+    const U* x = x_;
+    const U* ref = ref_;
+    const uint64_t n = n_;
+    const bool fl = is_float(dtype_);
+    const int all_ones = fl ? (1 << expb_) - 1 : 0;
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i emask = _mm_set1_epi16(static_cast<short>(all_ones));
+    const __m128i mshift = _mm_cvtsi32_si128(mant_);
+    __m128i top = zero;
+    uint64_t zeros = 0;
+    uint64_t i = 0;
+    while (i + 16 <= n) {
+      // 16-bit lane counters of zeros: flushed every 4096 iterations (< 2^15 per lane).
+      __m128i zc = zero;
+      const uint64_t stop = std::min<uint64_t>(n - n % 16, i + 16 * 4096);
+      for (; i < stop; i += 16) {
+        __m128i z[2];
+        for (int h = 0; h < 2; ++h) {
+          const __m128i xv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i + 8 * h));
+          const __m128i rv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ref + i + 8 * h));
+          const __m128i d = _mm_sub_epi16(xv, rv);
+          z[h] = _mm_xor_si128(_mm_slli_epi16(d, 1), _mm_srai_epi16(d, 15));
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(v + i + 8 * h), z[h]);
+          zc = _mm_sub_epi16(zc, _mm_cmpeq_epi16(z[h], zero));
+          if (fl) {
+            __m128i e = _mm_and_si128(_mm_srl_epi16(rv, mshift), emask);
+            e = _mm_andnot_si128(_mm_cmpeq_epi16(e, emask), e);
+            top = _mm_max_epi16(top, e);
+          }
+        }
+        const __m128i s0 = _mm_packs_epi32(log_bucket32(_mm_unpacklo_epi16(z[0], zero)),
+                                           log_bucket32(_mm_unpackhi_epi16(z[0], zero)));
+        const __m128i s1 = _mm_packs_epi32(log_bucket32(_mm_unpacklo_epi16(z[1], zero)),
+                                           log_bucket32(_mm_unpackhi_epi16(z[1], zero)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(sym + i), _mm_packus_epi16(s0, s1));
+      }
+      alignas(16) uint16_t lanes[8];
+      _mm_store_si128(reinterpret_cast<__m128i*>(lanes), zc);
+      for (int l = 0; l < 8; ++l) zeros += lanes[l];
+      if (i + 16 > n) break;
+    }
+    alignas(16) int16_t tops[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(tops), top);
+    int top_e = 0;
+    for (int l = 0; l < 8; ++l) top_e = std::max<int>(top_e, tops[l]);
+    for (; i < n; ++i) {
+      const U d = zigzag<U>(static_cast<U>(x[i] - ref[i]));
+      v[i] = d;
+      zeros += d == 0;
+      sym[i] = static_cast<uint8_t>(log_bucket_symbol(d));
+      if (fl) {
+        const int e = float_exponent(ref[i], mant_, expb_);
+        if (e != all_ones && e > top_e) top_e = e;
+      }
+    }
+    zeros_ = zeros;
+    if (fl) context_param_ = top_e;
+  }
+#endif
 
   std::vector<ContextScheme> candidate_contexts() const {
     std::vector<ContextScheme> c = {ContextScheme::kNone};
@@ -203,58 +346,212 @@ class ChunkEncoder {
     out.insert(out.end(), bytes, bytes + n_ * sizeof(U));
   }
 
+  // Context of the value after a coded value with symbol sym, for the schemes where it
+  // depends only on that symbol (kNeighbour: bit length; kPrevExponent: the exponent, within
+  // the symbol's 8 bits when mantissa + 1 >= W - 8). False if the scheme has no such table.
+  template <ContextScheme S>
+  bool symbol_context_table(uint8_t* table) const {
+    if constexpr (S == ContextScheme::kNeighbour) {
+      if (float_split_) return false;
+      for (int sym = 0; sym < kAlphabet; ++sym) {
+        const bool valid = sym <= log_bucket_max_symbol(kBits<U>);
+        table[sym] = static_cast<uint8_t>(valid ? context_at<S>(0, static_cast<U>(log_bucket_join(sym, 0))) : 0);
+      }
+      return true;
+    } else if constexpr (S == ContextScheme::kPrevExponent) {
+      if (!float_split_ || mant_ + 1 < kBits<U> - 8) return false;
+      for (int sym = 0; sym < kAlphabet; ++sym)
+        table[sym] = static_cast<uint8_t>(context_at<S>(0, static_cast<U>(static_cast<U>(sym) << (kBits<U> - 8))));
+      return true;
+    } else {
+      (void)table;
+      return false;
+    }
+  }
+
+  // keys[k] = context << 8 | symbol of the k-th coded value; returns the number written.
+  template <ContextScheme S, bool kElias>
+  uint64_t compute_keys(uint16_t* keys) const {
+    const U* values = v_.data();
+    const uint8_t* symbols = symbols_.data();
+    const uint64_t n = n_;
+    uint64_t k = 0;
+#if defined(__SSE2__)
+    if constexpr (sizeof(U) == 2 && S != ContextScheme::kNeighbour && S != ContextScheme::kPrevExponent) {
+      if (!float_split_) {
+        const __m128i zero = _mm_setzero_si128();
+        const __m128i top = _mm_set1_epi16(static_cast<short>(context_param_));
+        const __m128i emask = _mm_set1_epi16(static_cast<short>((1 << expb_) - 1));
+        const __m128i mshift = _mm_cvtsi32_si128(mant_);
+        const __m128i fifteen = _mm_set1_epi16(kExponentContexts - 1);
+        const U* ref = ref_;
+        const U* prev = prev_;
+        uint64_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+          __m128i ctx = zero;
+          if constexpr (S == ContextScheme::kRefExponent || S == ContextScheme::kRefExponentPrevResidual) {
+            const __m128i rv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ref + i));
+            const __m128i e = _mm_and_si128(_mm_srl_epi16(rv, mshift), emask);
+            ctx = _mm_min_epi16(_mm_max_epi16(_mm_sub_epi16(top, e), zero), fifteen);
+          }
+          if constexpr (S == ContextScheme::kPrevResidual || S == ContextScheme::kRefExponentPrevResidual) {
+            const __m128i rv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ref + i));
+            const __m128i d = _mm_sub_epi16(rv, _mm_loadu_si128(reinterpret_cast<const __m128i*>(prev + i)));
+            const __m128i b = bit_length16(_mm_xor_si128(_mm_slli_epi16(d, 1), _mm_srai_epi16(d, 15)));
+            if constexpr (S == ContextScheme::kPrevResidual) {
+              ctx = b;
+            } else {
+              const __m128i bucket = _mm_sub_epi16(
+                  _mm_sub_epi16(_mm_sub_epi16(zero, _mm_cmpgt_epi16(b, zero)), _mm_cmpgt_epi16(b, _mm_set1_epi16(4))),
+                  _mm_cmpgt_epi16(b, _mm_set1_epi16(8)));
+              ctx = _mm_or_si128(_mm_slli_epi16(ctx, 2), bucket);
+            }
+          }
+          const __m128i sym = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(symbols + i)), zero);
+          const __m128i key = _mm_or_si128(_mm_slli_epi16(ctx, 8), sym);
+          if constexpr (kElias) {
+            alignas(16) uint16_t lanes[8];
+            _mm_store_si128(reinterpret_cast<__m128i*>(lanes), key);
+            for (int l = 0; l < 8; ++l) {
+              keys[k] = lanes[l];
+              k += values[i + l] != 0;
+            }
+          } else {
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(keys + i), key);
+          }
+        }
+        if constexpr (!kElias) k = i;
+        for (; i < n; ++i) {
+          keys[k] = static_cast<uint16_t>(context_at<S>(i, 0) << 8 | symbols[i]);
+          k += !kElias || values[i] != 0;
+        }
+        return k;
+      }
+    }
+#endif
+    uint8_t table[kAlphabet];
+    if (symbol_context_table<S>(table)) {
+      int c = context_at<S>(0, initial_previous(S));
+      for (uint64_t i = 0; i < n; ++i) {
+        const uint8_t sym = symbols[i];
+        keys[k] = static_cast<uint16_t>(c << 8 | sym);
+        if constexpr (kElias) {
+          const bool nz = values[i] != 0;
+          k += nz;
+          c = nz ? table[sym] : c;
+        } else {
+          ++k;
+          c = table[sym];
+        }
+      }
+      return k;
+    }
+    U previous = initial_previous(S);
+    for (uint64_t i = 0; i < n; ++i) {
+      const U v = values[i];
+      if constexpr (kElias) {
+        if (v == 0) continue;
+      }
+      keys[k++] = static_cast<uint16_t>(context_at<S>(i, previous) << 8 | symbols[i]);
+      previous = v;
+    }
+    return k;
+  }
+
   void write_coded(const Plan& plan, std::vector<uint8_t>& out) {
     const bool elias = plan.positions == PositionScheme::kEliasGaps;
     const int contexts = context_count(plan.contexts);
     const uint64_t coded = elias ? n_ - zeros_ : n_;
+    const U* values = v_.data();
+    const uint8_t* symbols = symbols_.data();
+    const uint64_t n = n_;
 
-    std::vector<uint8_t> ctx(coded);
-    Histogram hist(static_cast<size_t>(contexts) * kAlphabet, 0);
-    std::vector<uint8_t> gaps, tails;
-    BitWriter gap_writer(gaps, elias ? coded / 2 : 0), tail_writer(tails, n_ * sizeof(U));
-    auto code_values = [&](auto scheme, auto elias_const, auto split_const) {
-      constexpr ContextScheme S = decltype(scheme)::value;
-      constexpr bool kElias = decltype(elias_const)::value;
-      constexpr bool kSplit = decltype(split_const)::value;
-      const U* values = v_.data();
-      const uint8_t* symbols = symbols_.data();
-      uint8_t* contexts_out = ctx.data();
-      uint64_t* h = hist.data();
-      U previous = initial_previous(S);
-      uint64_t k = 0, last = 0;
-      const uint64_t n = n_;
-      for (uint64_t i = 0; i < n; ++i) {
-        const U v = values[i];
-        if constexpr (kElias) {
-          if (v == 0) continue;
-          put_elias_delta(gap_writer, i + 1 - last);
-          last = i + 1;
-        }
-        const int c = context_at<S>(i, previous);
-        contexts_out[k++] = static_cast<uint8_t>(c);
-        ++h[static_cast<size_t>(c) * kAlphabet + symbols[i]];
-        if constexpr (kSplit) {
-          tail_writer.put_wide(v & ((U(1) << (kBits<U> - 8)) - 1), kBits<U> - 8);
-        } else if (v >= 8) {
-          const int tb = log_bucket_tail_bits(symbols[i]);
-          tail_writer.put_wide(v & ((uint64_t(1) << tb) - 1), tb);
-        }
-        previous = v;
-      }
-    };
+    // Keys (context << 8 | symbol) in coding order: the histogram and the rANS pass read them.
+    std::unique_ptr<uint16_t[]> keys(new uint16_t[n + 8]);
+    uint64_t written = 0;
     with_context_scheme(plan.contexts, [&](auto scheme) {
-      auto with_split = [&](auto elias_const) {
-        if (float_split_) code_values(scheme, elias_const, std::true_type{});
-        else code_values(scheme, elias_const, std::false_type{});
-      };
-      if (elias) with_split(std::true_type{});
-      else with_split(std::false_type{});
+      constexpr ContextScheme S = decltype(scheme)::value;
+      written = elias ? compute_keys<S, true>(keys.get()) : compute_keys<S, false>(keys.get());
     });
-    gap_writer.finish();
-    tail_writer.finish();
+    (void)written;  // == coded
 
-    std::vector<uint32_t> freqs(static_cast<size_t>(contexts) * kAlphabet, 0);
-    std::vector<RansEncSymbol> enc(static_cast<size_t>(contexts) * kAlphabet);
+    // Gaps: an Elias-delta code of g takes at most 4 g bits, and the gaps sum to <= n.
+    std::unique_ptr<uint8_t[]> gaps(new uint8_t[elias ? n / 2 + 16 : 1]);
+    size_t gaps_size = 0;
+    if (elias) {
+      BitSink w{gaps.get()};
+      uint64_t last = 0;
+      for (uint64_t i = 0; i < n; ++i) {
+        if (values[i] == 0) continue;
+        put_elias_delta_local(w, i + 1 - last);
+        last = i + 1;
+      }
+      gaps_size = static_cast<size_t>(w.finish() - gaps.get());
+    }
+
+    // Tails: at most W - 3 bits a value.
+    std::unique_ptr<uint8_t[]> tails(new uint8_t[n * sizeof(U) + 16]);
+    size_t tails_size;
+    {
+      BitSink w{tails.get()};
+      if (float_split_) {
+        constexpr int tb = kBits<U> - 8;
+        constexpr U mask = static_cast<U>((U(1) << tb) - 1);
+        for (uint64_t i = 0; i < n; ++i) {
+          const U v = values[i];
+          if (elias && v == 0) continue;
+          if constexpr (tb > 32) {
+            w.put(static_cast<uint64_t>(v & mask) >> 32, tb - 32);
+            w.put(static_cast<uint64_t>(v) & 0xFFFFFFFFu, 32);
+          } else {
+            w.put(v & mask, tb);
+          }
+        }
+      } else {
+        // Zeros (and all v < 8) have no tail bits, so elias needs no skip.
+        uint8_t tail_bits[kAlphabet];
+        for (int sym = 0; sym < kAlphabet; ++sym) tail_bits[sym] = static_cast<uint8_t>(log_bucket_tail_bits(sym));
+        for (uint64_t i = 0; i < n; ++i) {
+          const int tb = tail_bits[symbols[i]];
+          const uint64_t v = values[i];
+          if constexpr (kBits<U> > 32) {
+            if (tb > 32) {
+              w.put((v >> 32) & ((uint64_t(1) << (tb - 32)) - 1), tb - 32);
+              w.put(v & 0xFFFFFFFFu, 32);
+              continue;
+            }
+          }
+          w.put(v & ((uint64_t(1) << tb) - 1), tb);
+        }
+      }
+      tails_size = static_cast<size_t>(w.finish() - tails.get());
+    }
+
+    // Histogram of the keys: 32-bit counters in blocks, two interleaved copies (repeated
+    // keys would otherwise wait on the previous increment's store).
+    const size_t table_size = static_cast<size_t>(contexts) * kAlphabet;
+    Histogram hist(table_size, 0);
+    {
+      std::unique_ptr<uint32_t[]> h(new uint32_t[2 * table_size]);
+      const uint16_t* kp = keys.get();
+      for (uint64_t begin = 0; begin < coded;) {
+        const uint64_t end = std::min<uint64_t>(coded, begin + (uint64_t(1) << 30));
+        std::memset(h.get(), 0, 2 * table_size * sizeof(uint32_t));
+        uint32_t* h0 = h.get();
+        uint32_t* h1 = h.get() + table_size;
+        uint64_t k = begin;
+        for (; k + 2 <= end; k += 2) {
+          ++h0[kp[k]];
+          ++h1[kp[k + 1]];
+        }
+        if (k < end) ++h0[kp[k]];
+        for (size_t j = 0; j < table_size; ++j) hist[j] += uint64_t(h0[j]) + h1[j];
+        begin = end;
+      }
+    }
+
+    std::vector<uint32_t> freqs(table_size, 0);
+    std::unique_ptr<EncSym[]> enc(new EncSym[table_size]);  // filled for used symbols only
     for (int c = 0; c < contexts; ++c) {
       const size_t base = static_cast<size_t>(c) * kAlphabet;
       bool any = false;
@@ -263,39 +560,60 @@ class ChunkEncoder {
       normalize_frequencies(&hist[base], &freqs[base]);
       uint32_t cum = 0;
       for (int s = 0; s < kAlphabet; ++s) {
-        if (freqs[base + s]) enc[base + s] = RansEncSymbol(cum, freqs[base + s]);
+        if (freqs[base + s]) {
+          const RansEncSymbol r(cum, freqs[base + s]);
+          enc[base + s] = EncSym{r.x_max, r.rcp_freq, r.bias, r.cmpl_freq, r.rcp_shift};
+        }
         cum += freqs[base + s];
       }
     }
     std::vector<uint8_t> tables;
     write_tables(freqs, contexts, tables);
 
-    RansEncoder rans(coded);
+    // rANS over the keys in reverse (RansEncoder::put, renormalised without a branch: at most
+    // two bytes leave per symbol since x < 2^31 and x_max >= 2^19).
+    const size_t rans_cap = 2 * coded + 8;
+    std::unique_ptr<uint8_t[]> rans_buf(new uint8_t[rans_cap]);
+    uint8_t* rp = rans_buf.get() + rans_cap;
     {
-      uint64_t k = coded;
-      for (uint64_t i = n_; i-- > 0;) {
-        if (elias && v_[i] == 0) continue;
-        --k;
-        rans.put(enc[static_cast<size_t>(ctx[k]) * kAlphabet + symbols_[i]]);
+      const uint16_t* kp = keys.get();
+      const EncSym* e = enc.get();
+      uint32_t x = kRansLow;
+      for (uint64_t k = coded; k-- > 0;) {
+        const EncSym& s = e[kp[k]];
+        const uint32_t out_bytes = static_cast<uint32_t>(x >= s.x_max) +
+                                   static_cast<uint32_t>(static_cast<uint64_t>(x) >= (static_cast<uint64_t>(s.x_max) << 8));
+        const uint16_t two = __builtin_bswap16(static_cast<uint16_t>(x));
+        std::memcpy(rp - 2, &two, 2);
+        rp -= out_bytes;
+        x >>= 8 * out_bytes;
+        const uint32_t q = static_cast<uint32_t>((static_cast<uint64_t>(x) * s.rcp_freq) >> 32) >> s.rcp_shift;
+        x = x + s.bias + q * s.cmpl_freq;
       }
+      rp -= 4;
+      const uint32_t be = __builtin_bswap32(x);
+      std::memcpy(rp, &be, 4);
     }
-    const std::vector<uint8_t> rans_bytes = rans.finish();
+    const size_t rans_size = static_cast<size_t>(rans_buf.get() + rans_cap - rp);
 
     const size_t start = out.size();
-    out.resize(start + kPayloadPrefix, 0);
+    out.resize(start + kPayloadPrefix + 32 + gaps_size + tables.size() + rans_size + tails_size);
     uint8_t* p = out.data() + start;
+    std::memset(p, 0, kPayloadPrefix);
     p[0] = static_cast<uint8_t>(float_split_ ? ValueScheme::kFloatSplit : ValueScheme::kLogBucket);
     p[1] = static_cast<uint8_t>(plan.positions);
     p[2] = static_cast<uint8_t>(plan.contexts);
     p[3] = without_reference_ ? 1 : 0;
     store_le<uint16_t>(p + 4, static_cast<uint16_t>(context_param_));
     store_le<uint64_t>(p + 8, coded);
-    const std::vector<uint8_t>* sections[] = {&gaps, &tables, &rans_bytes, &tails};
-    for (const std::vector<uint8_t>* section : sections) {
-      uint8_t len[8];
-      store_le<uint64_t>(len, section->size());
-      out.insert(out.end(), len, len + 8);
-      out.insert(out.end(), section->begin(), section->end());
+    p += kPayloadPrefix;
+    const std::pair<const uint8_t*, size_t> sections[] = {
+        {gaps.get(), gaps_size}, {tables.data(), tables.size()}, {rp, rans_size}, {tails.get(), tails_size}};
+    for (const auto& section : sections) {
+      store_le<uint64_t>(p, section.second);
+      p += 8;
+      if (section.second) std::memcpy(p, section.first, section.second);
+      p += section.second;
     }
   }
 
