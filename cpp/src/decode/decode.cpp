@@ -14,6 +14,10 @@
 #include "../common/symbols.hpp"
 #include "tpde/tpde.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace tpde {
 namespace {
 
@@ -120,6 +124,57 @@ class ChunkDecoder {
     }
   }
 
+#if defined(__SSE2__)
+  // Contexts of every position for the schemes that depend on reference and prev-reference,
+  // 16-bit values: one vector pass (the same values as context_of), so the decode loop loads
+  // one byte instead of computing them next to the rANS chain (kRefExponent alone is one
+  // table load already: precomputing it measured slower).
+  template <ContextScheme S>
+  void precompute_contexts16(uint8_t* out) const {
+    const uint64_t n = n_;
+    const U* ref = ref_;
+    const U* prev = prev_;
+    const __m128i zero = _mm_setzero_si128();
+    const __m128i top = _mm_set1_epi16(static_cast<short>(context_param_));
+    const __m128i emask = _mm_set1_epi16(static_cast<short>((1 << expb_) - 1));
+    const __m128i mshift = _mm_cvtsi32_si128(mant_);
+    const __m128i fifteen = _mm_set1_epi16(kExponentContexts - 1);
+    const __m128i bias = _mm_set1_epi32(126);
+    uint64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      __m128i ctx[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m128i rv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ref + i + 8 * h));
+        __m128i c = zero;
+        if constexpr (S == ContextScheme::kRefExponent || S == ContextScheme::kRefExponentPrevResidual) {
+          const __m128i e = _mm_and_si128(_mm_srl_epi16(rv, mshift), emask);
+          c = _mm_min_epi16(_mm_max_epi16(_mm_sub_epi16(top, e), zero), fifteen);
+        }
+        if constexpr (S == ContextScheme::kPrevResidual || S == ContextScheme::kRefExponentPrevResidual) {
+          const __m128i d = _mm_sub_epi16(rv, _mm_loadu_si128(reinterpret_cast<const __m128i*>(prev + i + 8 * h)));
+          const __m128i z = _mm_xor_si128(_mm_slli_epi16(d, 1), _mm_srai_epi16(d, 15));
+          // bit length: the exponent of the exact float (0 -> 0.0 -> saturates to 0)
+          const __m128i lo = _mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(_mm_unpacklo_epi16(z, zero))), 23);
+          const __m128i hi = _mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(_mm_unpackhi_epi16(z, zero))), 23);
+          const __m128i b = _mm_max_epi16(_mm_packs_epi32(_mm_sub_epi32(lo, bias), _mm_sub_epi32(hi, bias)), zero);
+          if constexpr (S == ContextScheme::kPrevResidual) {
+            c = b;
+          } else {
+            const __m128i bucket = _mm_sub_epi16(
+                _mm_sub_epi16(_mm_sub_epi16(zero, _mm_cmpgt_epi16(b, zero)), _mm_cmpgt_epi16(b, _mm_set1_epi16(4))),
+                _mm_cmpgt_epi16(b, _mm_set1_epi16(8)));
+            c = _mm_or_si128(_mm_slli_epi16(c, 2), bucket);
+          }
+        }
+        ctx[h] = c;
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(ctx[0], ctx[1]));
+    }
+    for (; i < n; ++i)
+      out[i] = static_cast<uint8_t>(context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, 0));
+  }
+#endif
+
   void decode_values(uint64_t coded, Section gaps, Section rans, Section tails) {
     const Values values = use_reference_ ? Values::kResidual : float_split_ ? Values::kFloatSplit : Values::kNeighbourDiff;
     auto with_values = [&](auto scheme) {
@@ -198,6 +253,17 @@ class ChunkDecoder {
       }
       next_context = context_at<S>(0, previous, exp_ctx);
     }
+    constexpr bool kPrecomputed =
+        sizeof(U) == 2 && kValues == Values::kResidual &&
+        (S == ContextScheme::kPrevResidual || S == ContextScheme::kRefExponentPrevResidual);
+    std::unique_ptr<uint8_t[]> ctx_buf;
+#if defined(__SSE2__)
+    if constexpr (kPrecomputed) {
+      ctx_buf.reset(new uint8_t[n_]);
+      precompute_contexts16<S>(ctx_buf.get());
+    }
+#endif
+    const uint8_t* pre_ctx = ctx_buf.get();
     const DecTable* tables = tables_.get();
     const uint8_t* used = used_.data();
     U* out = out_;
@@ -211,7 +277,14 @@ class ChunkDecoder {
         i = position + gap - 1;
         position = i + 1;
       }
-      const int c = kSymbolContext ? next_context : context_at<S>(i, previous, exp_ctx);
+      int c;
+      if constexpr (kSymbolContext) {
+        c = next_context;
+      } else if (kPrecomputed && pre_ctx) {
+        c = pre_ctx[i];
+      } else {
+        c = context_at<S>(i, previous, exp_ctx);
+      }
       if (!used[c]) corrupt("value coded in a context without a table");
       const uint32_t sym = rans.get(tables[c]);
       if constexpr (kSymbolContext) next_context = symbol_ctx[sym];
