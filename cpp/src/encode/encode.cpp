@@ -280,24 +280,23 @@ class ChunkEncoder {
     return float_split_ ? kBits<U> - 8 : log_bucket_tail_bits(symbol);
   }
 
-  // One pass gives the histograms of both position schemes (all values / non-zero values).
+  // Histograms of both position schemes (all values / non-zero values), from the coding
+  // keys. LogBucket gives symbol 0 to zero values only, so when the context does not depend
+  // on the previous coded value, the non-zero histogram is the full one without symbol 0.
   template <ContextScheme S>
   void histogram_pass(Histogram& all, Histogram& nonzero) const {
-    U prev_all = initial_previous(S), prev_nonzero = prev_all;
-    const uint8_t* sym = symbols_.data();
-    const U* v = v_.data();
-    for (uint64_t i = 0; i < n_; ++i) {
-      const size_t c = static_cast<size_t>(context_at<S>(i, prev_all));
-      ++all[c * kAlphabet + sym[i]];
-      prev_all = v[i];
-      if (v[i]) {
-        const size_t cz = (S == ContextScheme::kNeighbour || S == ContextScheme::kPrevExponent)
-                              ? static_cast<size_t>(context_at<S>(i, prev_nonzero))
-                              : c;
-        ++nonzero[cz * kAlphabet + sym[i]];
-        prev_nonzero = v[i];
-      }
+    std::unique_ptr<uint16_t[]> keys(new uint16_t[n_ + 8]);
+    const uint64_t count = compute_keys<S, false>(keys.get());
+    for (uint64_t k = 0; k < count; ++k) ++all[keys[k]];
+    if (zeros_ == 0) return;  // no Elias-gap candidate
+    constexpr bool kPrevious = S == ContextScheme::kNeighbour || S == ContextScheme::kPrevExponent;
+    if (!kPrevious && !float_split_) {
+      nonzero = all;
+      for (size_t c = 0; c < nonzero.size(); c += kAlphabet) nonzero[c] = 0;
+      return;
     }
+    const uint64_t coded = compute_keys<S, true>(keys.get());
+    for (uint64_t k = 0; k < coded; ++k) ++nonzero[keys[k]];
   }
 
   Plan choose_plan() {
