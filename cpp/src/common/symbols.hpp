@@ -79,9 +79,8 @@ inline int log_bucket_max_symbol(int width_bits) { return 8 + 4 * (width_bits - 
 
 // Magnitude class used by contexts: bit length of v, capped to fit the context count.
 constexpr int kClassContexts = 33;
-// Branch-free (contexts from unpredictable data sit next to the decoder's rANS chain).
 inline int magnitude_class(uint64_t v) {
-  const int b = 64 - __builtin_clzll(v | 1) - static_cast<int>(v == 0);  // bit_length(v)
+  const int b = bit_length(v);
   return b < kClassContexts ? b : kClassContexts - 1;
 }
 
@@ -96,9 +95,7 @@ inline int exponent_context(int top, int e) {
 }
 
 // Four buckets of a magnitude class: 0, 1-4, 5-8, 9 and above.
-inline int class_bucket(int magnitude) {
-  return static_cast<int>(magnitude != 0) + static_cast<int>(magnitude > 4) + static_cast<int>(magnitude > 8);
-}
+inline int class_bucket(int magnitude) { return magnitude == 0 ? 0 : magnitude <= 4 ? 1 : magnitude <= 8 ? 2 : 3; }
 
 inline int context_count(ContextScheme scheme) {
   switch (scheme) {
