@@ -1,5 +1,6 @@
 // Chunk decoder. Every count and length read from the bytes is checked before use; bit and
 // rANS readers never leave their sections, and each section must be consumed exactly.
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <type_traits>
@@ -125,13 +126,12 @@ class ChunkDecoder {
   }
 
 #if defined(__SSE2__)
-  // Contexts of every position for the schemes that depend on reference and prev-reference,
+  // Contexts of positions [begin, n) into out[0, n - begin), for the schemes that depend on reference and prev-reference,
   // 16-bit values: one vector pass (the same values as context_of), so the decode loop loads
   // one byte instead of computing them next to the rANS chain (kRefExponent alone is one
   // table load already: precomputing it measured slower).
   template <ContextScheme S>
-  void precompute_contexts16(uint8_t* out) const {
-    const uint64_t n = n_;
+  void precompute_contexts16(uint64_t begin, uint64_t n, uint8_t* out) const {
     const U* ref = ref_;
     const U* prev = prev_;
     const __m128i zero = _mm_setzero_si128();
@@ -140,7 +140,7 @@ class ChunkDecoder {
     const __m128i mshift = _mm_cvtsi32_si128(mant_);
     const __m128i fifteen = _mm_set1_epi16(kExponentContexts - 1);
     const __m128i bias = _mm_set1_epi32(126);
-    uint64_t i = 0;
+    uint64_t i = begin;
     for (; i + 16 <= n; i += 16) {
       __m128i ctx[2];
       for (int h = 0; h < 2; ++h) {
@@ -168,10 +168,10 @@ class ChunkDecoder {
         }
         ctx[h] = c;
       }
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(ctx[0], ctx[1]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (i - begin)), _mm_packus_epi16(ctx[0], ctx[1]));
     }
     for (; i < n; ++i)
-      out[i] = static_cast<uint8_t>(context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, 0));
+      out[i - begin] = static_cast<uint8_t>(context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, 0));
   }
 #endif
 
@@ -256,14 +256,10 @@ class ChunkDecoder {
     constexpr bool kPrecomputed =
         sizeof(U) == 2 && kValues == Values::kResidual &&
         (S == ContextScheme::kPrevResidual || S == ContextScheme::kRefExponentPrevResidual);
-    std::unique_ptr<uint8_t[]> ctx_buf;
-#if defined(__SSE2__)
-    if constexpr (kPrecomputed) {
-      ctx_buf.reset(new uint8_t[n_]);
-      precompute_contexts16<S>(ctx_buf.get());
-    }
-#endif
-    const uint8_t* pre_ctx = ctx_buf.get();
+    // Positions only increase: contexts are precomputed a block at a time (stays in L1).
+    constexpr uint64_t kCtxBlock = 4096;
+    uint8_t ctx_block[kCtxBlock];
+    uint64_t block_begin = 0, block_end = 0;
     const DecTable* tables = tables_.get();
     const uint8_t* used = used_.data();
     U* out = out_;
@@ -280,8 +276,15 @@ class ChunkDecoder {
       int c;
       if constexpr (kSymbolContext) {
         c = next_context;
-      } else if (kPrecomputed && pre_ctx) {
-        c = pre_ctx[i];
+#if defined(__SSE2__)
+      } else if constexpr (kPrecomputed) {
+        if (__builtin_expect(i >= block_end, 0)) {
+          block_begin = i & ~(kCtxBlock - 1);
+          block_end = std::min<uint64_t>(n_, block_begin + kCtxBlock);
+          precompute_contexts16<S>(block_begin, block_end, ctx_block);
+        }
+        c = ctx_block[i - block_begin];
+#endif
       } else {
         c = context_at<S>(i, previous, exp_ctx);
       }
