@@ -284,19 +284,31 @@ class ChunkEncoder {
   // keys. LogBucket gives symbol 0 to zero values only, so when the context does not depend
   // on the previous coded value, the non-zero histogram is the full one without symbol 0.
   template <ContextScheme S>
-  void histogram_pass(Histogram& all, Histogram& nonzero) const {
+  void histogram_pass(uint64_t* all, uint64_t* nonzero, uint8_t* used_all, uint8_t* used_nonzero) const {
+    // Only the rows of contexts that occur are cleared and counted (small chunks: the
+    // tables of 33 or 64 contexts would cost more than the values).
+    auto count_keys = [](const uint16_t* keys, uint64_t count, uint64_t* h, uint8_t* used, bool skip_zero_symbol) {
+      std::memset(used, 0, kMaxContexts);
+      for (uint64_t k = 0; k < count; ++k) used[keys[k] >> 8] = 1;
+      for (int c = 0; c < kMaxContexts; ++c)
+        if (used[c]) std::memset(h + size_t(c) * kAlphabet, 0, kAlphabet * sizeof(uint64_t));
+      if (skip_zero_symbol) {
+        for (uint64_t k = 0; k < count; ++k) h[keys[k]] += (keys[k] & 0xFF) != 0;
+      } else {
+        for (uint64_t k = 0; k < count; ++k) ++h[keys[k]];
+      }
+    };
     std::unique_ptr<uint16_t[]> keys(new uint16_t[n_ + 8]);
     const uint64_t count = compute_keys<S, false>(keys.get());
-    for (uint64_t k = 0; k < count; ++k) ++all[keys[k]];
+    count_keys(keys.get(), count, all, used_all, false);
     if (zeros_ == 0) return;  // no Elias-gap candidate
     constexpr bool kPrevious = S == ContextScheme::kNeighbour || S == ContextScheme::kPrevExponent;
     if (!kPrevious && !float_split_) {
-      nonzero = all;
-      for (size_t c = 0; c < nonzero.size(); c += kAlphabet) nonzero[c] = 0;
+      count_keys(keys.get(), count, nonzero, used_nonzero, true);
       return;
     }
     const uint64_t coded = compute_keys<S, true>(keys.get());
-    for (uint64_t k = 0; k < coded; ++k) ++nonzero[keys[k]];
+    count_keys(keys.get(), coded, nonzero, used_nonzero, false);
   }
 
   Plan choose_plan() {
@@ -317,18 +329,23 @@ class ChunkEncoder {
           last = i + 1;
         }
     }
-    Histogram all, nonzero;
+    // Rows are cleared per used context by histogram_pass; an unused context costs 8 bits
+    // (estimate_context_bits of an empty row), added in the same order.
+    std::unique_ptr<uint64_t[]> all(new uint64_t[size_t(kMaxContexts) * kAlphabet]);
+    std::unique_ptr<uint64_t[]> nonzero(new uint64_t[size_t(kMaxContexts) * kAlphabet]);
+    uint8_t used[2][kMaxContexts];
     for (ContextScheme scheme : candidate_contexts()) {
       if (!(context_mask_ & (1u << static_cast<int>(scheme)))) continue;
       const int contexts = context_count(scheme);
-      all.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
-      nonzero.assign(static_cast<size_t>(contexts) * kAlphabet, 0);
-      with_context_scheme(scheme, [&](auto s) { histogram_pass<decltype(s)::value>(all, nonzero); });
+      with_context_scheme(scheme, [&](auto s) {
+        histogram_pass<decltype(s)::value>(all.get(), nonzero.get(), used[0], used[1]);
+      });
       for (int elias = 0; elias < (zeros_ > 0 ? 2 : 1); ++elias) {
-        const Histogram& h = elias ? nonzero : all;
+        const uint64_t* h = elias ? nonzero.get() : all.get();
         double bits = 8.0 * (kPayloadPrefix + 32) +
                       scale_ * (static_cast<double>(tail_counts[elias]) + (elias ? gap_bits : 0));
-        for (int c = 0; c < contexts; ++c) bits += estimate_context_bits(&h[size_t(c) * kAlphabet], scale_);
+        for (int c = 0; c < contexts; ++c)
+          bits += used[elias][c] ? estimate_context_bits(&h[size_t(c) * kAlphabet], scale_) : 8.0;
         if (bits < best.bits)
           best = {elias ? PositionScheme::kEliasGaps : PositionScheme::kInline, scheme, bits};
       }
@@ -530,7 +547,9 @@ class ChunkEncoder {
     // keys would otherwise wait on the previous increment's store).
     const size_t table_size = static_cast<size_t>(contexts) * kAlphabet;
     Histogram hist(table_size, 0);
-    {
+    if (coded < 16 * table_size) {  // small chunks: clearing and merging the tables would dominate
+      for (uint64_t k = 0; k < coded; ++k) ++hist[keys[k]];
+    } else {
       std::unique_ptr<uint32_t[]> h(new uint32_t[2 * table_size]);
       const uint16_t* kp = keys.get();
       for (uint64_t begin = 0; begin < coded;) {
