@@ -23,11 +23,16 @@ def _run(cmd, timeout):
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed: C++ unit tests not built")
 @pytest.mark.skipif(shutil.which("ctest") is None, reason="ctest is not installed: C++ unit tests not run")
-def test_cpp_units_under_ctest():
+@pytest.mark.parametrize("variant, flags", [("", []), ("-scalar", ["-DTPDE_NO_SIMD=ON"])],
+                         ids=["x86-paths", "portable-scalar"])
+def test_cpp_units_under_ctest(variant, flags):
+    """Once as built for this machine, once with the portable scalar code that CPUs without
+    SSE2 run (same tests: round trips, lossy chains, fuzz-corpus replay)."""
+    build = BUILD.with_name(BUILD.name + variant)
     jobs = str(max(1, min(4, os.cpu_count() or 1)))
-    _run(["cmake", "-S", str(ROOT), "-B", str(BUILD), "-DTPDE_BUILD_TESTS=ON",
-          "-DCMAKE_BUILD_TYPE=Release"], timeout=300)
-    _run(["cmake", "--build", str(BUILD), "-j", jobs], timeout=600)
-    out = _run(["ctest", "--test-dir", str(BUILD), "--output-on-failure", "--timeout", "120"], timeout=600)
+    _run(["cmake", "-S", str(ROOT), "-B", str(build), "-DTPDE_BUILD_TESTS=ON",
+          "-DCMAKE_BUILD_TYPE=Release", *flags], timeout=300)
+    _run(["cmake", "--build", str(build), "-j", jobs], timeout=600)
+    out = _run(["ctest", "--test-dir", str(build), "--output-on-failure", "--timeout", "120"], timeout=600)
     assert "100% tests passed" in out, out
     assert "tpde_unit_tests" in out and "tpde_fuzz_replay" in out, out

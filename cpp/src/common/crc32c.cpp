@@ -40,7 +40,7 @@ uint32_t crc32c_soft(const uint8_t* p, size_t n, uint32_t crc) {
   return crc;
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TPDE_NO_SIMD)
 #define TPDE_HW_CRC 1
 
 // The crc32 instruction has a latency of 3 cycles and a throughput of 1 per cycle, so one

@@ -136,7 +136,7 @@ class RansDecoder {
       p_ += static_cast<int>(need) + static_cast<int>(need_two);
       uint32_t r = (x << 8) | (w >> 24);
       const uint32_t two = (x << 16) | (w >> 16);
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TPDE_NO_SIMD)
       // Conditional moves (compilers turn the ?: below into branches, mispredicted here).
       __asm__("cmpl %[l2], %[x]\n\tcmovbl %[two], %[r]\n\tcmpl %[l1], %[x]\n\tcmovael %[x], %[r]"
               : [r] "+&r"(r)

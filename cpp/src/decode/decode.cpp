@@ -15,7 +15,7 @@
 #include "../common/symbols.hpp"
 #include "tpde/tpde.hpp"
 
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
 #include <emmintrin.h>
 #endif
 
@@ -125,7 +125,7 @@ class ChunkDecoder {
     }
   }
 
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
   // Contexts of positions [begin, n) into out[0, n - begin), for the schemes that depend on reference and prev-reference,
   // 16-bit values: one vector pass (the same values as context_of), so the decode loop loads
   // one byte instead of computing them next to the rANS chain (kRefExponent alone is one
@@ -276,7 +276,7 @@ class ChunkDecoder {
       int c;
       if constexpr (kSymbolContext) {
         c = next_context;
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
       } else if constexpr (kPrecomputed) {
         if (__builtin_expect(i >= block_end, 0)) {
           block_begin = i & ~(kCtxBlock - 1);

@@ -8,7 +8,7 @@
 #include <type_traits>
 #include <utility>
 
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
 #include <emmintrin.h>
 #endif
 
@@ -116,7 +116,7 @@ class ChunkEncoder {
   void transform() {
     v_.resize(n_);
     symbols_.resize(n_);
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
     if constexpr (sizeof(U) == 2) {
       if (ref_) {
         transform_delta16();
@@ -167,7 +167,7 @@ class ChunkEncoder {
     }
   }
 
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
   // bit_length of eight 16-bit lanes (as 16-bit lanes): the exponent of the exact float.
   static __m128i bit_length16(__m128i z) {
     const __m128i zero = _mm_setzero_si128(), bias = _mm_set1_epi32(126);
@@ -392,7 +392,7 @@ class ChunkEncoder {
     const uint8_t* symbols = symbols_.data();
     const uint64_t n = n_;
     uint64_t k = 0;
-#if defined(__SSE2__)
+#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
     if constexpr (sizeof(U) == 2 && S != ContextScheme::kNeighbour && S != ContextScheme::kPrevExponent) {
       if (!float_split_) {
         const __m128i zero = _mm_setzero_si128();
