@@ -119,7 +119,7 @@ def run(steps: int = 120, save_every: int = 10, store_path: str | None = None) -
             figures["raw_bytes"] += sum(len(raw) for raw in raws)
             saved[step] = b"".join(raws)
             info = store.info(step)
-            figures["steps"].append((step, info.kind, float(loss), info.raw_bytes, info.stored_bytes))
+            figures["steps"].append((step, info.kind, loss.item(), info.raw_bytes, info.stored_bytes))
         for step, expected in saved.items():
             restored = store.load(step)
             if b"".join(_raw_tensor_bytes(restored)) != expected:
