@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "../common/bitstream.hpp"
+#include "../common/contexts16.hpp"
 #include "../common/elias.hpp"
 #include "../common/header.hpp"
 #include "../common/mem.hpp"
@@ -15,9 +16,6 @@
 #include "../common/symbols.hpp"
 #include "tpde/tpde.hpp"
 
-#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
-#include <emmintrin.h>
-#endif
 
 namespace tpde {
 namespace {
@@ -125,49 +123,17 @@ class ChunkDecoder {
     }
   }
 
-#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
+#if defined(TPDE_SSE2_CONTEXTS)
   // Contexts of positions [begin, n) into out[0, n - begin), for the schemes that depend on reference and prev-reference,
   // 16-bit values: one vector pass (the same values as context_of), so the decode loop loads
   // one byte instead of computing them next to the rANS chain (kRefExponent alone is one
   // table load already: precomputing it measured slower).
   template <ContextScheme S>
   void precompute_contexts16(uint64_t begin, uint64_t n, uint8_t* out) const {
-    const U* ref = ref_;
-    const U* prev = prev_;
-    const __m128i zero = _mm_setzero_si128();
-    const __m128i top = _mm_set1_epi16(static_cast<short>(context_param_));
-    const __m128i emask = _mm_set1_epi16(static_cast<short>((1 << expb_) - 1));
-    const __m128i mshift = _mm_cvtsi32_si128(mant_);
-    const __m128i fifteen = _mm_set1_epi16(kExponentContexts - 1);
-    const __m128i bias = _mm_set1_epi32(126);
+    const Contexts16 contexts(context_param_, mant_, expb_);
     uint64_t i = begin;
     for (; i + 16 <= n; i += 16) {
-      __m128i ctx[2];
-      for (int h = 0; h < 2; ++h) {
-        const __m128i rv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ref + i + 8 * h));
-        __m128i c = zero;
-        if constexpr (S == ContextScheme::kRefExponent || S == ContextScheme::kRefExponentPrevResidual) {
-          const __m128i e = _mm_and_si128(_mm_srl_epi16(rv, mshift), emask);
-          c = _mm_min_epi16(_mm_max_epi16(_mm_sub_epi16(top, e), zero), fifteen);
-        }
-        if constexpr (S == ContextScheme::kPrevResidual || S == ContextScheme::kRefExponentPrevResidual) {
-          const __m128i d = _mm_sub_epi16(rv, _mm_loadu_si128(reinterpret_cast<const __m128i*>(prev + i + 8 * h)));
-          const __m128i z = _mm_xor_si128(_mm_slli_epi16(d, 1), _mm_srai_epi16(d, 15));
-          // bit length: the exponent of the exact float (0 -> 0.0 -> saturates to 0)
-          const __m128i lo = _mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(_mm_unpacklo_epi16(z, zero))), 23);
-          const __m128i hi = _mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(_mm_unpackhi_epi16(z, zero))), 23);
-          const __m128i b = _mm_max_epi16(_mm_packs_epi32(_mm_sub_epi32(lo, bias), _mm_sub_epi32(hi, bias)), zero);
-          if constexpr (S == ContextScheme::kPrevResidual) {
-            c = b;
-          } else {
-            const __m128i bucket = _mm_sub_epi16(
-                _mm_sub_epi16(_mm_sub_epi16(zero, _mm_cmpgt_epi16(b, zero)), _mm_cmpgt_epi16(b, _mm_set1_epi16(4))),
-                _mm_cmpgt_epi16(b, _mm_set1_epi16(8)));
-            c = _mm_or_si128(_mm_slli_epi16(c, 2), bucket);
-          }
-        }
-        ctx[h] = c;
-      }
+      const __m128i ctx[2] = {contexts.at<S>(ref_, prev_, i), contexts.at<S>(ref_, prev_, i + 8)};
       _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (i - begin)), _mm_packus_epi16(ctx[0], ctx[1]));
     }
     for (; i < n; ++i)
@@ -276,7 +242,7 @@ class ChunkDecoder {
       int c;
       if constexpr (kSymbolContext) {
         c = next_context;
-#if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
+#if defined(TPDE_SSE2_CONTEXTS)
       } else if constexpr (kPrecomputed) {
         if (__builtin_expect(i >= block_end, 0)) {
           block_begin = i & ~(kCtxBlock - 1);

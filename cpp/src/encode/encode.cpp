@@ -13,6 +13,7 @@
 #endif
 
 #include "../common/bitstream.hpp"
+#include "../common/contexts16.hpp"
 #include "../common/elias.hpp"
 #include "../common/header.hpp"
 #include "../common/mem.hpp"
@@ -168,15 +169,6 @@ class ChunkEncoder {
   }
 
 #if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
-  // bit_length of eight 16-bit lanes (as 16-bit lanes): the exponent of the exact float.
-  static __m128i bit_length16(__m128i z) {
-    const __m128i zero = _mm_setzero_si128(), bias = _mm_set1_epi32(126);
-    const __m128i lo = _mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(_mm_unpacklo_epi16(z, zero))), 23);
-    const __m128i hi = _mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(_mm_unpackhi_epi16(z, zero))), 23);
-    // 0 converts to 0.0: exponent field 0, and 0 - 126 saturates to 0 below.
-    return _mm_max_epi16(_mm_packs_epi32(_mm_sub_epi32(lo, bias), _mm_sub_epi32(hi, bias)), zero);
-  }
-
   // LogBucket symbols of four 32-bit lanes holding 16-bit values: v < 8 -> v; else the
   // float's exponent and top two mantissa bits, (bits >> 21) - 512 = 4 (b - 2) + top2.
   static __m128i log_bucket32(__m128i v) {
@@ -396,33 +388,10 @@ class ChunkEncoder {
     if constexpr (sizeof(U) == 2 && S != ContextScheme::kNeighbour && S != ContextScheme::kPrevExponent) {
       if (!float_split_) {
         const __m128i zero = _mm_setzero_si128();
-        const __m128i top = _mm_set1_epi16(static_cast<short>(context_param_));
-        const __m128i emask = _mm_set1_epi16(static_cast<short>((1 << expb_) - 1));
-        const __m128i mshift = _mm_cvtsi32_si128(mant_);
-        const __m128i fifteen = _mm_set1_epi16(kExponentContexts - 1);
-        const U* ref = ref_;
-        const U* prev = prev_;
+        const Contexts16 contexts(context_param_, mant_, expb_);
         uint64_t i = 0;
         for (; i + 8 <= n; i += 8) {
-          __m128i ctx = zero;
-          if constexpr (S == ContextScheme::kRefExponent || S == ContextScheme::kRefExponentPrevResidual) {
-            const __m128i rv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ref + i));
-            const __m128i e = _mm_and_si128(_mm_srl_epi16(rv, mshift), emask);
-            ctx = _mm_min_epi16(_mm_max_epi16(_mm_sub_epi16(top, e), zero), fifteen);
-          }
-          if constexpr (S == ContextScheme::kPrevResidual || S == ContextScheme::kRefExponentPrevResidual) {
-            const __m128i rv = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ref + i));
-            const __m128i d = _mm_sub_epi16(rv, _mm_loadu_si128(reinterpret_cast<const __m128i*>(prev + i)));
-            const __m128i b = bit_length16(_mm_xor_si128(_mm_slli_epi16(d, 1), _mm_srai_epi16(d, 15)));
-            if constexpr (S == ContextScheme::kPrevResidual) {
-              ctx = b;
-            } else {
-              const __m128i bucket = _mm_sub_epi16(
-                  _mm_sub_epi16(_mm_sub_epi16(zero, _mm_cmpgt_epi16(b, zero)), _mm_cmpgt_epi16(b, _mm_set1_epi16(4))),
-                  _mm_cmpgt_epi16(b, _mm_set1_epi16(8)));
-              ctx = _mm_or_si128(_mm_slli_epi16(ctx, 2), bucket);
-            }
-          }
+          const __m128i ctx = contexts.at<S>(ref_, prev_, i);
           const __m128i sym = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(symbols + i)), zero);
           const __m128i key = _mm_or_si128(_mm_slli_epi16(ctx, 8), sym);
           if constexpr (kElias) {
