@@ -371,7 +371,7 @@ class CheckpointStore:
             if bound is not None:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
             self._kv.set(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
-            changed = 0 if base is None else _count_changed(data, grid.extract(base.arrays[name], index))
+            changed = 0 if ref is None else _count_changed(data, ref)
             return _Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
         per_group = self._run(encode_group, tasks, f"save step {step}", progress, sizes)
