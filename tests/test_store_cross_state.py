@@ -195,6 +195,7 @@ def test_a_forged_prediction_entry_raises_tpde_error(run, corrupt):
     with pytest.raises(TPDEError) as e:
         CheckpointStore(store._kv.store, mode="r").load_tensor(1, W)
     assert e.value.code in ("corrupt", "invalid_argument", "reference_mismatch", "missing_reference")
+    assert "step 1" in str(e.value)  # names the step (and the tensor or entry at fault)
 
 
 def test_bfloat16_states_round_trip_with_predictions(run):

@@ -233,7 +233,11 @@ std::vector<tpde::Term> prediction_terms(const py::object& terms_obj, const py::
                                          std::vector<py::array>& holders) {
   std::vector<tpde::Term> terms;
   for (const auto& item : terms_obj) {
-    const py::tuple tup = py::reinterpret_borrow<py::object>(item).cast<py::tuple>();
+    if (!py::isinstance<py::sequence>(item) || py::isinstance<py::str>(item))
+      raise_error(tpde::ErrorCode::kInvalidArgument,
+                  "each prediction term is a tuple (name, arrays...), not " +
+                      std::string(py::str(py::type::of(item).attr("__name__"))));
+    const py::tuple tup = py::tuple(py::reinterpret_borrow<py::sequence>(item));
     if (tup.size() < 1) raise_error(tpde::ErrorCode::kInvalidArgument, "empty prediction term");
     const std::string name = py::str(tup[0]);
     tpde::Term t;
