@@ -33,7 +33,7 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
 
 FIXED_HEADER = 32  # bytes before the shape
 PAYLOAD_PREFIX = 16
-LOSSY_BLOCK = {1: 16, 2: 24}  # by format version; starts the payload when flag bit 1 (lossy) is set
+LOSSY_BLOCK = {1: 16, 2: 24, 3: 24}  # by format version; starts the payload when flag bit 1 (lossy) is set
 SECTION_NAMES = ("gaps", "tables", "rans", "tails")
 
 DTYPE_CODES = {
@@ -88,9 +88,11 @@ def parse(chunk: bytes | bytearray) -> dict:
     info["context_scheme"] = chunk[p + 2]
     info["context_param"] = struct.unpack_from("<H", chunk, p + 4)[0]
     info["coded"] = struct.unpack_from("<Q", chunk, p + 8)[0]
+    info["transform"] = chunk[p + 6] if chunk[4] >= 3 else 0  # 1: extrapolation, i32 slope + i32 offset follow
+    info["extrapolation"] = struct.unpack_from("<ii", chunk, p + PAYLOAD_PREFIX) if info["transform"] == 1 else None
     sections = {}
     if info["value_scheme"] != 0:
-        off = p + PAYLOAD_PREFIX
+        off = p + PAYLOAD_PREFIX + (8 if info["transform"] == 1 else 0)
         for name in SECTION_NAMES:
             (length,) = struct.unpack_from("<Q", chunk, off)
             sections[name] = (off, off + 8, length)  # (length field, data start, data length)

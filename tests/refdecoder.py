@@ -259,7 +259,7 @@ def read_header(c: bytes):
         fail("truncated", "shorter than 36 bytes")
     if c[:4] != b"TPDE":
         fail("bad_magic")
-    if c[4] not in (1, 2):
+    if c[4] not in (1, 2, 3):
         fail("unsupported_version", f"version {c[4]}")
     ndim = c[8]
     if ndim > 32:
@@ -309,7 +309,7 @@ def read_header(c: bytes):
             fail("corrupt", "lossy parameters")
         lossy = (quant, step, value, block)
     n = math.prod(shape)
-    return {"code": code, "mode": mode, "flags": flags, "shape": shape, "n": n, "hs": hs,
+    return {"code": code, "mode": mode, "flags": flags, "shape": shape, "n": n, "hs": hs, "version": c[4],
             "payload_size": payload_size, "lossy": lossy, "nbytes": t}
 
 
@@ -345,7 +345,7 @@ def decode(c: bytes, reference: bytes | None = None, prev_reference: bytes | Non
     ref = elements(reference, size) if h["mode"] == 1 else None
     prev = elements(prev_reference, size) if prev_used else None
     if h["lossy"] is None:
-        out = decode_payload(payload, n, w, code, E, Mb, h["mode"] == 1, ref, prev)
+        out = decode_payload(payload, n, w, code, E, Mb, h["mode"] == 1, ref, prev, h["version"])
     else:
         quant, step, value, block = h["lossy"]
         R = ref if ref is not None else [0] * n
@@ -360,7 +360,7 @@ def decode(c: bytes, reference: bytes | None = None, prev_reference: bytes | Non
                     t = roundeven((to_float(r_i, code) - to_float(p_i, code)) / value)
                     qp = int(t) % (1 << w) if (math.isfinite(t) and abs(t) < 2.0 ** (w - 2)) else 0
                 Q.append((r_i - qp) % (1 << w))
-        z = decode_payload(payload[block:], n, w, code, E, Mb, True, R, Q)
+        z = decode_payload(payload[block:], n, w, code, E, Mb, True, R, Q, h["version"], lossy=True)
         out = []
         for r_i, z_i in zip(R, z):
             q = (z_i - r_i) % (1 << w)
@@ -371,13 +371,33 @@ def decode(c: bytes, reference: bytes | None = None, prev_reference: bytes | Non
     return b"".join(v.to_bytes(size, "little") for v in out)
 
 
-def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev):
+def extrapolate(r, q, w, slope, offset):
+    """Section 4.4: r moved on by slope x (r - q) + offset within r's sign half."""
+    s = w - 1
+    d = r - q if (r >> s) == (q >> s) else 0
+    t = r + ((d * slope + (1 << 15)) >> 16) + offset
+    return t if 0 <= t < (1 << w) and (t >> s) == (r >> s) else r
+
+
+def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy=False):
     mask = (1 << w) - 1
     if len(p) < 16:
         fail("corrupt", "prefix")
     vs, ps, cs, wo = p[0], p[1], p[2], p[3]
     P = u("H", p, 4)
     coded = u("Q", p, 8)
+    transform = p[6] if version >= 3 else 0
+    if version >= 3 and (transform > 1 or p[7] != 0):
+        fail("corrupt", "reference transform")
+    off = 16
+    if transform == 1:
+        if vs == 0 or not delta or wo != 0 or prev is None or E == 0 or w > 32 or lossy:
+            fail("corrupt", "extrapolation does not fit")
+        if len(p) < 24:
+            fail("corrupt", "extrapolation parameters")
+        slope, offset = struct.unpack_from("<ii", p, 16)
+        ref, prev = [extrapolate(r, q, w, slope, offset) for r, q in zip(ref, prev)], ref
+        off = 24
     if vs == 0:
         if coded != n or len(p) - 16 != n * (w // 8):
             fail("corrupt", "stored size")
@@ -403,7 +423,7 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev):
     elias = ps == 1
     if (coded > n) if elias else (coded != n):
         fail("corrupt", "coded count")
-    off, sections = 16, []
+    sections = []
     for _ in range(4):
         if len(p) - off < 8:
             fail("corrupt", "missing section length")

@@ -52,7 +52,7 @@ def check_roundtrip(name, x, reference=None, prev_reference=None):
     chunk = tpde.encode(x, reference=reference, prev_reference=prev_reference, dtype=dtype_arg)
     assert isinstance(chunk, bytes)
     header = tpde.read_header(chunk)
-    assert header["version"] == tpde.FORMAT_VERSION == 2
+    assert header["version"] == tpde.FORMAT_VERSION == 3
     assert header["dtype"] == name
     assert header["shape"] == tuple(x.shape)
     assert header["mode"] == ("standalone" if reference is None else "delta")
@@ -263,6 +263,64 @@ def test_delta_random_bits(name):
     check_roundtrip(name, x, reference=ref, prev_reference=prev)
     sv = special_values(name)
     check_roundtrip(name, np.tile(sv, 50), reference=np.tile(sv[::-1], 50))
+
+
+def trending(rng, name, n, rate=1.8):
+    """(prev, ref, x) where x continues the move from prev to ref, in the dtype's storage."""
+    f0 = rng.standard_normal(n) * 0.02
+    move = rng.standard_normal(n) * 1e-3
+    fs = [f0, f0 + move, f0 + rate * move + rng.standard_normal(n) * 1e-5]
+    if name == "bfloat16":
+        return [(np.asarray(f, np.float32).view(np.uint32) >> 16).astype(np.uint16) for f in fs]
+    return [np.asarray(f).astype(DTYPES[name][0]) for f in fs]
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float16"])
+def test_extrapolated_reference(name):
+    """Values that keep moving are coded against an extrapolation of the reference: smaller,
+    bit-exact, and only when the caller allows it."""
+    rng = np.random.default_rng(11)
+    prev, ref, x = trending(rng, name, 5000)
+    chunk = check_roundtrip(name, x, reference=ref, prev_reference=prev)
+    plain = tpde.encode(x, reference=ref, prev_reference=prev, dtype=DTYPES[name][1], extrapolate=False)
+    assert chunkfmt.parse(chunk)["transform"] == 1
+    assert chunkfmt.parse(plain)["transform"] == 0
+    assert len(chunk) < 0.9 * len(plain)
+    assert as_bits(tpde.decode(plain, reference=ref, prev_reference=prev)) == as_bits(x)
+    # The prediction depends on prev_reference: another one is refused by its fingerprint.
+    with pytest.raises(tpde.TPDEError, match="prev_reference"):
+        tpde.decode(chunk, reference=ref, prev_reference=ref)
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float16"])
+def test_extrapolated_reference_specials(name):
+    """Sign changes, zeros, infinities and NaNs in the reference or prev-reference: bit-exact."""
+    rng = np.random.default_rng(12)
+    prev, ref, x = trending(rng, name, 4000)
+    sv = special_values(name)
+    for arr, at in ((prev, 0), (ref, 1), (x, 2)):
+        arr[at::7][: sv.size] = sv[: arr[at::7].size]
+    unsigned = np.uint16 if ref.itemsize == 2 else np.uint32
+    ref.view(unsigned)[300:400] ^= unsigned(1 << (8 * ref.itemsize - 1))  # opposite signs to prev
+    chunk = check_roundtrip(name, x, reference=ref, prev_reference=prev)
+    assert chunkfmt.parse(chunk)["transform"] == 1
+
+
+@pytest.mark.parametrize("name", ["float64", "int32", "int16"])
+def test_no_extrapolation_outside_16_32_bit_floats(name):
+    rng = np.random.default_rng(13)
+    prev = typical(rng, name, (3000,))
+    ref = perturb(rng, name, prev, 1.0)
+    x = perturb(rng, name, ref, 1.0)
+    assert chunkfmt.parse(check_roundtrip(name, x, reference=ref, prev_reference=prev))["transform"] == 0
+
+
+def test_no_extrapolation_in_lossy_chunks():
+    rng = np.random.default_rng(14)
+    prev, ref, x = trending(rng, "float32", 3000)
+    chunk = tpde.encode(x, reference=ref, prev_reference=prev, abs_error=1e-6)
+    assert tpde.read_header(chunk)["lossy"] == "absolute"
+    assert chunkfmt.parse(chunk)["transform"] == 0
 
 
 def test_delta_ignores_unneeded_references():

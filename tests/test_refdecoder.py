@@ -114,6 +114,37 @@ def test_refdecoder_agrees_on_random_chunks():
     assert {(False, 0, 0), (False, 1, 0), (False, 1, 1), (False, 2, 0), (False, 2, 1), (True, 1, 0)} <= kinds, kinds
 
 
+def trending_case(rng: np.random.Generator, name: str, n: int):
+    """(x, reference, prev_reference) where x continues the move from prev to reference."""
+    f0 = rng.standard_normal(n) * 0.02
+    move = rng.standard_normal(n) * 1e-3
+    fs = [f0 + rng.uniform(1, 2) * move + rng.standard_normal(n) * 1e-5, f0 + move, f0]
+    if name == "bfloat16":
+        return [(np.asarray(f, np.float32).view(np.uint32) >> 16).astype(np.uint16) for f in fs]
+    return [np.asarray(f).astype(name) for f in fs]
+
+
+def test_refdecoder_agrees_on_extrapolated_chunks():
+    """Chunks coded against an extrapolated reference (format 3), whole and mutated."""
+    rng = np.random.default_rng(31)
+    r = random.Random(31)
+    extrapolated = 0
+    for name in ("float32", "float16", "bfloat16"):
+        for n in (40, 300, 3000):
+            x, ref, prev = trending_case(rng, name, n)
+            chunk = tpde.encode(x, reference=ref, prev_reference=prev, dtype="bfloat16" if name == "bfloat16" else None)
+            extrapolated += chunkfmt.parse(chunk)["transform"] == 1
+            assert both(chunk, ref, prev) == (x.tobytes(), x.tobytes())
+            xp = chunkfmt.parse(chunk)["prefix_offset"]
+            for _ in range(8):  # mutate the prefix and the extrapolation parameters most
+                p = bytearray(chunk)
+                j = r.randrange(xp, min(len(p), xp + 24))
+                p[j] ^= 1 << r.randrange(8)
+                a, b = both(chunkfmt.reseal(p), ref, prev)
+                assert a == b
+    assert extrapolated >= 6
+
+
 def test_refdecoder_agrees_on_mutated_chunks():
     """Resealed mutations: both decoders give the same bytes or the same error code."""
     rng = np.random.default_rng(7)

@@ -85,7 +85,7 @@ const py::array* optional_array(const py::object& obj, py::array& holder) {
 
 py::object encode(const py::object& data_obj, const py::object& reference_obj, const py::object& prev_obj,
                   const py::object& dtype, const py::object& abs_error, const py::object& log_rel_error,
-                  bool return_reconstruction, const py::object& contexts) {
+                  bool return_reconstruction, const py::object& contexts, bool extrapolate) {
   const py::array data = contiguous(data_obj);
   py::array ref_holder, prev_holder;
   const py::array* ref = optional_array(reference_obj, ref_holder);
@@ -114,6 +114,7 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj, c
     in.lossy = tpde::LossyKind::kLogRelative;
     in.error_bound = log_rel_error.cast<double>();
   }
+  in.extrapolate = extrapolate;
   if (!contexts.is_none()) {
     static const char* kNames[] = {"none", "ref_exponent", "prev_residual", "neighbour", "prev_exponent",
                                    "ref_exponent_prev_residual"};
@@ -327,13 +328,15 @@ PYBIND11_MODULE(_core, m) {
   m.def("encode", &encode, py::arg("data"), py::kw_only(), py::arg("reference") = py::none(),
         py::arg("prev_reference") = py::none(), py::arg("dtype") = py::none(), py::arg("abs_error") = py::none(),
         py::arg("log_rel_error") = py::none(), py::arg("return_reconstruction") = false,
-        py::arg("contexts") = py::none(),
+        py::arg("contexts") = py::none(), py::arg("extrapolate") = true,
         "Encode one array as a tpde chunk: standalone, or a delta against reference.\n"
         "Lossless unless abs_error (|decoded - x| <= abs_error) or log_rel_error\n"
         "(|decoded - x| <= log_rel_error * |x|) is given; with return_reconstruction=True\n"
         "returns (chunk, decoded values), the reference for the next step (error feedback).\n"
         "contexts: restrict the context schemes the encoder may choose (benchmarks), e.g. []\n"
-        "or ['ref_exponent']; 'none' is always allowed.");
+        "or ['ref_exponent']; 'none' is always allowed.\n"
+        "extrapolate=False: never code against a linear extrapolation from prev_reference\n"
+        "(benchmarks measure what it buys).");
   m.def("decode", &decode, py::arg("chunk"), py::kw_only(), py::arg("reference") = py::none(),
         py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
         "Decode a tpde chunk; delta chunks need the reference they were coded against.");

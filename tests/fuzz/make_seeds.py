@@ -98,6 +98,21 @@ def seeds():
             yield f"{name}_lossy_{tag}_delta", tpde.encode(x, reference=ref, dtype=dt_arg, **kw)
             yield f"{name}_lossy_{tag}_deltaprev", tpde.encode(
                 x, reference=ref, prev_reference=prev, dtype=dt_arg, **kw)
+    # extrapolated references (format 3): values continuing the harness's prev -> ref move
+    for name in ("float32", "float16", "bfloat16"):
+        size = np.dtype(DTYPES[name]).itemsize
+        ub = UNSIGNED[size]
+        n = 512
+        r = fuzz_ref(n * size).view(ub).astype(np.int64)
+        q = fuzz_prev(n * size).view(ub).astype(np.int64)
+        top = 1 << (8 * size - 1)
+        same = (r >= top) == (q >= top)
+        x = np.where(same, r + (r - q) * 3 // 4 + rng.integers(-2, 3, n), r) % (2 * top)
+        chunk = tpde.encode(as_dtype(x.astype(ub).view(np.uint8), name, (n,)),
+                            reference=as_dtype(fuzz_ref(n * size), name, (n,)),
+                            prev_reference=as_dtype(fuzz_prev(n * size), name, (n,)),
+                            dtype="bfloat16" if name == "bfloat16" else None)
+        yield f"{name}_extrapolated", chunk
     # edge shapes and incompressible data
     yield "empty", tpde.encode(np.zeros((0,), np.float32))
     yield "empty3d", tpde.encode(np.zeros((2, 0, 3), np.int16))

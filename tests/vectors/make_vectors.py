@@ -123,6 +123,15 @@ def cases():
     x64 = r0.standard_normal(256) * 0.05
     out.append(("f64_lossy_abs_delta_no_fma", "float64", x64, x64 + r0.standard_normal(256) * 0.01, None,
                 {"abs_error": 1e-7}))
+    # format 3: values coded against a linear extrapolation of the reference from the prev-reference
+    r3 = np.random.default_rng(3)
+    older = (r3.standard_normal(384) * 0.02).astype(np.float32)
+    moved = (older + r3.standard_normal(384).astype(np.float32) * 1e-3).astype(np.float32)
+    ahead = (moved + 0.8 * (moved - older) + r3.standard_normal(384) * 1e-5).astype(np.float32)
+    out.append(("f32_delta_extrapolated", "float32", ahead, moved, older, {}))
+    out.append(("bf16_delta_extrapolated", "bfloat16", bf16(ahead), bf16(moved), bf16(older), {}))
+    out.append(("f16_delta_extrapolated", "float16", (ahead * 16).astype(np.float16), (moved * 16).astype(np.float16),
+                (older * 16).astype(np.float16), {}))
     return out
 
 
@@ -132,7 +141,9 @@ def dump_json(path: Path, obj) -> None:
 
 def write_case(name, dtype, x, ref, prev, kwargs) -> bool:
     d = HERE / f"v{tpde.FORMAT_VERSION}_{name}"
-    if d.exists():
+    # A case frozen under an earlier version is not copied: its chunk differs only in the
+    # version byte (test_vectors re-encodes it and compares with the byte patched).
+    if d.exists() or any(HERE.glob(f"v[0-9]*_{name}")):
         return False
     dt_arg = "bfloat16" if dtype == "bfloat16" else None
     chunk, recon = tpde.encode(x, reference=ref, prev_reference=prev, dtype=dt_arg,
@@ -190,7 +201,8 @@ def bad_chunks():
         ("truncated_payload.bin", std[:-1], "truncated", None),
         ("bad_magic.bin", b"TPDF" + std[4:], "bad_magic", None),
         # version_2.bin (format 1 era) became valid with format 2; replaced by version_3.bin.
-        ("version_3.bin", chunkfmt.patch(std, 4, "<B", 3), "unsupported_version", None),
+        # version_3.bin (format 2 era) became valid with format 3; replaced by version_4.bin.
+        ("version_4.bin", chunkfmt.patch(std, 4, "<B", 4), "unsupported_version", None),
         ("header_crc.bin", std[:12] + bytes([std[12] ^ 1]) + std[13:], "checksum", None),
         ("payload_crc.bin", std[:-1] + bytes([std[-1] ^ 0x80]), "checksum", None),
         ("dtype_code_14.bin", chunkfmt.patch(std, 5, "<B", 14), "bad_dtype", None),
@@ -215,6 +227,17 @@ def bad_chunks():
          {"reference": "v1_f32_delta_prev/reference.npy"}),
         ("lossy_bad_quantizer.bin", chunkfmt.patch(load("f32_lossy_abs"), hs, "<B", 7), "corrupt", None),
     ]
+    extrapolated = (HERE / "v3_f32_delta_extrapolated" / "encoded.bin").read_bytes()
+    refs = {"reference": "v3_f32_delta_extrapolated/reference.npy",
+            "prev_reference": "v3_f32_delta_extrapolated/prev_reference.npy"}
+    xp = chunkfmt.parse(extrapolated)["prefix_offset"]
+    std3 = chunkfmt.patch(std, 4, "<B", 3)
+    out += [
+        ("transform_2.bin", chunkfmt.patch(extrapolated, xp + 6, "<B", 2), "corrupt", refs),
+        ("transform_reserved_byte.bin", chunkfmt.patch(extrapolated, xp + 7, "<B", 1), "corrupt", refs),
+        ("transform_on_standalone.bin", chunkfmt.patch(std3, hs + 6, "<B", 1), "corrupt", None),
+        ("transform_cut_short.bin", chunkfmt.reseal(extrapolated[: xp + 20]), "corrupt", refs),
+    ]
     return out
 
 
@@ -224,6 +247,8 @@ def main() -> int:
     bad.mkdir(exist_ok=True)
     expected_path = bad / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
+    if expected.pop("version_3.bin", None) is not None:  # valid since format 3
+        (bad / "version_3.bin").unlink(missing_ok=True)
     for fname, chunk, code, decode_with in bad_chunks():
         if fname in expected:
             continue

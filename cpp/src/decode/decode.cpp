@@ -4,10 +4,12 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../common/bitstream.hpp"
 #include "../common/contexts16.hpp"
 #include "../common/elias.hpp"
+#include "../common/extrapolate.hpp"
 #include "../common/header.hpp"
 #include "../common/mem.hpp"
 #include "../common/models.hpp"
@@ -42,8 +44,9 @@ Section take_section(const uint8_t*& p, const uint8_t* end, const char* name) {
 template <typename U>
 class ChunkDecoder {
  public:
-  ChunkDecoder(const Header& h, const uint8_t* payload, U* out, const U* ref, const U* prev)
-      : h_(h), payload_(payload), out_(out), ref_(ref), prev_(prev), n_(h.count()) {}
+  // lossy_inner: the lossless layer of a lossy chunk, which never extrapolates.
+  ChunkDecoder(const Header& h, const uint8_t* payload, U* out, const U* ref, const U* prev, bool lossy_inner = false)
+      : h_(h), payload_(payload), out_(out), ref_(ref), prev_(prev), n_(h.count()), lossy_inner_(lossy_inner) {}
 
   void run() {
     const uint8_t* p = payload_;
@@ -52,7 +55,14 @@ class ChunkDecoder {
     const uint8_t value_scheme = p[0], position_scheme = p[1], context_scheme = p[2];
     context_param_ = load_le<uint16_t>(p + 4);
     const uint64_t coded = load_le<uint64_t>(p + 8);
+    // Bytes 6-7 are reserved (ignored) before version 3; from version 3 byte 6 is the
+    // reference transform and byte 7 is zero.
+    const uint8_t transform = h_.version >= 3 ? p[6] : kTransformNone;
+    if (h_.version >= 3 && (transform > kTransformExtrapolate || p[7] != 0))
+      corrupt("unknown reference transform " + std::to_string(transform) + "/" + std::to_string(p[7]));
     p += kPayloadPrefix;
+    if (transform != kTransformNone && value_scheme == static_cast<uint8_t>(ValueScheme::kStored))
+      corrupt("reference transform on stored values");
     if (value_scheme == static_cast<uint8_t>(ValueScheme::kStored)) {
       if (coded != n_ || static_cast<uint64_t>(end - p) != n_ * sizeof(U))
         corrupt("stored section size does not match the shape");
@@ -64,6 +74,20 @@ class ChunkDecoder {
     // A delta chunk may code its values without the reference (payload byte 3 = 1).
     const bool is_delta = h_.mode == Mode::kDelta && payload_[3] == 0;
     use_reference_ = is_delta;
+    if (transform == kTransformExtrapolate) {
+      if (!is_delta || !prev_ || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_)
+        corrupt("extrapolated reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype");
+      if (end - p < static_cast<ptrdiff_t>(kExtrapolationBytes)) corrupt("extrapolation parameters cut short");
+      Extrapolation e;
+      e.slope = static_cast<int32_t>(load_le<uint32_t>(p));
+      e.offset = static_cast<int32_t>(load_le<uint32_t>(p + 4));
+      p += kExtrapolationBytes;
+      // Values are coded against the extrapolation; its own reference serves as prev-reference.
+      predicted_.resize(n_);
+      extrapolate<U>(ref_, prev_, n_, e, predicted_.data());
+      prev_ = ref_;
+      ref_ = predicted_.data();
+    }
     float_split_ = value_scheme == static_cast<uint8_t>(ValueScheme::kFloatSplit);
     if (value_scheme > 2) corrupt("unknown value scheme " + std::to_string(value_scheme));
     if (float_split_ && (is_delta || !is_float(h_.dtype))) corrupt("float-split scheme on a delta or integer chunk");
@@ -296,6 +320,8 @@ class ChunkDecoder {
   const U* ref_;
   const U* prev_;
   const uint64_t n_;
+  std::vector<U> predicted_;  // the extrapolated reference (transform 1)
+  const bool lossy_inner_;
   bool float_split_ = false;
   bool elias_ = false;
   bool use_reference_ = false;
@@ -328,7 +354,7 @@ void decode_lossy(const Header& h, const uint8_t* payload, void* out_bytes, cons
   std::vector<U> prev_q;
   if (prev_reference)
     quantized_prev_reference<U>(ref, static_cast<const U*>(prev_reference), n, p, h.dtype, prev_q);
-  ChunkDecoder<U>(inner, payload + block, out, ref, prev_reference ? prev_q.data() : nullptr).run();
+  ChunkDecoder<U>(inner, payload + block, out, ref, prev_reference ? prev_q.data() : nullptr, true).run();
   for (uint64_t i = 0; i < n; ++i) out[i] = dequantize<U>(ref[i], static_cast<U>(out[i] - ref[i]), p, h.dtype);
 }
 

@@ -15,6 +15,7 @@
 #include "../common/bitstream.hpp"
 #include "../common/contexts16.hpp"
 #include "../common/elias.hpp"
+#include "../common/extrapolate.hpp"
 #include "../common/header.hpp"
 #include "../common/mem.hpp"
 #include "../common/models.hpp"
@@ -100,6 +101,13 @@ class ChunkEncoder {
     scale_ = scale;
     transform();
     return choose_plan();
+  }
+
+  // The reference this encoder was given is an extrapolation of the chunk's own reference
+  // (payload transform 1): its parameters are written after the prefix.
+  void set_extrapolation(const Extrapolation& e) {
+    transform_ = kTransformExtrapolate;
+    extrapolation_ = e;
   }
 
   // Codes all values with a plan chosen on a sample; stores them raw if that is smaller.
@@ -584,7 +592,8 @@ class ChunkEncoder {
     const size_t rans_size = static_cast<size_t>(rans_buf.get() + rans_cap - rp);
 
     const size_t start = out.size();
-    out.resize(start + kPayloadPrefix + 32 + gaps_size + tables.size() + rans_size + tails_size);
+    const size_t transform_bytes = transform_ == kTransformExtrapolate ? kExtrapolationBytes : 0;
+    out.resize(start + kPayloadPrefix + transform_bytes + 32 + gaps_size + tables.size() + rans_size + tails_size);
     uint8_t* p = out.data() + start;
     std::memset(p, 0, kPayloadPrefix);
     p[0] = static_cast<uint8_t>(float_split_ ? ValueScheme::kFloatSplit : ValueScheme::kLogBucket);
@@ -592,8 +601,14 @@ class ChunkEncoder {
     p[2] = static_cast<uint8_t>(plan.contexts);
     p[3] = without_reference_ ? 1 : 0;
     store_le<uint16_t>(p + 4, static_cast<uint16_t>(context_param_));
+    p[6] = transform_;
     store_le<uint64_t>(p + 8, coded);
     p += kPayloadPrefix;
+    if (transform_bytes) {
+      store_le<uint32_t>(p, static_cast<uint32_t>(extrapolation_.slope));
+      store_le<uint32_t>(p + 4, static_cast<uint32_t>(extrapolation_.offset));
+      p += transform_bytes;
+    }
     const std::pair<const uint8_t*, size_t> sections[] = {
         {gaps.get(), gaps_size}, {tables.data(), tables.size()}, {rp, rans_size}, {tails.get(), tails_size}};
     for (const auto& section : sections) {
@@ -619,6 +634,8 @@ class ChunkEncoder {
   uint64_t zeros_ = 0;
   double scale_ = 1.0;
   int context_param_ = 0;
+  uint8_t transform_ = kTransformNone;
+  Extrapolation extrapolation_;
 };
 
 constexpr uint64_t kSampleBlock = 1024;
@@ -651,9 +668,97 @@ struct Sample {
   }
 };
 
-// Chooses, on a sample, between coding a delta chunk against its reference and coding its
-// values standalone (optimizer moments refresh between distant saves), and the position
-// and context schemes; then codes the whole chunk with that plan.
+// Extrapolations to try, fitted on positions where value, reference and prev-reference are
+// finite and share a sign: (a) slope by least squares on the values (an absolute-error fit,
+// as parameters move by similar amounts whatever their size), offset the median of what
+// is left in bit units; (b) slope and offset by least squares on the bit patterns (a fit in
+// the log domain, which suits the second moment).
+template <typename U>
+std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U* prev, uint64_t n, DType dtype) {
+  constexpr int s = kBits<U> - 1;
+  const int mant = mantissa_bits(dtype), expb = exponent_bits(dtype);
+  const int all_ones = (1 << expb) - 1;
+  std::vector<int64_t> d, y;  // bit-pattern moves: reference - prev-reference, value - reference
+  std::vector<double> vd, vy;  // the same moves in value units
+  double vdd = 0, vdy = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    const U r = ref[i], q = prev[i], v = x[i];
+    if ((r >> s) != (q >> s) || (v >> s) != (r >> s)) continue;
+    if (float_exponent(r, mant, expb) == all_ones || float_exponent(q, mant, expb) == all_ones ||
+        float_exponent(v, mant, expb) == all_ones)
+      continue;
+    d.push_back(static_cast<int64_t>(r) - static_cast<int64_t>(q));
+    y.push_back(static_cast<int64_t>(v) - static_cast<int64_t>(r));
+    const double rv = to_double<U>(r, dtype);
+    vd.push_back(rv - to_double<U>(q, dtype));
+    vy.push_back(to_double<U>(v, dtype) - rv);
+  }
+  std::vector<Extrapolation> fits;
+  if (d.size() < 16) return fits;
+  // Outliers (a few huge or tiny values moving by many binades) would set the fit alone:
+  // positions moving by more than 16x the median move, now or before, are left out.
+  auto median_abs = [](const std::vector<int64_t>& a) {
+    std::vector<uint64_t> m(a.size());
+    for (size_t k = 0; k < a.size(); ++k) m[k] = a[k] < 0 ? 0 - static_cast<uint64_t>(a[k]) : static_cast<uint64_t>(a[k]);
+    std::nth_element(m.begin(), m.begin() + m.size() / 2, m.end());
+    return m[m.size() / 2];
+  };
+  const uint64_t d_limit = 16 * std::max<uint64_t>(median_abs(d), 1), y_limit = 16 * std::max<uint64_t>(median_abs(y), 1);
+  {
+    size_t kept = 0;
+    vdd = vdy = 0;
+    for (size_t k = 0; k < d.size(); ++k) {
+      const uint64_t ad = d[k] < 0 ? 0 - static_cast<uint64_t>(d[k]) : static_cast<uint64_t>(d[k]);
+      const uint64_t ay = y[k] < 0 ? 0 - static_cast<uint64_t>(y[k]) : static_cast<uint64_t>(y[k]);
+      if (ad > d_limit || ay > y_limit) continue;
+      d[kept] = d[k];
+      y[kept] = y[k];
+      vd[kept] = vd[k];
+      vy[kept] = vy[k];
+      vdd += vd[k] * vd[k];
+      vdy += vd[k] * vy[k];
+      ++kept;
+    }
+    d.resize(kept);
+    y.resize(kept);
+  }
+  const size_t m = d.size();
+  if (m < 16) return fits;
+  const double offset_limit = std::ldexp(1.0, s);
+  auto add = [&](double slope, double offset) {
+    if (!std::isfinite(slope) || !std::isfinite(offset) || std::fabs(slope) > 4.0) return;
+    Extrapolation e;
+    e.slope = static_cast<int32_t>(std::lround(slope * (1 << kSlopeShift)));
+    e.offset = static_cast<int32_t>(std::lround(std::clamp(offset, -offset_limit, offset_limit)));
+    if (e.slope == 0 && e.offset == 0) return;
+    for (const Extrapolation& f : fits)
+      if (f.slope == e.slope && f.offset == e.offset) return;
+    fits.push_back(e);
+  };
+  if (vdd > 0) {
+    const double slope = vdy / vdd;
+    std::vector<double> rest(m);
+    for (size_t k = 0; k < m; ++k) rest[k] = static_cast<double>(y[k]) - slope * static_cast<double>(d[k]);
+    std::nth_element(rest.begin(), rest.begin() + m / 2, rest.end());
+    add(slope, rest[m / 2]);
+  }
+  double sdd = 0, sd = 0, sdy = 0, sy = 0;
+  for (size_t k = 0; k < m; ++k) {
+    const double dk = static_cast<double>(d[k]), yk = static_cast<double>(y[k]);
+    sdd += dk * dk;
+    sd += dk;
+    sdy += dk * yk;
+    sy += yk;
+  }
+  const double det = sdd * static_cast<double>(m) - sd * sd;
+  if (det > 0) add((sdy * static_cast<double>(m) - sd * sy) / det, (sdd * sy - sd * sdy) / det);
+  return fits;
+}
+
+// Chooses, on a sample, between coding a delta chunk against its reference, against an
+// extrapolation of it (with a prev-reference), and coding its values standalone (optimizer
+// moments refresh between distant saves), and the position and context schemes; then
+// codes the whole chunk with that plan.
 template <typename U>
 void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
   Sample<U> sample(in, n);
@@ -662,20 +767,50 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   EncodeInput standalone = in, sample_standalone = sample.input;
   standalone.reference = standalone.prev_reference = nullptr;
   sample_standalone.reference = sample_standalone.prev_reference = nullptr;
-  // Candidates: (uses reference, float split); the cheapest on the sample codes the chunk.
+  // Candidates: (uses reference, float split, extrapolation); the cheapest on the sample
+  // codes the chunk.
   struct Candidate {
     bool reference, float_split;
     Plan plan;
+    bool extrapolated = false;
+    Extrapolation extrapolation;
   };
   std::vector<Candidate> candidates;
   if (delta) candidates.push_back({true, false, ChunkEncoder<U>(sample.input, sample.count, false, false).plan(scale)});
+  if constexpr (sizeof(U) <= 4) {
+    if (delta && in.prev_reference && in.extrapolate && extrapolation_allowed(in.dtype)) {
+      const auto* sx = static_cast<const U*>(sample.input.data);
+      const auto* sref = static_cast<const U*>(sample.input.reference);
+      const auto* sprev = static_cast<const U*>(sample.input.prev_reference);
+      std::vector<U> predicted(sample.count);
+      for (const Extrapolation& e : fit_extrapolations<U>(sx, sref, sprev, sample.count, in.dtype)) {
+        extrapolate<U>(sref, sprev, sample.count, e, predicted.data());
+        EncodeInput si = sample.input;
+        si.reference = predicted.data();
+        si.prev_reference = sref;
+        Plan plan = ChunkEncoder<U>(si, sample.count, false, false).plan(scale);
+        plan.bits += 8.0 * kExtrapolationBytes;
+        candidates.push_back({true, false, plan, true, e});
+      }
+    }
+  }
   if (is_float(in.dtype))
     candidates.push_back({false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan(scale)});
   candidates.push_back({false, false, ChunkEncoder<U>(sample_standalone, sample.count, delta, false).plan(scale)});
   const Candidate* best = &candidates[0];
   for (const Candidate& c : candidates)
     if (c.plan.bits < best->plan.bits) best = &c;
-  if (best->reference) {
+  if (best->extrapolated) {
+    std::vector<U> predicted(n);
+    extrapolate<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n,
+                   best->extrapolation, predicted.data());
+    EncodeInput full = in;
+    full.reference = predicted.data();
+    full.prev_reference = in.reference;
+    ChunkEncoder<U> encoder(full, n, false, false);
+    encoder.set_extrapolation(best->extrapolation);
+    encoder.encode_payload(best->plan, out);
+  } else if (best->reference) {
     ChunkEncoder<U>(in, n, false, false).encode_payload(best->plan, out);
   } else {
     ChunkEncoder<U>(standalone, n, delta, best->float_split).encode_payload(best->plan, out);
@@ -784,6 +919,7 @@ bool encode_lossy_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t
   EncodeInput inner = in;
   inner.data = coded.data();
   inner.reference = ref;
+  inner.extrapolate = false;  // lossy chunks code q against the reference itself
   std::vector<U> prev_q;
   if (in.prev_reference) {
     quantized_prev_reference<U>(ref, static_cast<const U*>(in.prev_reference), n, p, in.dtype, prev_q);
