@@ -396,6 +396,8 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy
         if len(p) < 24:
             fail("corrupt", "extrapolation parameters")
         slope, offset = struct.unpack_from("<ii", p, 16)
+        if abs(slope) > 1 << 18 or abs(offset) > 1 << (w - 1):
+            fail("corrupt", "extrapolation parameters out of range")
         ref, prev = [extrapolate(r, q, w, slope, offset) for r, q in zip(ref, prev)], ref
         off = 24
     if vs == 0:

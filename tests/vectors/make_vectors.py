@@ -237,6 +237,7 @@ def bad_chunks():
         ("transform_reserved_byte.bin", chunkfmt.patch(extrapolated, xp + 7, "<B", 1), "corrupt", refs),
         ("transform_on_standalone.bin", chunkfmt.patch(std3, hs + 6, "<B", 1), "corrupt", None),
         ("transform_cut_short.bin", chunkfmt.reseal(extrapolated[: xp + 20]), "corrupt", refs),
+        ("transform_slope_too_steep.bin", chunkfmt.patch(extrapolated, xp + 16, "<i", (1 << 18) + 1), "corrupt", refs),
     ]
     return out
 

@@ -81,6 +81,7 @@ class ChunkDecoder {
       Extrapolation e;
       e.slope = static_cast<int32_t>(load_le<uint32_t>(p));
       e.offset = static_cast<int32_t>(load_le<uint32_t>(p + 4));
+      if (!extrapolation_valid<U>(e)) corrupt("extrapolation parameters out of range");
       p += kExtrapolationBytes;
       // Values are coded against the extrapolation; its own reference serves as prev-reference.
       predicted_.resize(n_);

@@ -678,28 +678,46 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
   constexpr int s = kBits<U> - 1;
   const int mant = mantissa_bits(dtype), expb = exponent_bits(dtype);
   const int all_ones = (1 << expb) - 1;
-  std::vector<int64_t> d, y;  // bit-pattern moves: reference - prev-reference, value - reference
-  std::vector<double> vd, vy;  // the same moves in value units
+  std::vector<int64_t> d(n), y(n);  // bit-pattern moves: reference - prev-reference, value - reference
+  std::vector<double> vd(n), vy(n);  // the same moves in value units
   double vdd = 0, vdy = 0;
-  for (uint64_t i = 0; i < n; ++i) {
-    const U r = ref[i], q = prev[i], v = x[i];
-    if ((r >> s) != (q >> s) || (v >> s) != (r >> s)) continue;
-    if (float_exponent(r, mant, expb) == all_ones || float_exponent(q, mant, expb) == all_ones ||
-        float_exponent(v, mant, expb) == all_ones)
-      continue;
-    d.push_back(static_cast<int64_t>(r) - static_cast<int64_t>(q));
-    y.push_back(static_cast<int64_t>(v) - static_cast<int64_t>(r));
-    const double rv = to_double<U>(r, dtype);
-    vd.push_back(rv - to_double<U>(q, dtype));
-    vy.push_back(to_double<U>(v, dtype) - rv);
+  auto collect = [&](auto as_double) {
+    size_t k = 0;
+    for (uint64_t i = 0; i < n; ++i) {
+      const U r = ref[i], q = prev[i], v = x[i];
+      if ((r >> s) != (q >> s) || (v >> s) != (r >> s)) continue;
+      if (float_exponent(r, mant, expb) == all_ones || float_exponent(q, mant, expb) == all_ones ||
+          float_exponent(v, mant, expb) == all_ones)
+        continue;
+      d[k] = static_cast<int64_t>(r) - static_cast<int64_t>(q);
+      y[k] = static_cast<int64_t>(v) - static_cast<int64_t>(r);
+      const double rv = as_double(r);
+      vd[k] = rv - as_double(q);
+      vy[k] = as_double(v) - rv;
+      ++k;
+    }
+    d.resize(k);
+    y.resize(k);
+  };
+  if (dtype == DType::kFloat32) {
+    collect([](U b) { return static_cast<double>(float_from_bits(static_cast<uint32_t>(b))); });
+  } else if (dtype == DType::kBFloat16) {
+    collect([](U b) { return static_cast<double>(float_from_bits(static_cast<uint32_t>(b) << 16)); });
+  } else {
+    collect([dtype](U b) { return to_double<U>(b, dtype); });
   }
   std::vector<Extrapolation> fits;
   if (d.size() < 16) return fits;
   // Outliers (a few huge or tiny values moving by many binades) would set the fit alone:
   // positions moving by more than 16x the median move, now or before, are left out.
+  // Medians are taken on at most kMedianPoints evenly spaced positions (nth_element over the
+  // whole sample cost more than the rest of the fit).
+  constexpr size_t kMedianPoints = 1024;
   auto median_abs = [](const std::vector<int64_t>& a) {
-    std::vector<uint64_t> m(a.size());
-    for (size_t k = 0; k < a.size(); ++k) m[k] = a[k] < 0 ? 0 - static_cast<uint64_t>(a[k]) : static_cast<uint64_t>(a[k]);
+    const size_t stride = (a.size() + kMedianPoints - 1) / kMedianPoints;
+    std::vector<uint64_t> m;
+    for (size_t k = 0; k < a.size(); k += stride)
+      m.push_back(a[k] < 0 ? 0 - static_cast<uint64_t>(a[k]) : static_cast<uint64_t>(a[k]));
     std::nth_element(m.begin(), m.begin() + m.size() / 2, m.end());
     return m[m.size() / 2];
   };
@@ -730,17 +748,18 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
     Extrapolation e;
     e.slope = static_cast<int32_t>(std::lround(slope * (1 << kSlopeShift)));
     e.offset = static_cast<int32_t>(std::lround(std::clamp(offset, -offset_limit, offset_limit)));
-    if (e.slope == 0 && e.offset == 0) return;
+    if ((e.slope == 0 && e.offset == 0) || !extrapolation_valid<U>(e)) return;
     for (const Extrapolation& f : fits)
       if (f.slope == e.slope && f.offset == e.offset) return;
     fits.push_back(e);
   };
   if (vdd > 0) {
     const double slope = vdy / vdd;
-    std::vector<double> rest(m);
-    for (size_t k = 0; k < m; ++k) rest[k] = static_cast<double>(y[k]) - slope * static_cast<double>(d[k]);
-    std::nth_element(rest.begin(), rest.begin() + m / 2, rest.end());
-    add(slope, rest[m / 2]);
+    std::vector<double> rest;
+    for (size_t k = 0; k < m; k += (m + kMedianPoints - 1) / kMedianPoints)
+      rest.push_back(static_cast<double>(y[k]) - slope * static_cast<double>(d[k]));
+    std::nth_element(rest.begin(), rest.begin() + rest.size() / 2, rest.end());
+    add(slope, rest[rest.size() / 2]);
   }
   double sdd = 0, sd = 0, sdy = 0, sy = 0;
   for (size_t k = 0; k < m; ++k) {
@@ -776,23 +795,46 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     Extrapolation extrapolation;
   };
   std::vector<Candidate> candidates;
-  if (delta) candidates.push_back({true, false, ChunkEncoder<U>(sample.input, sample.count, false, false).plan(scale)});
+  // Against the reference, or against an extrapolation of it when that leaves residuals of
+  // fewer bits in all (a first cut on the sample; the plan is then made for the winner only).
+  Candidate against_reference{true, false, Plan{}};
+  std::vector<U> predicted;
   if constexpr (sizeof(U) <= 4) {
     if (delta && in.prev_reference && in.extrapolate && extrapolation_allowed(in.dtype)) {
       const auto* sx = static_cast<const U*>(sample.input.data);
       const auto* sref = static_cast<const U*>(sample.input.reference);
       const auto* sprev = static_cast<const U*>(sample.input.prev_reference);
-      std::vector<U> predicted(sample.count);
-      for (const Extrapolation& e : fit_extrapolations<U>(sx, sref, sprev, sample.count, in.dtype)) {
-        extrapolate<U>(sref, sprev, sample.count, e, predicted.data());
-        EncodeInput si = sample.input;
-        si.reference = predicted.data();
-        si.prev_reference = sref;
-        Plan plan = ChunkEncoder<U>(si, sample.count, false, false).plan(scale);
-        plan.bits += 8.0 * kExtrapolationBytes;
-        candidates.push_back({true, false, plan, true, e});
+      const uint64_t count = sample.count;
+      auto residual_bits = [&](const U* p) {
+        uint64_t bits = 0;
+        for (uint64_t i = 0; i < count; ++i) bits += bit_length(zigzag<U>(static_cast<U>(sx[i] - p[i])));
+        return static_cast<double>(bits);
+      };
+      double best_bits = residual_bits(sref) - 8.0 * kExtrapolationBytes / scale;
+      std::vector<U> trial(count);
+      for (const Extrapolation& e : fit_extrapolations<U>(sx, sref, sprev, count, in.dtype)) {
+        extrapolate<U>(sref, sprev, count, e, trial.data());
+        const double bits = residual_bits(trial.data());
+        if (bits < best_bits) {
+          best_bits = bits;
+          against_reference.extrapolated = true;
+          against_reference.extrapolation = e;
+          predicted.swap(trial);
+          trial.resize(count);
+        }
       }
     }
+  }
+  if (against_reference.extrapolated) {
+    EncodeInput si = sample.input;
+    si.reference = predicted.data();
+    si.prev_reference = sample.input.reference;
+    against_reference.plan = ChunkEncoder<U>(si, sample.count, false, false).plan(scale);
+    against_reference.plan.bits += 8.0 * kExtrapolationBytes;
+    candidates.push_back(against_reference);
+  } else if (delta) {
+    against_reference.plan = ChunkEncoder<U>(sample.input, sample.count, false, false).plan(scale);
+    candidates.push_back(against_reference);
   }
   if (is_float(in.dtype))
     candidates.push_back({false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan(scale)});
