@@ -1,5 +1,6 @@
 // C++ unit tests for the tpde core (run by ctest). No framework: CHECK aborts with a message.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -313,8 +314,11 @@ static void test_extrapolation_paths_agree() {
     bool same = true;
     for (uint64_t i = 0; i < n; ++i) same &= out[i] == extrapolate_one<uint16_t>(r[i], q[i], e);
     CHECK(same);
-    extrapolate<uint32_t>(r32.data(), q32.data(), n, e, out32.data());
-    for (uint64_t i = 0; i < n; ++i) same &= out32[i] == extrapolate_one<uint32_t>(r32[i], q32[i], e);
+    Extrapolation e32 = e;
+    if (trial % 4 == 3) e32.offset = trial % 8 == 3 ? INT32_MIN : INT32_MAX;  // |offset| <= 2^31
+    CHECK(extrapolation_valid<uint32_t>(e32));
+    extrapolate<uint32_t>(r32.data(), q32.data(), n, e32, out32.data());
+    for (uint64_t i = 0; i < n; ++i) same &= out32[i] == extrapolate_one<uint32_t>(r32[i], q32[i], e32);
     CHECK(same);
   }
   Extrapolation too_steep;

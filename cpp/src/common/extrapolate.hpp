@@ -51,6 +51,8 @@ bool cpu_has_avx2();
 // Sixteen values at a time where the CPU has AVX2 (extrapolate.cpp); returns how many it did.
 uint64_t extrapolate16_avx2(const uint16_t* ref, const uint16_t* prev, uint64_t n, const Extrapolation& e,
                             uint16_t* out);
+uint64_t extrapolate32_avx2(const uint32_t* ref, const uint32_t* prev, uint64_t n, const Extrapolation& e,
+                            uint32_t* out);
 #endif
 
 #if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
@@ -107,6 +109,11 @@ template <typename U>
 inline void extrapolate(const U* ref, const U* prev, uint64_t n, const Extrapolation& e, U* out) {
   uint64_t i = 0;
 #if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
+#if defined(TPDE_AVX2_EXTRAPOLATE)
+  if constexpr (sizeof(U) == 4) {
+    if (cpu_has_avx2()) i = extrapolate32_avx2(ref, prev, n, e, out);
+  }
+#endif
   if constexpr (sizeof(U) == 2) {
 #if defined(TPDE_AVX2_EXTRAPOLATE)
     if (cpu_has_avx2()) i = extrapolate16_avx2(ref, prev, n, e, out);

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <memory>
 #include <vector>
 
 #include "../common/bitstream.hpp"
@@ -84,10 +85,10 @@ class ChunkDecoder {
       if (!extrapolation_valid<U>(e)) corrupt("extrapolation parameters out of range");
       p += kExtrapolationBytes;
       // Values are coded against the extrapolation; its own reference serves as prev-reference.
-      predicted_.resize(n_);
-      extrapolate<U>(ref_, prev_, n_, e, predicted_.data());
+      predicted_.reset(new U[n_]);  // every element written by extrapolate: no zero-fill
+      extrapolate<U>(ref_, prev_, n_, e, predicted_.get());
       prev_ = ref_;
-      ref_ = predicted_.data();
+      ref_ = predicted_.get();
     }
     float_split_ = value_scheme == static_cast<uint8_t>(ValueScheme::kFloatSplit);
     if (value_scheme > 2) corrupt("unknown value scheme " + std::to_string(value_scheme));
@@ -321,7 +322,7 @@ class ChunkDecoder {
   const U* ref_;
   const U* prev_;
   const uint64_t n_;
-  std::vector<U> predicted_;  // the extrapolated reference (transform 1)
+  std::unique_ptr<U[]> predicted_;  // the extrapolated reference (transform 1)
   const bool lossy_inner_;
   bool float_split_ = false;
   bool elias_ = false;

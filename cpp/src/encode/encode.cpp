@@ -843,11 +843,11 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   for (const Candidate& c : candidates)
     if (c.plan.bits < best->plan.bits) best = &c;
   if (best->extrapolated) {
-    std::vector<U> predicted(n);
+    std::unique_ptr<U[]> predicted_chunk(new U[n]);  // every element written: no zero-fill
     extrapolate<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n,
-                   best->extrapolation, predicted.data());
+                   best->extrapolation, predicted_chunk.get());
     EncodeInput full = in;
-    full.reference = predicted.data();
+    full.reference = predicted_chunk.get();
     full.prev_reference = in.reference;
     ChunkEncoder<U> encoder(full, n, false, false);
     encoder.set_extrapolation(best->extrapolation);
