@@ -310,15 +310,19 @@ static void test_extrapolation_paths_agree() {
                                                           : static_cast<int32_t>(g() % (2 * kMaxSlope + 1)) - kMaxSlope;
     e.offset = trial % 3 == 0 ? 32768 : trial % 3 == 1 ? -32768 : static_cast<int32_t>(g() % 201) - 100;
     CHECK(extrapolation_valid<uint16_t>(e));
-    extrapolate<uint16_t>(r.data(), q.data(), n, e, out.data());
     bool same = true;
-    for (uint64_t i = 0; i < n; ++i) same &= out[i] == extrapolate_one<uint16_t>(r[i], q[i], e);
+    for (bool avx2 : {true, false}) {  // every vector path this CPU has, then SSE2 alone
+      extrapolate<uint16_t>(r.data(), q.data(), n, e, out.data(), avx2);
+      for (uint64_t i = 0; i < n; ++i) same &= out[i] == extrapolate_one<uint16_t>(r[i], q[i], e);
+    }
     CHECK(same);
     Extrapolation e32 = e;
     if (trial % 4 == 3) e32.offset = trial % 8 == 3 ? INT32_MIN : INT32_MAX;  // |offset| <= 2^31
     CHECK(extrapolation_valid<uint32_t>(e32));
-    extrapolate<uint32_t>(r32.data(), q32.data(), n, e32, out32.data());
-    for (uint64_t i = 0; i < n; ++i) same &= out32[i] == extrapolate_one<uint32_t>(r32[i], q32[i], e32);
+    for (bool avx2 : {true, false}) {
+      extrapolate<uint32_t>(r32.data(), q32.data(), n, e32, out32.data(), avx2);
+      for (uint64_t i = 0; i < n; ++i) same &= out32[i] == extrapolate_one<uint32_t>(r32[i], q32[i], e32);
+    }
     CHECK(same);
   }
   Extrapolation too_steep;

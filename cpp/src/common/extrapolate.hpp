@@ -37,6 +37,7 @@ inline bool extrapolation_valid(const Extrapolation& e) {
 // staying within r's sign half; r itself where the move would leave it.
 template <typename U>
 inline U extrapolate_one(U r, U q, const Extrapolation& e) {
+  static_assert(sizeof(U) <= 4, "extrapolation is defined for 16- and 32-bit values");
   constexpr int s = kBits<U> - 1;
   const int64_t ri = static_cast<int64_t>(r);
   const int64_t d = (r >> s) == (q >> s) ? ri - static_cast<int64_t>(q) : 0;
@@ -105,18 +106,21 @@ class Extrapolate16 {
 };
 #endif
 
+// allow_avx2 = false keeps to the SSE2 / scalar paths (the unit tests compare every path).
 template <typename U>
-inline void extrapolate(const U* ref, const U* prev, uint64_t n, const Extrapolation& e, U* out) {
+inline void extrapolate(const U* ref, const U* prev, uint64_t n, const Extrapolation& e, U* out,
+                        bool allow_avx2 = true) {
   uint64_t i = 0;
+  (void)allow_avx2;
 #if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
 #if defined(TPDE_AVX2_EXTRAPOLATE)
   if constexpr (sizeof(U) == 4) {
-    if (cpu_has_avx2()) i = extrapolate32_avx2(ref, prev, n, e, out);
+    if (allow_avx2 && cpu_has_avx2()) i = extrapolate32_avx2(ref, prev, n, e, out);
   }
 #endif
   if constexpr (sizeof(U) == 2) {
 #if defined(TPDE_AVX2_EXTRAPOLATE)
-    if (cpu_has_avx2()) i = extrapolate16_avx2(ref, prev, n, e, out);
+    if (allow_avx2 && cpu_has_avx2()) i = extrapolate16_avx2(ref, prev, n, e, out);
 #endif
     const Extrapolate16 x(e);
     auto run = [&](auto with_hi) {

@@ -78,19 +78,12 @@ class ChunkDecoder {
     if (transform == kTransformExtrapolate) {
       if (!is_delta || !prev_ || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_)
         corrupt("extrapolated reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype");
-      if (end - p < static_cast<ptrdiff_t>(kExtrapolationBytes)) corrupt("extrapolation parameters cut short");
-      Extrapolation e;
-      e.slope = static_cast<int32_t>(load_le<uint32_t>(p));
-      e.offset = static_cast<int32_t>(load_le<uint32_t>(p + 4));
-      if (!extrapolation_valid<U>(e)) corrupt("extrapolation parameters out of range");
-      p += kExtrapolationBytes;
-      // Values are coded against the extrapolation; its own reference serves as prev-reference.
-      predicted_.reset(new U[n_]);  // every element written by extrapolate: no zero-fill
-      extrapolate<U>(ref_, prev_, n_, e, predicted_.get());
-      prev_ = ref_;
-      ref_ = predicted_.get();
+    }
+    if constexpr (kBits<U> <= 32) {
+      if (transform == kTransformExtrapolate) apply_extrapolation(p, end);
     }
     float_split_ = value_scheme == static_cast<uint8_t>(ValueScheme::kFloatSplit);
+
     if (value_scheme > 2) corrupt("unknown value scheme " + std::to_string(value_scheme));
     if (float_split_ && (is_delta || !is_float(h_.dtype))) corrupt("float-split scheme on a delta or integer chunk");
     if (position_scheme > 1) corrupt("unknown position scheme " + std::to_string(position_scheme));
@@ -133,6 +126,21 @@ class ChunkDecoder {
 
  private:
   enum class Values { kResidual, kFloatSplit, kNeighbourDiff };
+
+  // Transform 1: reads the parameters after the prefix and swaps in the extrapolated
+  // reference; the chunk's own reference becomes the prev-reference of the contexts.
+  void apply_extrapolation(const uint8_t*& p, const uint8_t* end) {
+    if (end - p < static_cast<ptrdiff_t>(kExtrapolationBytes)) corrupt("extrapolation parameters cut short");
+    Extrapolation e;
+    e.slope = static_cast<int32_t>(load_le<uint32_t>(p));
+    e.offset = static_cast<int32_t>(load_le<uint32_t>(p + 4));
+    if (!extrapolation_valid<U>(e)) corrupt("extrapolation parameters out of range");
+    p += kExtrapolationBytes;
+    predicted_.reset(new U[n_]);  // every element written by extrapolate: no zero-fill
+    extrapolate<U>(ref_, prev_, n_, e, predicted_.get());
+    prev_ = ref_;
+    ref_ = predicted_.get();
+  }
 
   // Context of position i. The reference-exponent part goes through a per-chunk table of
   // exponent_context over every exponent value (same definition, one load instead of the

@@ -789,6 +789,8 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   // Candidates: (uses reference, float split, extrapolation); the cheapest on the sample
   // codes the chunk.
   struct Candidate {
+    Candidate(bool reference_, bool float_split_, Plan plan_)
+        : reference(reference_), float_split(float_split_), plan(plan_) {}
     bool reference, float_split;
     Plan plan;
     bool extrapolated = false;
@@ -842,17 +844,23 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   const Candidate* best = &candidates[0];
   for (const Candidate& c : candidates)
     if (c.plan.bits < best->plan.bits) best = &c;
-  if (best->extrapolated) {
-    std::unique_ptr<U[]> predicted_chunk(new U[n]);  // every element written: no zero-fill
-    extrapolate<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n,
-                   best->extrapolation, predicted_chunk.get());
-    EncodeInput full = in;
-    full.reference = predicted_chunk.get();
-    full.prev_reference = in.reference;
-    ChunkEncoder<U> encoder(full, n, false, false);
-    encoder.set_extrapolation(best->extrapolation);
-    encoder.encode_payload(best->plan, out);
-  } else if (best->reference) {
+  bool coded = false;
+  if constexpr (sizeof(U) <= 4) {
+    if (best->extrapolated) {
+      std::unique_ptr<U[]> predicted_chunk(new U[n]);  // every element written: no zero-fill
+      extrapolate<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n,
+                     best->extrapolation, predicted_chunk.get());
+      EncodeInput full = in;
+      full.reference = predicted_chunk.get();
+      full.prev_reference = in.reference;
+      ChunkEncoder<U> encoder(full, n, false, false);
+      encoder.set_extrapolation(best->extrapolation);
+      encoder.encode_payload(best->plan, out);
+      coded = true;
+    }
+  }
+  if (coded) return;
+  if (best->reference) {
     ChunkEncoder<U>(in, n, false, false).encode_payload(best->plan, out);
   } else {
     ChunkEncoder<U>(standalone, n, delta, best->float_split).encode_payload(best->plan, out);
