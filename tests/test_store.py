@@ -116,6 +116,41 @@ def test_real_training_checkpoints_bit_exact_and_compressed(tmp_path):
     assert reopened.verify() == []
 
 
+def _chunk_transforms(root) -> list[int]:
+    """Payload transform byte of every tpde chunk file under a local store directory."""
+    import chunkfmt
+
+    out = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.name.startswith("."):
+            blob = path.read_bytes()
+            if blob[:4] == b"TPDE" and chunkfmt.parse(blob)["value_scheme"] != 0:
+                out.append(chunkfmt.parse(blob)["transform"])
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extrapolated_references_on_training_checkpoints(tmp_path, dtype):
+    """Deltas with two predecessors are coded against an extrapolation where it pays (format
+    3); every step, and slices of single tensors, still come back bit-exactly."""
+    ckpts = train_checkpoints(10)
+    if dtype is torch.bfloat16:
+        ckpts = [(s, {**st, "model": {k: v.to(dtype) for k, v in st["model"].items()}}) for s, st in ckpts]
+    store = CheckpointStore(tmp_path / "run.tpde", keyframe_every=16, chunk_elements=512)
+    for step, state in ckpts:
+        store.save(step, state)
+    transforms = _chunk_transforms(tmp_path / "run.tpde")
+    assert 0 < transforms.count(1) < len(transforms)
+    reopened = CheckpointStore(tmp_path / "run.tpde", mode="r")
+    for step, state in ckpts:
+        assert_same_state(reopened.load(step), state)
+    last_step, last = ckpts[-1]
+    name = "model/layers.layers.1.linear1.weight"
+    part = reopened.load_tensor(last_step, name, (slice(5, 40), slice(None)))
+    assert raw_bytes(part) == raw_bytes(last["model"]["layers.layers.1.linear1.weight"][5:40])
+    assert reopened.verify() == []
+
+
 def test_alias_tensors_stay_one_tensor(store):
     shared = torch.randn(4, 4)
     store.save(0, {"embed": shared, "head": shared, "view": shared[1]})
