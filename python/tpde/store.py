@@ -17,7 +17,7 @@ import pickle
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from . import _core
 from . import cross_state as xs
+from .background import BackgroundSaves
 from .bounds import BoundSpec, ErrorBounds, abs_bound, as_spec, describe, log_bound
 from .chunking import Box, ChunkGrid, choose_chunks
 from .errors import TPDEError
@@ -136,6 +137,18 @@ class _Snapshot:
     entries: dict[str, ArrayEntry]
 
 
+class _SaveJob(NamedTuple):
+    """A save's checked arguments and its owned copy of the state (see `_prepare_save`)."""
+
+    step: int
+    tree: object
+    arrays: dict[str, np.ndarray]
+    specs: dict[str, ArraySpec]
+    meta: dict | None
+    error_bound: object
+    requested: object
+
+
 class CheckpointStore:
     """Checkpoints of one training run, stored as keyframes and deltas in a zarr store.
 
@@ -168,6 +181,7 @@ class CheckpointStore:
         self.workers = workers or min(32, os.cpu_count() or 1)
         self.progress = progress
         self._recent: list[_Snapshot] = []
+        self._background = BackgroundSaves()
         settings = self._open(mode)
         self.keyframe_every = keyframe_every or settings.get("keyframe_every", DEFAULT_KEYFRAME_EVERY)
         self.chunk_elements = chunk_elements or settings.get("chunk_elements", DEFAULT_CHUNK_ELEMENTS)
@@ -234,8 +248,12 @@ class CheckpointStore:
         self.close()
 
     def close(self) -> None:
-        """Drop the in-memory reconstructions (the store itself needs no closing)."""
-        self._recent = []
+        """Wait for background saves (raising the first failure), then drop the in-memory
+        reconstructions (the store itself needs no closing)."""
+        try:
+            self._background.shutdown()
+        finally:
+            self._recent = []
 
     # ------------------------------------------------------------------ listing
 
@@ -290,9 +308,41 @@ class CheckpointStore:
         against a prediction from the weight change (docs/store.md). Smaller steps, but
         restoring a weight then decodes its moments too.
         """
+        self._background.wait()  # earlier save_async calls come first
+        job = self._prepare_save(step, state, allow_pickle=allow_pickle, meta=meta, error_bound=error_bound)
+        return self._write_step(job, cross_state=cross_state, progress=progress)
+
+    def save_async(
+        self,
+        step: int,
+        state: object,
+        *,
+        allow_pickle: bool = False,
+        meta: dict | None = None,
+        error_bound: ErrorBounds | BoundSpec | dict | Callable[[str], BoundSpec | dict | None] | None = None,
+        cross_state: bool = False,
+    ) -> Future:
+        """Like `save`, but codes and writes the step on a background thread.
+
+        Returns once the state's tensors are copied to host memory (training may go on
+        changing them), with a `concurrent.futures.Future` of the step's `StepInfo`. Saves
+        run one at a time in call order; with two in flight, a third call waits. The step
+        becomes visible to readers when its future is done. `wait()` (and `close()`, and a
+        plain `save`) wait for all of them and raise the first failure. Bad arguments are
+        refused at once, as by `save`.
+        """
+        job = self._prepare_save(step, state, allow_pickle=allow_pickle, meta=meta, error_bound=error_bound)
+        return self._background.submit(job.step, self._write_step, job, cross_state, False)
+
+    def wait(self) -> None:
+        """Wait for every `save_async` to finish; raises the first one's error, if any."""
+        self._background.wait()
+
+    def _prepare_save(self, step, state, *, allow_pickle, meta, error_bound) -> _SaveJob:
+        """Checks of a save and an owned copy of the state's arrays (the part done at once)."""
         self._check_writable()
         step = _check_step(step)
-        if self._kv.exists(commit_key(step)):
+        if self._kv.exists(commit_key(step)) or self._background.pending(step):
             raise TPDEError(f"step {step} already exists; delete it first", "step_exists")
         try:
             json_bytes(meta)
@@ -307,6 +357,11 @@ class CheckpointStore:
         for leaf in leaves:
             convert = pickle_to_storage if leaf.pickled else to_storage
             arrays[leaf.name], specs[leaf.name] = convert(leaf.value)
+        return _SaveJob(step, tree, arrays, specs, meta, error_bound, requested)
+
+    def _write_step(self, job: _SaveJob, cross_state: bool, progress: bool | None) -> StepInfo:
+        """Code the prepared arrays against the latest committed step and commit the step."""
+        step, tree, arrays, specs, meta, error_bound, requested = job
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
 
         base, prev, depth = self._references(step, specs, chunks)
@@ -679,6 +734,7 @@ class CheckpointStore:
     def delete(self, step: int) -> None:
         """Delete a step. Refuses (TPDEError "has_dependents") if a later delta needs it."""
         self._check_writable()
+        self._background.wait()
         self._marker(step)
         dependents = self._dependents([step], self.history())
         if dependents:
@@ -702,6 +758,7 @@ class CheckpointStore:
         Steps that a kept step's delta chain needs are kept too. Returns the deleted steps.
         """
         self._check_writable()
+        self._background.wait()
         if keep_last is None and keep_every is None and not keep:
             raise TPDEError("prune needs keep_last, keep_every or keep", "invalid_argument")
         history = self.history()
@@ -736,6 +793,7 @@ class CheckpointStore:
     def clean(self) -> list[str]:
         """Remove `uncommitted()` leftovers; run it only while no other process is saving."""
         self._check_writable()
+        self._background.wait()
         leftovers = self.uncommitted()
         for prefix in leftovers:
             if prefix.startswith(f"{STEPS}/"):
