@@ -75,12 +75,15 @@ def parse(chunk: bytes | bytearray) -> dict:
     info["lossy"] = None
     if info["flags"] & 2:  # lossy block, format 2: quantizer u8, reserved[7], value f64, step u64
         version = chunk[4]  # format 1: quantizer u8, shift u8, reserved[6], value f64 (step 2^shift)
+        predictor = chunk[p + 1] if version >= 3 else 0  # format 3: 1 = a x ref + b x prev, f64 a, b follow
         info["lossy"] = {
             "quantizer": chunk[p],
             "value": struct.unpack_from("<d", chunk, p + 8)[0],
             "step": (1 << chunk[p + 1]) if version == 1 else struct.unpack_from("<Q", chunk, p + 16)[0],
+            "predictor": predictor,
+            "coefficients": struct.unpack_from("<dd", chunk, p + 24) if predictor == 1 else None,
         }
-        p += LOSSY_BLOCK[version]
+        p += LOSSY_BLOCK[version] + (16 if predictor == 1 else 0)
     info["prefix_offset"] = p
     info["value_scheme"] = chunk[p]
     info["without_reference"] = chunk[p + 3]

@@ -307,7 +307,21 @@ def read_header(c: bytes):
             quant == 2 and math.isfinite(value) and 0 < value < 1 and 1 <= step < 2 ** (w - 2))
         if not ok:
             fail("corrupt", "lossy parameters")
-        lossy = (quant, step, value, block)
+        coefs = None
+        if c[4] >= 3 and c[hs + 1] != 0:  # section 9: the predictor of format 3
+            if c[hs + 1] != 1:
+                fail("corrupt", "lossy predictor")
+            if quant != 1 or mode != 1:
+                fail("corrupt", "lossy predictor does not fit")
+            if payload_size < block + 16:
+                fail("corrupt", "lossy block")
+            coefs = (u("d", c, hs + 24), u("d", c, hs + 32))
+            if not all(abs(k) <= 16.0 for k in coefs):  # NaN fails too
+                fail("corrupt", "lossy predictor coefficients")
+            if coefs[1] != 0 and not flags & 1:
+                fail("corrupt", "lossy predictor without prev-reference")
+            block += 16
+        lossy = (quant, step, value, block, coefs)
     n = math.prod(shape)
     return {"code": code, "mode": mode, "flags": flags, "shape": shape, "n": n, "hs": hs, "version": c[4],
             "payload_size": payload_size, "lossy": lossy, "nbytes": t}
@@ -347,7 +361,7 @@ def decode(c: bytes, reference: bytes | None = None, prev_reference: bytes | Non
     if h["lossy"] is None:
         out = decode_payload(payload, n, w, code, E, Mb, h["mode"] == 1, ref, prev, h["version"])
     else:
-        quant, step, value, block = h["lossy"]
+        quant, step, value, block, coefs = h["lossy"]
         R = ref if ref is not None else [0] * n
         Q = None
         if prev is not None:
@@ -362,12 +376,16 @@ def decode(c: bytes, reference: bytes | None = None, prev_reference: bytes | Non
                 Q.append((r_i - qp) % (1 << w))
         z = decode_payload(payload[block:], n, w, code, E, Mb, True, R, Q, h["version"], lossy=True)
         out = []
-        for r_i, z_i in zip(R, z):
+        P = prev if prev is not None else [None] * n
+        for r_i, z_i, p_i in zip(R, z, P):
             q = (z_i - r_i) % (1 << w)
             if quant == 2:
                 out.append(from_ordered((ordered(r_i, w) + q * step) % (1 << w), w))
             else:
-                out.append(from_float(to_float(r_i, code) + float(signed(q, w)) * value, code))
+                base = to_float(r_i, code)
+                if coefs is not None:  # a x ref + b x prev, each product and the sum rounded
+                    base = coefs[0] * base + coefs[1] * (to_float(p_i, code) if p_i is not None else 0.0)
+                out.append(from_float(base + float(signed(q, w)) * value, code))
     return b"".join(v.to_bytes(size, "little") for v in out)
 
 

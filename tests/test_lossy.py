@@ -162,3 +162,47 @@ def test_property_lossy(name, data):
     else:
         kw = {"log_rel_error": 2.0 ** data.draw(st.integers(-30, -1))}
     check_lossy(name, x, ref, **kw)
+
+
+@pytest.mark.parametrize("name", list(FLOATS))
+def test_decaying_moment_is_quantized_around_scaled_reference(name):
+    """An absolute delta with a prev-reference, on values that decay by a factor between
+    saves (Adam's exp_avg), is quantized around a x reference (format 3 predictor 1): smaller
+    than around the reference, within the bound, idempotent, and decoded alike by the
+    reference decoder."""
+    import refdecoder
+
+    storage, dt, _, _, _ = FLOATS[name]
+    rng = np.random.default_rng(21)
+    m = [rng.standard_normal(4000) * 0.01]
+    for _ in range(2):
+        m.append(0.3 * m[-1] + rng.standard_normal(4000) * 0.01)
+    prev, ref, x = (to_storage(name, v) for v in m)
+    bound = 2e-3
+    chunk, recon = tpde.encode(x, reference=ref, prev_reference=prev, dtype=dt, abs_error=bound,
+                               return_reconstruction=True)
+    plain = tpde.encode(x, reference=ref, prev_reference=prev, dtype=dt, abs_error=bound, extrapolate=False)
+    lossy = chunkfmt.parse(chunk)["lossy"]
+    assert lossy["predictor"] == 1 and chunkfmt.parse(plain)["lossy"]["predictor"] == 0
+    a = lossy["coefficients"][0]
+    assert 0.2 < a < 0.4 and lossy["coefficients"][1] == 0.0
+    assert len(chunk) < 0.95 * len(plain)
+    y = tpde.decode(chunk, reference=ref, prev_reference=prev)
+    assert y.tobytes() == np.ascontiguousarray(recon).tobytes()
+    assert np.abs(values(name, y) - values(name, x)).max() <= bound
+    again = tpde.encode(recon, reference=ref, prev_reference=prev, dtype=dt, abs_error=bound)
+    assert again == chunk  # a depends on the references only: re-encoding is idempotent
+    assert refdecoder.decode(chunk, ref.tobytes(), prev.tobytes()) == y.tobytes()
+
+
+def test_no_predictor_without_prev_or_for_log_relative_or_steady_values():
+    rng = np.random.default_rng(22)
+    ref = rng.standard_normal(3000).astype(np.float32)
+    prev = (ref / 0.3).astype(np.float32)
+    x = (0.3 * ref + rng.standard_normal(3000) * 0.01).astype(np.float32)
+    no_prev = tpde.encode(x, reference=ref, abs_error=1e-3)
+    log_rel = tpde.encode(np.abs(x), reference=np.abs(ref), prev_reference=np.abs(prev), log_rel_error=0.1)
+    steady_prev = (ref - rng.standard_normal(3000) * 1e-4).astype(np.float32)  # a ~= 1: nothing to gain
+    steady = tpde.encode(x, reference=ref, prev_reference=steady_prev, abs_error=1e-3)
+    for chunk in (no_prev, log_rel, steady):
+        assert chunkfmt.parse(chunk)["lossy"]["predictor"] == 0

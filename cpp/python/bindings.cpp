@@ -335,8 +335,9 @@ PYBIND11_MODULE(_core, m) {
         "returns (chunk, decoded values), the reference for the next step (error feedback).\n"
         "contexts: restrict the context schemes the encoder may choose (benchmarks), e.g. []\n"
         "or ['ref_exponent']; 'none' is always allowed.\n"
-        "extrapolate=False: never code against a linear extrapolation from prev_reference\n"
-        "(benchmarks measure what it buys).");
+        "extrapolate=False: no prediction from the references (lossless: no linear\n"
+        "extrapolation from prev_reference; lossy absolute: quantize around the reference\n"
+        "itself); benchmarks measure what it buys.");
   m.def("decode", &decode, py::arg("chunk"), py::kw_only(), py::arg("reference") = py::none(),
         py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
         "Decode a tpde chunk; delta chunks need the reference they were coded against.");

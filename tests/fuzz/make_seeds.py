@@ -113,6 +113,19 @@ def seeds():
                             prev_reference=as_dtype(fuzz_prev(n * size), name, (n,)),
                             dtype="bfloat16" if name == "bfloat16" else None)
         yield f"{name}_extrapolated", chunk
+    # lossy deltas quantized around a x reference (format 3 predictor): decaying moments
+    # (coded against their own references; the decoder target reseals the fingerprints)
+    for name in ("float32", "float64", "float16", "bfloat16"):
+        n = 256
+        m = [rng.standard_normal(n) * 0.01]
+        for _ in range(2):
+            m.append(0.3 * m[-1] + rng.standard_normal(n) * 0.01)
+        if name == "bfloat16":
+            prev, ref, x = ((v.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16) for v in m)
+        else:
+            prev, ref, x = (v.astype(DTYPES[name]) for v in m)
+        yield f"{name}_lossy_predicted", tpde.encode(x, reference=ref, prev_reference=prev, abs_error=2e-3,
+                                                     dtype="bfloat16" if name == "bfloat16" else None)
     # edge shapes and incompressible data
     yield "empty", tpde.encode(np.zeros((0,), np.float32))
     yield "empty3d", tpde.encode(np.zeros((2, 0, 3), np.int16))

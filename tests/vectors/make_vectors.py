@@ -132,6 +132,12 @@ def cases():
     out.append(("bf16_delta_extrapolated", "bfloat16", bf16(ahead), bf16(moved), bf16(older), {}))
     out.append(("f16_delta_extrapolated", "float16", (ahead * 16).astype(np.float16), (moved * 16).astype(np.float16),
                 (older * 16).astype(np.float16), {}))
+    # format 3: an absolute lossy delta quantized around a x reference (a decaying moment)
+    r4 = np.random.default_rng(4)
+    m_prev = (r4.standard_normal(300) * 1e-3).astype(np.float32)
+    m_ref = (0.3 * m_prev + r4.standard_normal(300) * 1e-3).astype(np.float32)
+    m_new = (0.3 * m_ref + r4.standard_normal(300) * 1e-3).astype(np.float32)
+    out.append(("f32_lossy_abs_predicted", "float32", m_new, m_ref, m_prev, {"abs_error": 2e-4}))
     return out
 
 
@@ -232,11 +238,18 @@ def bad_chunks():
             "prev_reference": "v3_f32_delta_extrapolated/prev_reference.npy"}
     xp = chunkfmt.parse(extrapolated)["prefix_offset"]
     std3 = chunkfmt.patch(std, 4, "<B", 3)
+    predicted = (HERE / "v3_f32_lossy_abs_predicted" / "encoded.bin").read_bytes()
+    predicted_refs = {"reference": "v3_f32_lossy_abs_predicted/reference.npy",
+                      "prev_reference": "v3_f32_lossy_abs_predicted/prev_reference.npy"}
     out += [
         ("transform_2.bin", chunkfmt.patch(extrapolated, xp + 6, "<B", 2), "corrupt", refs),
         ("transform_reserved_byte.bin", chunkfmt.patch(extrapolated, xp + 7, "<B", 1), "corrupt", refs),
         ("transform_on_standalone.bin", chunkfmt.patch(std3, hs + 6, "<B", 1), "corrupt", None),
         ("transform_cut_short.bin", chunkfmt.reseal(extrapolated[: xp + 20]), "corrupt", refs),
+        ("lossy_predictor_2.bin", chunkfmt.patch(predicted, hs + 1, "<B", 2), "corrupt", predicted_refs),
+        ("lossy_predictor_nan.bin", chunkfmt.patch(predicted, hs + 24, "<d", float("nan")), "corrupt", predicted_refs),
+        ("lossy_predictor_b_without_prev.bin", chunkfmt.patch(chunkfmt.patch(predicted, 7, "<B", 2), hs + 32, "<d", 0.5),
+         "corrupt", {"reference": predicted_refs["reference"]}),
         ("transform_slope_too_steep.bin", chunkfmt.patch(extrapolated, xp + 16, "<i", (1 << 18) + 1), "corrupt", refs),
     ]
     return out

@@ -45,7 +45,9 @@ struct EncodeInput {
   double error_bound = 0.0;
   void* reconstruction = nullptr;       // optional out: what decode() will return (count * size bytes)
   uint32_t context_mask = ~0u;          // bit s allows ContextScheme s (benchmarks measure each one)
-  bool extrapolate = true;              // may code against an extrapolation from prev_reference
+  bool extrapolate = true;              // may predict from the references: lossless, code against an
+                                        // extrapolation from prev_reference; lossy (absolute), quantize
+                                        // around a fitted a x reference + b x prev_reference
 };
 
 // Largest chunk encode() can produce for nbytes of input and ndim dimensions.

@@ -50,6 +50,20 @@ LossyParams read_lossy_block(const Header& h, const uint8_t* payload) {
   } else {
     std::memcpy(&p.step, payload + 16, 8);
   }
+  if (h.version >= 3 && payload[1] != 0) {
+    if (payload[1] != 1) fail(ErrorCode::kCorrupt, "lossy block has unknown predictor " + std::to_string(payload[1]));
+    if (p.kind != Quantizer::kAbsolute || h.mode != Mode::kDelta)
+      fail(ErrorCode::kCorrupt, "lossy predictor on a chunk without a reference or with a log-relative quantizer");
+    if (h.payload_size < lossy_block_size(h.version) + kLossyPredictorBytes)
+      fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
+    p.predictor = 1;
+    std::memcpy(&p.a, payload + kLossyBlockSize, 8);
+    std::memcpy(&p.b, payload + kLossyBlockSize + 8, 8);
+    if (!(std::fabs(p.a) <= kMaxPredictorCoefficient && std::fabs(p.b) <= kMaxPredictorCoefficient))
+      fail(ErrorCode::kCorrupt, "lossy predictor coefficients out of range");
+    if (p.b != 0 && !(h.flags & kFlagPrevReference))
+      fail(ErrorCode::kCorrupt, "lossy predictor uses a prev-reference the chunk does not have");
+  }
   const bool ok = p.kind == Quantizer::kAbsolute
                       ? std::isfinite(p.value) && p.value > 0 && p.step == 0
                       : std::isfinite(p.value) && p.value > 0 && p.value < 1 && p.step >= 1 &&
@@ -61,9 +75,16 @@ LossyParams read_lossy_block(const Header& h, const uint8_t* payload) {
 void write_lossy_block(const LossyParams& p, std::vector<uint8_t>& out) {
   uint8_t block[kLossyBlockSize] = {0};
   block[0] = static_cast<uint8_t>(p.kind);
+  block[1] = p.predictor;
   std::memcpy(block + 8, &p.value, 8);
   std::memcpy(block + 16, &p.step, 8);
   out.insert(out.end(), block, block + kLossyBlockSize);
+  if (p.predictor) {
+    uint8_t coefs[kLossyPredictorBytes];
+    std::memcpy(coefs, &p.a, 8);
+    std::memcpy(coefs + 8, &p.b, 8);
+    out.insert(out.end(), coefs, coefs + kLossyPredictorBytes);
+  }
 }
 
 Header read_header(const uint8_t* src, size_t size) {

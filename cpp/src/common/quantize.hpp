@@ -1,6 +1,7 @@
 // Error-bounded quantization of residuals (lossy mode), shared bit for bit by encoder and
 // decoder. A lossy chunk codes integers q losslessly; the decoder rebuilds each value as
-//   absolute:     recon = round_to_dtype(double(ref) + q * step)      |recon - x| <= step / 2
+//   absolute:     recon = round_to_dtype(base + q * step)             |recon - x| <= step / 2
+//                 (base = double(ref), or a x ref + b x prev with the format-3 predictor)
 //   log-relative: recon = from_ordered(to_ordered(ref) + q * step)    |recon - x| <= r max(|x|, 2N)
 // where to_ordered maps float bit patterns to integers in value order, so the log-relative
 // quantizer works on exact integers and is idempotent by construction (N: the smallest
@@ -18,8 +19,11 @@ namespace tpde {
 
 enum class Quantizer : uint8_t { kAbsolute = 1, kLogRelative = 2 };
 // Format 2: quantizer u8, reserved[7], value f64, step u64 (24 bytes).
+// Format 3: byte 1 is the predictor; predictor 1 adds f64 a, f64 b (40 bytes).
 // Format 1: quantizer u8, shift u8, reserved[6], value f64 (16 bytes; step = 2^shift).
 constexpr size_t kLossyBlockSize = 24;
+constexpr size_t kLossyPredictorBytes = 16;
+constexpr double kMaxPredictorCoefficient = 16.0;
 inline size_t lossy_block_size(uint8_t version) { return version == 1 ? 16 : kLossyBlockSize; }
 
 // The absolute quantizer's step is 2 x bound x (1 - margin): the margin absorbs the rounding
@@ -36,7 +40,19 @@ struct LossyParams {
   Quantizer kind = Quantizer::kAbsolute;
   uint64_t step = 0;   // log-relative: q counts units of `step` ordered steps (0 for absolute)
   double value = 0.0;  // absolute: the step (2 x bound); log-relative: the relative bound r
+  // Absolute quantizer, format 3: values are quantized around a x ref + b x prev (predictor
+  // 1) instead of ref (predictor 0); b is 0 without a prev-reference.
+  uint8_t predictor = 0;
+  double a = 1.0, b = 0.0;
 };
+
+inline size_t lossy_block_size(uint8_t version, const LossyParams& p) {
+  return lossy_block_size(version) + (p.predictor ? kLossyPredictorBytes : 0);
+}
+
+// The value an absolute-quantized element is rebuilt around: binary64, each product and the
+// sum rounded once (no fused multiply-add), prev = 0 without a prev-reference.
+inline double predicted_base(const LossyParams& p, double ref, double prev) { return p.a * ref + p.b * prev; }
 
 inline float float_from_bits(uint32_t b) {
   float f;
@@ -143,14 +159,20 @@ inline U log_quantize(U x, U ref, uint64_t step) {
   return static_cast<U>(static_cast<uint64_t>(static_cast<int64_t>(q)));
 }
 
+// Absolute quantizer: the value q steps from `base`, rounded to the dtype.
+template <typename U>
+inline U dequantize_absolute(double base, U q_bits, const LossyParams& p, DType dtype) {
+  using S = std::make_signed_t<U>;
+  const double q = static_cast<double>(static_cast<S>(q_bits));
+  return from_double<U>(base + q * p.value, dtype);
+}
+
 // q is the residual the lossless layer carried: (coded value) - ref, wrapping.
 template <typename U>
 inline U dequantize(U ref, U q_bits, const LossyParams& p, DType dtype) {
-  using S = std::make_signed_t<U>;
   if (p.kind == Quantizer::kLogRelative)
     return from_ordered<U>(static_cast<U>(to_ordered<U>(ref) + static_cast<U>(q_bits * static_cast<U>(p.step))));
-  const double q = static_cast<double>(static_cast<S>(q_bits));
-  return from_double<U>(to_double<U>(ref, dtype) + q * p.value, dtype);
+  return dequantize_absolute<U>(to_double<U>(ref, dtype), q_bits, p, dtype);
 }
 
 // The previous step's quantized residual, as a "previous reference" for the lossless layer:

@@ -358,13 +358,20 @@ void decode_lossy(const Header& h, const uint8_t* payload, void* out_bytes, cons
   }
   Header inner = h;
   inner.mode = Mode::kDelta;
-  const size_t block = lossy_block_size(h.version);
+  const size_t block = lossy_block_size(h.version, p);
   inner.payload_size = h.payload_size - block;
   U* out = static_cast<U*>(out_bytes);
+  const U* prev = static_cast<const U*>(prev_reference);
   std::vector<U> prev_q;
-  if (prev_reference)
-    quantized_prev_reference<U>(ref, static_cast<const U*>(prev_reference), n, p, h.dtype, prev_q);
-  ChunkDecoder<U>(inner, payload + block, out, ref, prev_reference ? prev_q.data() : nullptr, true).run();
+  if (prev) quantized_prev_reference<U>(ref, prev, n, p, h.dtype, prev_q);
+  ChunkDecoder<U>(inner, payload + block, out, ref, prev ? prev_q.data() : nullptr, true).run();
+  if (p.predictor) {
+    for (uint64_t i = 0; i < n; ++i) {
+      const double base = predicted_base(p, to_double<U>(ref[i], h.dtype), prev ? to_double<U>(prev[i], h.dtype) : 0.0);
+      out[i] = dequantize_absolute<U>(base, static_cast<U>(out[i] - ref[i]), p, h.dtype);
+    }
+    return;
+  }
   for (uint64_t i = 0; i < n; ++i) out[i] = dequantize<U>(ref[i], static_cast<U>(out[i] - ref[i]), p, h.dtype);
 }
 

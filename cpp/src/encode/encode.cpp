@@ -880,7 +880,7 @@ int min_subnormal_exponent(DType dtype) {
 // recon = what the decoder will rebuild. False if some value cannot keep the bound.
 template <typename U>
 bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const LossyParams& p,
-                    std::vector<U>& coded, U* recon) {
+                    std::vector<U>& coded, U* recon, const double* base = nullptr) {
   using S = std::make_signed_t<U>;
   const double limit = std::ldexp(1.0, kBits<U> - 2);
   const double smallest_normal = std::ldexp(1.0, min_subnormal_exponent(dtype) + mantissa_bits(dtype));
@@ -889,7 +889,7 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
   const double bound = absolute ? p.value / (2 * (1 - absolute_step_margin(dtype))) : p.value;
   coded.resize(n);
   for (uint64_t i = 0; i < n; ++i) {
-    const double xd = to_double<U>(x[i], dtype), rd = to_double<U>(ref[i], dtype);
+    const double xd = to_double<U>(x[i], dtype), rd = base ? base[i] : to_double<U>(ref[i], dtype);
     if (!std::isfinite(xd) || !std::isfinite(rd)) return false;
     // Rounding the rebuilt value to the dtype can push a value that sits half a step from
     // the grid just past the bound: then a neighbouring grid point is tried.
@@ -908,7 +908,7 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
         const U first = dequantize<U>(ref[i], q, p, dtype);
         if ((first ^ x[i]) & kSign) q = static_cast<U>(q + ((x[i] & kSign) ? U(-1) : U(1)));
       }
-      r = dequantize<U>(ref[i], q, p, dtype);
+      r = absolute ? dequantize_absolute<U>(rd, q, p, dtype) : dequantize<U>(ref[i], q, p, dtype);
       const double rec = to_double<U>(r, dtype);
       if (!std::isfinite(rec)) continue;
       if (!absolute && std::signbit(rec) != std::signbit(xd)) continue;
@@ -952,19 +952,61 @@ LossyParams lossy_params(const EncodeInput& in) {
 
 // Lossy chunks: quantize, then code the integers losslessly against the reference (zeros
 // for a standalone chunk). Returns false (nothing written) if the bound cannot be kept.
+// Absolute quantizer on a delta chunk with a prev-reference: values are quantized around
+// a x ref, a = <ref, prev> / <prev, prev>, the scale that carried prev to ref (optimizer
+// moments decay by beta^steps between saves). It is used where that scale explained the
+// last move (|ref - a prev|^2 <= 0.95 |ref - prev|^2) and shifts values by at least half a
+// step on average (RMS). Both depend on the references only, so re-encoding a
+// reconstruction makes the same choice: the quantizer stays idempotent.
+template <typename U>
+void choose_lossy_predictor(const U* ref, const U* prev, uint64_t n, DType dtype, LossyParams& p) {
+  if (!prev || n == 0) return;
+  double srp = 0, spp = 0, srr = 0;
+  for (uint64_t i = 0; i < n; ++i) {
+    const double rd = to_double<U>(ref[i], dtype), qd = to_double<U>(prev[i], dtype);
+    srp += rd * qd;
+    spp += qd * qd;
+    srr += rd * rd;
+  }
+  if (!(spp > 0) || !std::isfinite(srp) || !std::isfinite(spp) || !std::isfinite(srr)) return;
+  const double a = srp / spp;
+  if (!(std::fabs(a) <= kMaxPredictorCoefficient)) return;
+  const double last_move = srr - 2 * srp + spp, left_by_scale = srr - a * srp;
+  if (!(left_by_scale <= 0.95 * last_move)) return;
+  const double shift_rms = std::fabs(1.0 - a) * std::sqrt(srr / static_cast<double>(n));
+  if (!(shift_rms >= p.value / 2)) return;
+  p.predictor = 1;
+  p.a = a;
+  p.b = 0.0;
+}
+
 template <typename U>
 bool encode_lossy_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
-  const LossyParams p = lossy_params(in);
+  LossyParams p = lossy_params(in);
   std::vector<U> zeros;
   const U* ref = static_cast<const U*>(in.reference);
   if (!ref) {
     zeros.assign(n, 0);
     ref = zeros.data();
   }
+  const U* x = static_cast<const U*>(in.data);
+  const U* prev = static_cast<const U*>(in.prev_reference);
+  std::vector<double> base;
+  if (p.kind == Quantizer::kAbsolute && in.reference && in.extrapolate) {
+    choose_lossy_predictor<U>(ref, prev, n, in.dtype, p);
+    if (p.predictor) {
+      base.resize(n);
+      for (uint64_t i = 0; i < n; ++i)
+        base[i] = predicted_base(p, to_double<U>(ref[i], in.dtype), prev ? to_double<U>(prev[i], in.dtype) : 0.0);
+    }
+  }
   std::vector<U> coded;
-  if (!quantize_chunk<U>(static_cast<const U*>(in.data), ref, n, in.dtype, p, coded,
-                         static_cast<U*>(in.reconstruction)))
-    return false;
+  U* recon = static_cast<U*>(in.reconstruction);
+  if (!quantize_chunk<U>(x, ref, n, in.dtype, p, coded, recon, base.empty() ? nullptr : base.data())) {
+    if (!p.predictor) return false;
+    p = lossy_params(in);  // a prediction out of the dtype's range: quantize around ref itself
+    if (!quantize_chunk<U>(x, ref, n, in.dtype, p, coded, recon)) return false;
+  }
   write_lossy_block(p, out);
   EncodeInput inner = in;
   inner.data = coded.data();
