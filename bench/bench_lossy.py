@@ -371,7 +371,7 @@ def render(res: dict) -> str:
     L.append("### Order-0 entropy of the quantized integers q vs tpde (delta steps)")
     L.append("")
     L.append("bits per value: tpde / order-0 H0 of q (per chunk, summed); tpde ratio / order-0 ratio in brackets "
-             "(> 1: tpde codes below a static order-0 code, thanks to its context models)")
+             "(> 1: tpde codes below a static order-0 code of q taken around the reference, thanks to its context models and, for exp_avg, to quantizing around a x reference, the format-3 predictor)")
     L.append("")
     L.append("| series | scale | weights | exp_avg | exp_avg_sq | overall ratio: tpde / order-0 | "
              "chunks >= 64 Ki values only: tpde / order-0 bits per value (w; m; v) |")
