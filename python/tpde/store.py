@@ -137,6 +137,10 @@ class _Snapshot:
     entries: dict[str, ArrayEntry]
 
 
+# What `save(..., error_bound=)` accepts: see its docstring.
+ErrorBoundArg = ErrorBounds | BoundSpec | dict | Callable[[str], BoundSpec | dict | None] | None
+
+
 class _SaveJob(NamedTuple):
     """A save's checked arguments and its owned copy of the state (see `_prepare_save`)."""
 
@@ -285,7 +289,7 @@ class CheckpointStore:
         *,
         allow_pickle: bool = False,
         meta: dict | None = None,
-        error_bound: ErrorBounds | BoundSpec | dict | Callable[[str], BoundSpec | dict | None] | None = None,
+        error_bound: ErrorBoundArg = None,
         cross_state: bool = False,
         progress: bool | None = None,
     ) -> StepInfo:
@@ -319,7 +323,7 @@ class CheckpointStore:
         *,
         allow_pickle: bool = False,
         meta: dict | None = None,
-        error_bound: ErrorBounds | BoundSpec | dict | Callable[[str], BoundSpec | dict | None] | None = None,
+        error_bound: ErrorBoundArg = None,
         cross_state: bool = False,
     ) -> Future:
         """Like `save`, but codes and writes the step on a background thread.
