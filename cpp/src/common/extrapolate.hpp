@@ -66,10 +66,11 @@ class Extrapolate16 {
       : hi_(_mm_set1_epi16(static_cast<short>(e.slope >> 16))),
         lo_(_mm_set1_epi16(static_cast<short>(static_cast<uint16_t>(e.slope & 0xFFFF)))),
         lo_negative_(_mm_set1_epi16(static_cast<short>((e.slope & 0x8000) ? -1 : 0))),
-        offset_(_mm_set1_epi32(e.offset)) {}
+        offset_(_mm_set1_epi32(e.offset)),
+        needs_hi_((e.slope >> 16) != 0) {}
 
   // The d x hi term vanishes for 0 <= alpha < 1 (hi = 0), the usual case.
-  bool needs_hi() const { return _mm_movemask_epi8(_mm_cmpeq_epi16(hi_, _mm_setzero_si128())) != 0xFFFF; }
+  bool needs_hi() const { return needs_hi_; }
 
   template <bool kHi>
   __m128i step(__m128i r, __m128i q) const {
@@ -102,7 +103,8 @@ class Extrapolate16 {
 
  private:
   __m128i hi_, lo_, lo_negative_, offset_;
-  const __m128i rounding_ = _mm_set1_epi32(1 << 15);
+  bool needs_hi_;
+  const __m128i rounding_ = _mm_set1_epi32(1 << 15);  // also the shift into the signed 16-bit range
 };
 #endif
 

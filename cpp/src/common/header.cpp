@@ -54,9 +54,9 @@ LossyParams read_lossy_block(const Header& h, const uint8_t* payload) {
     if (payload[1] != 1) fail(ErrorCode::kCorrupt, "lossy block has unknown predictor " + std::to_string(payload[1]));
     if (p.kind != Quantizer::kAbsolute || h.mode != Mode::kDelta)
       fail(ErrorCode::kCorrupt, "lossy predictor on a chunk without a reference or with a log-relative quantizer");
-    if (h.payload_size < lossy_block_size(h.version) + kLossyPredictorBytes)
-      fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
     p.predictor = 1;
+    if (h.payload_size < lossy_block_size(h.version, p))
+      fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
     std::memcpy(&p.a, payload + kLossyBlockSize, 8);
     std::memcpy(&p.b, payload + kLossyBlockSize + 8, 8);
     if (!(std::fabs(p.a) <= kMaxPredictorCoefficient && std::fabs(p.b) <= kMaxPredictorCoefficient))

@@ -680,7 +680,6 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
   const int all_ones = (1 << expb) - 1;
   std::vector<int64_t> d(n), y(n);  // bit-pattern moves: reference - prev-reference, value - reference
   std::vector<double> vd(n), vy(n);  // the same moves in value units
-  double vdd = 0, vdy = 0;
   auto collect = [&](auto as_double) {
     size_t k = 0;
     for (uint64_t i = 0; i < n; ++i) {
@@ -722,9 +721,9 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
     return m[m.size() / 2];
   };
   const uint64_t d_limit = 16 * std::max<uint64_t>(median_abs(d), 1), y_limit = 16 * std::max<uint64_t>(median_abs(y), 1);
+  double vdd = 0, vdy = 0;  // value-domain least squares over the positions kept
   {
     size_t kept = 0;
-    vdd = vdy = 0;
     for (size_t k = 0; k < d.size(); ++k) {
       const uint64_t ad = d[k] < 0 ? 0 - static_cast<uint64_t>(d[k]) : static_cast<uint64_t>(d[k]);
       const uint64_t ay = y[k] < 0 ? 0 - static_cast<uint64_t>(y[k]) : static_cast<uint64_t>(y[k]);
@@ -844,7 +843,6 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   const Candidate* best = &candidates[0];
   for (const Candidate& c : candidates)
     if (c.plan.bits < best->plan.bits) best = &c;
-  bool coded = false;
   if constexpr (sizeof(U) <= 4) {
     if (best->extrapolated) {
       std::unique_ptr<U[]> predicted_chunk(new U[n]);  // every element written: no zero-fill
@@ -856,10 +854,9 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
       ChunkEncoder<U> encoder(full, n, false, false);
       encoder.set_extrapolation(best->extrapolation);
       encoder.encode_payload(best->plan, out);
-      coded = true;
+      return;
     }
   }
-  if (coded) return;
   if (best->reference) {
     ChunkEncoder<U>(in, n, false, false).encode_payload(best->plan, out);
   } else {
@@ -950,8 +947,6 @@ LossyParams lossy_params(const EncodeInput& in) {
   return p;
 }
 
-// Lossy chunks: quantize, then code the integers losslessly against the reference (zeros
-// for a standalone chunk). Returns false (nothing written) if the bound cannot be kept.
 // Absolute quantizer on a delta chunk with a prev-reference: values are quantized around
 // a x ref, a = <ref, prev> / <prev, prev>, the scale that carried prev to ref (optimizer
 // moments decay by beta^steps between saves). It is used where that scale explained the
@@ -980,6 +975,8 @@ void choose_lossy_predictor(const U* ref, const U* prev, uint64_t n, DType dtype
   p.b = 0.0;
 }
 
+// Lossy chunks: quantize, then code the integers losslessly against the reference (zeros
+// for a standalone chunk). Returns false (nothing written) if the bound cannot be kept.
 template <typename U>
 bool encode_lossy_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
   LossyParams p = lossy_params(in);
