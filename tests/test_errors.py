@@ -5,11 +5,13 @@ where a check behind the checksums is the target.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -508,3 +510,48 @@ def test_resealed_mutations_only_raise_corrupt(seed):
     outcomes = dict(eval(proc.stdout))  # noqa: S307 - our own subprocess's repr
     assert outcomes.get("corrupt", 0) > count // 3  # the structural checks fire
     assert sum(outcomes.values()) == count
+
+
+# --- format 3: extrapolated references and the lossy predictor --------------------------------
+
+_VECTORS = Path(__file__).resolve().parent / "vectors"
+
+
+def _vector(case: str):
+    d = _VECTORS / case
+    return ((d / "encoded.bin").read_bytes(), np.load(d / "reference.npy"), np.load(d / "prev_reference.npy"))
+
+
+@pytest.mark.parametrize("name,words", [
+    ("transform_2.bin", ("unknown reference transform",)),
+    ("transform_reserved_byte.bin", ("unknown reference transform",)),
+    ("transform_on_standalone.bin", ("extrapolated reference", "prev-reference")),
+    ("transform_cut_short.bin", ("extrapolation parameters cut short",)),
+    ("transform_slope_too_steep.bin", ("extrapolation parameters out of range",)),
+    ("lossy_predictor_2.bin", ("unknown predictor",)),
+    ("lossy_predictor_nan.bin", ("predictor coefficients out of range",)),
+    ("lossy_predictor_b_without_prev.bin", ("prev-reference the chunk does not have",)),
+])
+def test_format3_bad_vectors_name_the_problem(name, words):
+    spec = json.loads((_VECTORS / "bad" / "expected.json").read_text())[name]
+    kwargs = {arg: np.load(_VECTORS / path) for arg, path in spec["decode_with"].items()}
+    expect("corrupt", *words, fn=decode_fn((_VECTORS / "bad" / name).read_bytes(), **kwargs))
+
+
+def test_transform_on_stored_values_is_corrupt():
+    chunk, ref, prev = _vector("v3_f32_delta_extrapolated")
+    hs = chunkfmt.header_size(chunk)
+    # a stored payload of the right size (value scheme 0), marked with transform 1
+    raw = np.ascontiguousarray(ref).view(np.uint8).tobytes()
+    payload = bytes([0, 0, 0, 0, 0, 0, 1, 0]) + ref.size.to_bytes(8, "little") + raw
+    bad = chunkfmt.reseal(chunk[:hs] + payload)
+    expect("corrupt", "reference transform on stored values", fn=decode_fn(bad, reference=ref, prev_reference=prev))
+
+
+def test_lossy_predictor_on_log_relative_or_short_block_is_corrupt():
+    chunk, ref, prev = _vector("v3_f32_lossy_abs_predicted")
+    hs = chunkfmt.header_size(chunk)
+    log_rel = chunkfmt.patch(chunk, hs, "<B", 2)  # quantizer 2 with predictor 1
+    expect("corrupt", "log-relative", fn=decode_fn(log_rel, reference=ref, prev_reference=prev))
+    short = chunkfmt.reseal(chunk[: hs + 30])  # 30 bytes: the 24-byte block, not the 16 of a and b
+    expect("corrupt", "shorter than its lossy block", fn=decode_fn(short, reference=ref, prev_reference=prev))

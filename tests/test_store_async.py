@@ -118,3 +118,17 @@ def test_plain_save_and_delete_wait_for_queued_saves():
     with pytest.raises(TPDEError) as err:
         store.delete(4)  # waits for step 5, which is coded against 4
     assert err.value.code == "has_dependents"
+
+
+def test_background_tpde_error_names_the_step_and_keeps_its_code():
+    from tpde.background import BackgroundSaves
+
+    def fails():
+        raise TPDEError("chunk is corrupted", "corrupt")
+
+    saves = BackgroundSaves()
+    saves.submit(7, fails)
+    with pytest.raises(TPDEError, match="background save of step 7 failed: chunk is corrupted") as info:
+        saves.wait()
+    assert info.value.code == "corrupt"
+    saves.shutdown()  # the failure was reported once: nothing left to raise
