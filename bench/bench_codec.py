@@ -1,7 +1,8 @@
 """Codec benchmark on real checkpoint series: ratio and single-thread MB/s.
 
-For each consecutive pair (t-1, t) of saves in each series (fp32 scratch, fp32 finetune,
-bf16 scratch, bf16 finetune; see bench/series.py), every tensor of step t is cut into
+For each consecutive pair (t-1, t) of saves in each series (scratch and finetune with a
+byte vocabulary, scratch-8k and finetune-8k with a word vocabulary, each in fp32 and bf16;
+see bench/series.py), every tensor of step t is cut into
 chunks of at most 1 Mi elements (row blocks along axis 0, like the zarr store's chunk
 grid) and coded by:
 
@@ -410,7 +411,47 @@ def _cell(a):
 
 
 SERIES_TITLES = {"scratch": "fp32 scratch", "finetune": "fp32 finetune",
-                 "scratch-bf16": "bf16 scratch", "finetune-bf16": "bf16 finetune"}
+                 "scratch-bf16": "bf16 scratch", "finetune-bf16": "bf16 finetune",
+                 "scratch-8k": "fp32 scratch-8k", "finetune-8k": "fp32 finetune-8k",
+                 "scratch-8k-bf16": "bf16 scratch-8k", "finetune-8k-bf16": "bf16 finetune-8k"}
+BASELINES = ("a", "b", "c", "d", "d2")
+
+
+def _agg_store_path(pairs, kind):
+    """tpde delta as a store codes a series: f on the first pair, f2 (two predecessors)
+    on every later one."""
+    raw = comp = 0
+    for p in pairs:
+        r = p["methods"].get("f2") or p["methods"].get("f")
+        if r is None or "na" in r:
+            return None
+        for k in (ALL_KINDS if kind == "overall" else (kind,)):
+            if r[k]["err"]:
+                return None
+            raw += r[k]["raw"]
+            comp += r[k]["comp"]
+    return raw / comp if comp else None
+
+
+def target_rows(results: dict) -> list[str]:
+    """Markdown rows comparing tpde with the best baseline over the same pairs."""
+    rows = []
+    for sname, sr in results["series"].items():
+        pairs = sr["pairs"]
+        later = [p for p in pairs if "f2" in p["methods"]]
+        best_all = max(BASELINES, key=lambda k: _agg(pairs, k, "overall")["ratio"] or 0)
+        best_later = max(BASELINES, key=lambda k: _agg(later, k, "overall")["ratio"] or 0)
+        ba = _agg(pairs, best_all, "overall")["ratio"]
+        bl = _agg(later, best_later, "overall")["ratio"]
+        zs = _agg(pairs, "a", "overall")["ratio"]
+        st = _agg_store_path(pairs, "overall")
+        f2 = _agg(later, "f2", "overall")["ratio"]
+        if None in (ba, bl, zs, st, f2):
+            continue
+        rows.append(f"| {SERIES_TITLES.get(sname, sname)} | {best_all} {ba:.3f} | {st:.3f} | "
+                    f"{100 * (st / ba - 1):+.1f} % | {best_later} {bl:.3f} | {f2:.3f} | "
+                    f"{100 * (f2 / bl - 1):+.1f} % | {zs:.3f} | {st / zs:.2f}x |")
+    return rows
 
 
 def write_markdown(results: dict, path: Path, args_desc: str) -> str:
@@ -429,7 +470,9 @@ def write_markdown(results: dict, path: Path, args_desc: str) -> str:
     for base, m in results["meta"].items():
         c = m["config"]
         L.append(f"- **{base}**: {m['description']}. GPT {c['n_layer']} layers, d_model {c['d_model']}, "
-                 f"{c['n_head']} heads, context {c['ctx']}, byte vocab; **{m['params']:,} params**; "
+                 f"{c['n_head']} heads, context {c['ctx']}, "
+                 + ("byte vocab" if c["vocab"] <= 256 else f"{c['vocab']:,}-token word vocab") +
+                 f"; **{m['params']:,} params**; "
                  f"AdamW lr {m['lr']:g} ({m['schedule']}, warmup {m['warmup']}), batch {c['batch']}; "
                  f"saves at steps {m['steps'][0]}..{m['steps'][-1]} every "
                  f"{m['steps'][1] - m['steps'][0] if len(m['steps']) > 1 else '-'}; "
@@ -452,7 +495,16 @@ def write_markdown(results: dict, path: Path, args_desc: str) -> str:
             row = [_cell(_agg(sr["pairs"], key, k)) for k in KINDS + ("overall",)]
             L.append(f"| {key} {label} | " + " | ".join(row) + " |")
         L.append("")
-    L += ["## Residual entropy and changed positions", "",
+    L += ["## tpde delta against the best baseline, same pairs", "",
+          "The issue's targets compare tpde delta with the best other lossless method. Both are "
+          "summed over the same pairs here: *store path* is what a CheckpointStore codes (f on "
+          "the first pair, f2 on every later one) against the best baseline over all pairs; "
+          "*f2* against the best baseline over the pairs that have two predecessors.", "",
+          "| series | best baseline, all pairs | tpde store path | gain | best baseline, later pairs "
+          "| tpde f2 | gain | zstd-3 | store path / zstd-3 |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    L += target_rows(results)
+    L += ["", "## Residual entropy and changed positions", "",
           "H0 = order-0 empirical entropy of the wrapping integer difference of the bit patterns "
           "(per value, pooled per kind and pair, averaged over pairs); bound = bits per value / H0. "
           "When most residual values are distinct (distinct ~ 1) the empirical H0 is only "
@@ -544,7 +596,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="timed runs per measurement (best is kept)")
     ap.add_argument("--small", action="store_true", help="tiny series (smoke test)")
     ap.add_argument("--series", nargs="*",
-                    default=["scratch", "finetune", "scratch-bf16", "finetune-bf16"])
+                    default=["scratch", "finetune", "scratch-bf16", "finetune-bf16",
+                             "scratch-8k", "finetune-8k", "scratch-8k-bf16", "finetune-8k-bf16"])
     ap.add_argument("--series-dir", default=None, help="where the series live (default bench/.cache/series)")
     ap.add_argument("--out", default=None, help="markdown output (default bench/results.md)")
     ap.add_argument("--plot", default=None, help="png output (default bench/ratio_per_step.png)")

@@ -2,7 +2,10 @@
 
 Trains a small decoder-only (GPT-style) byte-level transformer with AdamW on text that
 is on every machine with Python: the standard library's ``.py`` sources ("scratch"),
-then fine-tunes the trained model on C headers from ``sys.prefix/include`` ("finetune").
+then fine-tunes the trained model with a fresh optimizer on C headers from
+``sys.prefix/include`` ("finetune"). "scratch-8k" and "finetune-8k" do the same with an
+8,192-token word vocabulary learned on the scratch text (bench/vocab.py), as real
+language models have: the fine-tune leaves the embedding rows of unused tokens alone.
 Every ``save_every`` steps it writes
 
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": k}, path)
@@ -40,14 +43,16 @@ import sys
 import sysconfig
 import time
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / ".cache" / "series"
-SERIES = ("scratch", "finetune")
+SERIES = ("scratch", "finetune")  # byte vocabulary
+SUBWORD_SERIES = ("scratch-8k", "finetune-8k")  # word vocabulary (bench/vocab.py)
+ALL_SERIES = SERIES + SUBWORD_SERIES
 KINDS = ("weights", "exp_avg", "exp_avg_sq", "other")
 
 
@@ -80,6 +85,26 @@ FULL = Config()
 SMALL = Config(n_layer=2, d_model=32, n_head=2, ctx=32, batch=4, save_every=3, n_saves=4,
                ft_save_every=3, ft_n_saves=3, warmup=2, ft_warmup=1,
                corpus_bytes=300_000)
+SUBWORD_VOCAB = 8192
+
+
+def config_for(name: str, small: bool = False) -> Config:
+    """The configuration of a series (``-bf16`` copies share their source's)."""
+    base = name[:-5] if name.endswith("-bf16") else name
+    cfg = SMALL if small else FULL
+    if base in SUBWORD_SERIES:
+        cfg = replace(cfg, vocab=SUBWORD_VOCAB if not small else 512)
+    return cfg
+
+
+def _stage(name: str) -> str:
+    """'scratch' or 'finetune' for any series name."""
+    return "scratch" if name.startswith("scratch") else "finetune"
+
+
+def _family_scratch(name: str) -> str:
+    """The scratch series a fine-tune continues from."""
+    return "scratch" + name[len("finetune"):]
 
 
 # --------------------------------------------------------------------------- text
@@ -221,9 +246,27 @@ def _make_optimizer(model, cfg: Config, lr: float):
         lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
-def _batches(data: bytes, cfg: Config, seed: int):
+def tokens(name: str, cfg: Config) -> tuple[np.ndarray, str]:
+    """(token ids, description) of a series' training text: bytes, or word ids when
+    ``cfg.vocab > 256`` (vocabulary learned on the scratch text, bench/vocab.py)."""
+    try:
+        from bench.vocab import build_vocab, encode
+    except ImportError:  # run as a script from bench/
+        from vocab import build_vocab, encode
+    data, desc = corpus(_stage(name), cfg.corpus_bytes)
+    if cfg.vocab <= 256:
+        return np.frombuffer(data, dtype=np.uint8), desc
+    words = build_vocab(corpus("scratch", cfg.corpus_bytes)[0], cfg.vocab)
+    ids = encode(data, words)
+    used = np.unique(ids).size
+    return ids, f"{desc}, {ids.size:,} tokens using {used:,} of the {cfg.vocab:,}-token vocabulary"
+
+
+def _batches(data, cfg: Config, seed: int):
+    """Endless (x, y) batches of ``cfg.batch`` random windows of bytes or token ids."""
     import torch
-    arr = torch.frombuffer(bytearray(data), dtype=torch.uint8).long()
+    arr = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64)) if isinstance(data, (bytes, bytearray)) \
+        else torch.from_numpy(np.asarray(data, dtype=np.int64))
     g = torch.Generator().manual_seed(seed)
     n = len(arr) - cfg.ctx - 1
     while True:
@@ -238,7 +281,7 @@ def _step_path(d: Path, step: int) -> Path:
 
 
 def _expected_steps(name: str, cfg: Config) -> list[int]:
-    if name == "scratch":
+    if _stage(name) == "scratch":
         return [cfg.save_every * (i + 1) for i in range(cfg.n_saves)]
     return [cfg.ft_save_every * (i + 1) for i in range(cfg.ft_n_saves)]
 
@@ -254,15 +297,17 @@ def _train(name: str, cfg: Config, out: Path, log=print) -> dict:
     import torch.nn.functional as F
 
     torch.set_num_threads(cfg.threads)
-    seed = cfg.seed + (0 if name == "scratch" else 1)
+    stage = _stage(name)
+    seed = cfg.seed + (0 if stage == "scratch" else 1)
     torch.manual_seed(seed)
-    data, desc = corpus(name, cfg.corpus_bytes)
+    data, desc = tokens(name, cfg)
     model = _build_model(cfg)
-    if name == "finetune":
-        src = _step_path(out / "scratch", _expected_steps("scratch", cfg)[-1])
-        model.load_state_dict(torch.load(src, weights_only=True)["model"])
+    if stage == "finetune":
+        src_name = _family_scratch(name)
+        src_step = _expected_steps(src_name, cfg)[-1]
+        model.load_state_dict(torch.load(_step_path(out / src_name, src_step), weights_only=True)["model"])
         lr_max, warmup = cfg.ft_lr, cfg.ft_warmup
-        desc = f"fine-tune of scratch step {_expected_steps('scratch', cfg)[-1]} on " + desc
+        desc = f"fine-tune (fresh AdamW) of {src_name} step {src_step} on " + desc
     else:
         lr_max, warmup = cfg.lr, cfg.warmup
     opt = _make_optimizer(model, cfg, lr_max)
@@ -277,7 +322,7 @@ def _train(name: str, cfg: Config, out: Path, log=print) -> dict:
     for k in range(1, total + 1):
         if k <= warmup:
             lr = lr_max * k / warmup
-        elif name == "scratch":  # cosine to min_lr_frac
+        elif stage == "scratch":  # cosine to min_lr_frac
             pr = (k - warmup) / max(1, total - warmup)
             lr = lr_max * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * pr)))
         else:
@@ -300,7 +345,7 @@ def _train(name: str, cfg: Config, out: Path, log=print) -> dict:
                 f"{time.perf_counter() - t0:6.1f}s")
     secs = time.perf_counter() - t0
     return {"description": desc, "steps": steps, "losses": losses, "train_seconds": round(secs, 1),
-            "lr": lr_max, "warmup": warmup, "schedule": "cosine" if name == "scratch" else "constant"}
+            "lr": lr_max, "warmup": warmup, "schedule": "cosine" if stage == "scratch" else "constant"}
 
 
 def _write_bf16(name: str, out: Path, steps: list[int]) -> None:
@@ -333,23 +378,23 @@ def make_series(name: str = "scratch", out_dir: str | os.PathLike | None = None,
                 small: bool = False, force: bool = False, log=print) -> list[Path]:
     """Generate (or reuse) one series; return its checkpoint paths in step order.
 
-    ``name``: "scratch" or "finetune" ("finetune" trains "scratch" first if missing);
+    ``name``: one of ALL_SERIES (a fine-tune trains its scratch series first if missing);
     a "-bf16" suffix returns the bf16 copy. ``small=True`` trains a tiny model for a few
     steps (seconds). Default ``out_dir``: bench/.cache/series (small: .../series-small).
     """
     bf16 = name.endswith("-bf16")
     base = name[:-5] if bf16 else name
-    if base not in SERIES:
-        raise ValueError(f"unknown series {name!r}; expected one of {SERIES} (+ '-bf16')")
-    cfg = SMALL if small else FULL
+    if base not in ALL_SERIES:
+        raise ValueError(f"unknown series {name!r}; expected one of {ALL_SERIES} (+ '-bf16')")
+    cfg = config_for(base, small)
     out = Path(out_dir) if out_dir is not None else (DEFAULT_OUT.with_name("series-small") if small else DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)
     steps = _expected_steps(base, cfg)
     meta_path = out / base / "meta.json"
     have = all(_step_path(out / base, s).exists() for s in steps) and meta_path.exists()
     if force or not have:
-        if base == "finetune":
-            make_series("scratch", out, small=small, force=force, log=log)
+        if _stage(base) == "finetune":
+            make_series(_family_scratch(base), out, small=small, force=force, log=log)
         log(f"training series {base!r} ({'small' if small else 'full'}) into {out / base}")
         meta = _train(base, cfg, out, log=log)
         meta.update(series=base, small=small, params=param_count(cfg), config=asdict(cfg),
