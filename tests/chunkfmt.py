@@ -33,7 +33,7 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
 
 FIXED_HEADER = 32  # bytes before the shape
 PAYLOAD_PREFIX = 16
-LOSSY_BLOCK = {1: 16, 2: 24, 3: 24}  # by format version; starts the payload when flag bit 1 (lossy) is set
+LOSSY_BLOCK = {1: 16, 2: 24, 3: 24, 4: 24}  # by format version; starts the payload when flag bit 1 (lossy) is set
 SECTION_NAMES = ("gaps", "tables", "rans", "tails")
 
 DTYPE_CODES = {
@@ -93,9 +93,21 @@ def parse(chunk: bytes | bytearray) -> dict:
     info["coded"] = struct.unpack_from("<Q", chunk, p + 8)[0]
     info["transform"] = chunk[p + 6] if chunk[4] >= 3 else 0  # 1: extrapolation, i32 slope + i32 offset follow
     info["extrapolation"] = struct.unpack_from("<ii", chunk, p + PAYLOAD_PREFIX) if info["transform"] == 1 else None
+    transform_bytes = 8 if info["transform"] == 1 else 0
+    info["scaled"] = None
+    if info["transform"] == 2:  # format 4: u32 scale mantissa, i32 shift, u32 segment, bitmap
+        mantissa, shift, segment = struct.unpack_from("<IiI", chunk, p + PAYLOAD_PREFIX)
+        n = 1
+        for d in info["shape"]:
+            n *= d
+        nbytes = (-(-n // segment) + 7) // 8 if segment else 0
+        start = p + PAYLOAD_PREFIX + 12
+        info["scaled"] = {"mantissa": mantissa, "shift": shift, "segment": segment,
+                          "scale": mantissa / 2.0 ** (32 + shift), "bitmap": chunk[start:start + nbytes]}
+        transform_bytes = 12 + nbytes
     sections = {}
     if info["value_scheme"] != 0:
-        off = p + PAYLOAD_PREFIX + (8 if info["transform"] == 1 else 0)
+        off = p + PAYLOAD_PREFIX + transform_bytes
         for name in SECTION_NAMES:
             (length,) = struct.unpack_from("<Q", chunk, off)
             sections[name] = (off, off + 8, length)  # (length field, data start, data length)

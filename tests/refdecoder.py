@@ -259,7 +259,7 @@ def read_header(c: bytes):
         fail("truncated", "shorter than 36 bytes")
     if c[:4] != b"TPDE":
         fail("bad_magic")
-    if c[4] not in (1, 2, 3):
+    if c[4] not in (1, 2, 3, 4):
         fail("unsupported_version", f"version {c[4]}")
     ndim = c[8]
     if ndim > 32:
@@ -397,6 +397,31 @@ def extrapolate(r, q, w, slope, offset):
     return t if 0 <= t < (1 << w) and (t >> s) == (r >> s) else r
 
 
+def scale_value(r, w, E, Mb, mantissa, shift):
+    """Section 4.5: the normal float r times mantissa / 2^(32 + shift), rounded once to
+    nearest (ties to even); r where r or the result is not a normal number."""
+    from fractions import Fraction
+    top = (1 << E) - 1
+    e = (r >> Mb) & top
+    if e == 0 or e == top:
+        return r
+    magnitude = Fraction((1 << Mb) | (r & ((1 << Mb) - 1)), 1 << Mb) * Fraction(2) ** e  # value x 2^bias
+    v = magnitude * Fraction(mantissa, 1 << 32) / Fraction(2) ** shift
+    e2 = v.numerator.bit_length() - v.denominator.bit_length()  # 2^e2 <= v < 2^(e2 + 1), adjusted below
+    if Fraction(2) ** e2 > v:
+        e2 -= 1
+    sig = v / Fraction(2) ** e2 * (1 << Mb)  # in [2^Mb, 2^(Mb + 1))
+    q, rest = divmod(sig.numerator, sig.denominator)
+    if 2 * rest > sig.denominator or (2 * rest == sig.denominator and q & 1):
+        q += 1
+    if q >> (Mb + 1):
+        q >>= 1
+        e2 += 1
+    if not 1 <= e2 < top:
+        return r
+    return (r & (1 << (w - 1))) | (e2 << Mb) | (q & ((1 << Mb) - 1))
+
+
 def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy=False):
     mask = (1 << w) - 1
     if len(p) < 16:
@@ -405,7 +430,7 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy
     P = u("H", p, 4)
     coded = u("Q", p, 8)
     transform = p[6] if version >= 3 else 0
-    if version >= 3 and (transform > 1 or p[7] != 0):
+    if version >= 3 and (transform > (2 if version >= 4 else 1) or p[7] != 0):
         fail("corrupt", "reference transform")
     off = 16
     if transform == 1:
@@ -418,6 +443,30 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy
             fail("corrupt", "extrapolation parameters out of range")
         ref, prev = [extrapolate(r, q, w, slope, offset) for r, q in zip(ref, prev)], ref
         off = 24
+    if transform == 2:
+        if vs == 0 or not delta or wo != 0 or prev is None or E == 0 or w > 32 or lossy:
+            fail("corrupt", "scaled reference does not fit")
+        if len(p) < 28:
+            fail("corrupt", "scaled-reference parameters")
+        mantissa, shift, segment = struct.unpack_from("<IiI", p, 16)
+        if mantissa >> 31 != 1 or not -16 <= shift <= 96:
+            fail("corrupt", "scale out of range")
+        if segment == 0:
+            fail("corrupt", "segment length 0")
+        segments = -(-n // segment)
+        nbytes = (segments + 7) // 8
+        if len(p) < 28 + nbytes:
+            fail("corrupt", "bitmap cut short")
+        bitmap = p[28:28 + nbytes]
+        if segments % 8 and bitmap[-1] >> (segments % 8):
+            fail("corrupt", "bitmap padding")
+        new_ref, new_prev = list(ref), list(prev)
+        for i in range(n):
+            j = i // segment
+            if (bitmap[j >> 3] >> (j & 7)) & 1:
+                new_ref[i] = new_prev[i] = scale_value(ref[i], w, E, Mb, mantissa, shift)
+        ref, prev = new_ref, new_prev
+        off = 28 + nbytes
     if vs == 0:
         if coded != n or len(p) - 16 != n * (w // 8):
             fail("corrupt", "stored size")

@@ -34,7 +34,7 @@ def bits(a) -> bytes:
 def test_vectors_exist():
     assert len(CASES) >= 40
     assert len(BAD) >= 20
-    assert "version_3.bin" not in BAD  # valid since format 3
+    assert "version_3.bin" not in BAD and "version_4.bin" not in BAD  # valid since formats 3 and 4
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -109,7 +109,7 @@ def test_vectors_cover_every_scheme():
     assert seen["lossy"] == {None, "absolute", "log_relative"}
     assert seen["without_reference"] == {0, 1}
     transforms = {chunkfmt.parse(load(case)[2])["transform"] for case in CASES}
-    assert transforms == {0, 1}
+    assert transforms == {0, 1, 2}
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

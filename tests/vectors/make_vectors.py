@@ -132,6 +132,20 @@ def cases():
     out.append(("bf16_delta_extrapolated", "bfloat16", bf16(ahead), bf16(moved), bf16(older), {}))
     out.append(("f16_delta_extrapolated", "float16", (ahead * 16).astype(np.float16), (moved * 16).astype(np.float16),
                 (older * 16).astype(np.float16), {}))
+    # format 4: rows that only decayed (no gradient: Adam's moment times beta^k) coded against
+    # the scaled reference, the other rows against the reference
+    r4 = np.random.default_rng(4)
+    q4 = (r4.standard_normal((20, 32)) * 0.02).astype(np.float32)
+    ref4 = (q4 * 0.97 + r4.standard_normal((20, 32)).astype(np.float32) * 1e-3).astype(np.float32)
+    x4 = (ref4 + r4.standard_normal((20, 32)).astype(np.float32) * 1e-3).astype(np.float32)
+    decayed = r4.random(20) < 0.6
+    x4[decayed] = (ref4[decayed].astype(np.float64) * 0.1285).astype(np.float32)
+    noise = r4.integers(-2, 3, x4[decayed].shape)
+    x4[decayed] = (x4[decayed].view(np.uint32).astype(np.int64) + noise).astype(np.uint32).view(np.float32)
+    out.append(("f32_delta_scaled_rows", "float32", x4, ref4, q4, {}))
+    out.append(("bf16_delta_scaled_rows", "bfloat16", bf16(x4), bf16(ref4), bf16(q4), {}))
+    out.append(("f16_delta_scaled_rows", "float16", (x4 * 64).astype(np.float16), (ref4 * 64).astype(np.float16),
+                (q4 * 64).astype(np.float16), {}))
     # format 3: an absolute lossy delta quantized around a x reference (a decaying moment)
     r4 = np.random.default_rng(4)
     m_prev = (r4.standard_normal(300) * 1e-3).astype(np.float32)
@@ -208,7 +222,8 @@ def bad_chunks():
         ("bad_magic.bin", b"TPDF" + std[4:], "bad_magic", None),
         # version_2.bin (format 1 era) became valid with format 2; replaced by version_3.bin.
         # version_3.bin (format 2 era) became valid with format 3; replaced by version_4.bin.
-        ("version_4.bin", chunkfmt.patch(std, 4, "<B", 4), "unsupported_version", None),
+        # version_4.bin (format 3 era) became valid with format 4; replaced by version_5.bin.
+        ("version_5.bin", chunkfmt.patch(std, 4, "<B", 5), "unsupported_version", None),
         ("header_crc.bin", std[:12] + bytes([std[12] ^ 1]) + std[13:], "checksum", None),
         ("payload_crc.bin", std[:-1] + bytes([std[-1] ^ 0x80]), "checksum", None),
         ("dtype_code_14.bin", chunkfmt.patch(std, 5, "<B", 14), "bad_dtype", None),
@@ -252,6 +267,20 @@ def bad_chunks():
          "corrupt", {"reference": predicted_refs["reference"]}),
         ("transform_slope_too_steep.bin", chunkfmt.patch(extrapolated, xp + 16, "<i", (1 << 18) + 1), "corrupt", refs),
     ]
+    scaled = (HERE / "v4_f32_delta_scaled_rows" / "encoded.bin").read_bytes()
+    srefs = {"reference": "v4_f32_delta_scaled_rows/reference.npy",
+             "prev_reference": "v4_f32_delta_scaled_rows/prev_reference.npy"}
+    sp = chunkfmt.parse(scaled)["prefix_offset"] + 16  # the transform parameters
+    assert chunkfmt.parse(scaled)["transform"] == 2
+    out += [
+        ("transform_3.bin", chunkfmt.patch(scaled, sp - 10, "<B", 3), "corrupt", srefs),
+        ("scaled_mantissa_top_bit_clear.bin", chunkfmt.patch(scaled, sp, "<I", 0x7FFFFFFF), "corrupt", srefs),
+        ("scaled_shift_97.bin", chunkfmt.patch(scaled, sp + 4, "<i", 97), "corrupt", srefs),
+        ("scaled_segment_0.bin", chunkfmt.patch(scaled, sp + 8, "<I", 0), "corrupt", srefs),
+        ("scaled_bitmap_cut_short.bin", chunkfmt.reseal(scaled[: sp + 13]), "corrupt", srefs),
+        ("scaled_bitmap_padding.bin", chunkfmt.patch(scaled, sp + 14, "<B", scaled[sp + 14] | 0x80), "corrupt", srefs),
+        ("scaled_without_prev.bin", chunkfmt.patch(scaled, 7, "<B", 0), "corrupt", {"reference": srefs["reference"]}),
+    ]
     return out
 
 
@@ -261,8 +290,9 @@ def main() -> int:
     bad.mkdir(exist_ok=True)
     expected_path = bad / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
-    if expected.pop("version_3.bin", None) is not None:  # valid since format 3
-        (bad / "version_3.bin").unlink(missing_ok=True)
+    for valid in ("version_3.bin", "version_4.bin"):  # valid since formats 3 and 4
+        if expected.pop(valid, None) is not None:
+            (bad / valid).unlink(missing_ok=True)
     for fname, chunk, code, decode_with in bad_chunks():
         if fname in expected:
             continue

@@ -16,6 +16,7 @@
 #include "../common/models.hpp"
 #include "../common/payload.hpp"
 #include "../common/quantize.hpp"
+#include "../common/scaled.hpp"
 #include "../common/symbols.hpp"
 #include "tpde/tpde.hpp"
 
@@ -57,9 +58,10 @@ class ChunkDecoder {
     context_param_ = load_le<uint16_t>(p + 4);
     const uint64_t coded = load_le<uint64_t>(p + 8);
     // Bytes 6-7 are reserved (ignored) before version 3; from version 3 byte 6 is the
-    // reference transform and byte 7 is zero.
+    // reference transform (1; 2 from version 4) and byte 7 is zero.
     const uint8_t transform = h_.version >= 3 ? p[6] : kTransformNone;
-    if (h_.version >= 3 && (transform > kTransformExtrapolate || p[7] != 0))
+    const uint8_t last_transform = h_.version >= 4 ? kTransformScaled : kTransformExtrapolate;
+    if (h_.version >= 3 && (transform > last_transform || p[7] != 0))
       corrupt("unknown reference transform " + std::to_string(transform) + "/" + std::to_string(p[7]));
     p += kPayloadPrefix;
     if (transform != kTransformNone && value_scheme == static_cast<uint8_t>(ValueScheme::kStored))
@@ -79,8 +81,13 @@ class ChunkDecoder {
       if (!is_delta || !prev_ || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_)
         corrupt("extrapolated reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype");
     }
+    if (transform == kTransformScaled) {
+      if (!is_delta || !prev_ || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_)
+        corrupt("scaled reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype");
+    }
     if constexpr (kBits<U> <= 32) {
       if (transform == kTransformExtrapolate) apply_extrapolation(p, end);
+      if (transform == kTransformScaled) apply_scaling(p, end);
     }
     float_split_ = value_scheme == static_cast<uint8_t>(ValueScheme::kFloatSplit);
 
@@ -139,6 +146,30 @@ class ChunkDecoder {
     predicted_.reset(new U[n_]);  // every element written by extrapolate: no zero-fill
     extrapolate<U>(ref_, prev_, n_, e, predicted_.get());
     prev_ = ref_;
+    ref_ = predicted_.get();
+  }
+
+  // Transform 2: reads the scale, segment length and bitmap after the prefix and swaps in
+  // the prediction (scaled reference on selected segments) and its prev-reference.
+  void apply_scaling(const uint8_t*& p, const uint8_t* end) {
+    if (end - p < static_cast<ptrdiff_t>(kScaledFixedBytes)) corrupt("scaled-reference parameters cut short");
+    ScaledSegments s;
+    s.mantissa = load_le<uint32_t>(p);
+    s.shift = static_cast<int32_t>(load_le<uint32_t>(p + 4));
+    s.segment = load_le<uint32_t>(p + 8);
+    p += kScaledFixedBytes;
+    if (!scale_valid(s.mantissa, s.shift)) corrupt("scale out of range");
+    if (s.segment == 0) corrupt("scaled-reference segment length 0");
+    const uint64_t bitmap_bytes = (segment_count(n_, s.segment) + 7) / 8;
+    if (static_cast<uint64_t>(end - p) < bitmap_bytes) corrupt("scaled-reference bitmap cut short");
+    s.bitmap.assign(p, p + bitmap_bytes);
+    p += bitmap_bytes;
+    const uint64_t segments = segment_count(n_, s.segment);
+    if ((segments & 7) && (s.bitmap.back() >> (segments & 7))) corrupt("scaled-reference bitmap padding not zero");
+    predicted_.reset(new U[n_]);  // every element written by apply_scaled: no zero-fill
+    scaled_prev_.reset(new U[n_]);
+    apply_scaled<U>(ref_, prev_, n_, s, mant_, expb_, predicted_.get(), scaled_prev_.get());
+    prev_ = scaled_prev_.get();
     ref_ = predicted_.get();
   }
 
@@ -330,7 +361,8 @@ class ChunkDecoder {
   const U* ref_;
   const U* prev_;
   const uint64_t n_;
-  std::unique_ptr<U[]> predicted_;  // the extrapolated reference (transform 1)
+  std::unique_ptr<U[]> predicted_;  // the extrapolated (transform 1) or scaled (2) reference
+  std::unique_ptr<U[]> scaled_prev_;  // the prev-reference of a scaled chunk (transform 2)
   const bool lossy_inner_;
   bool float_split_ = false;
   bool elias_ = false;

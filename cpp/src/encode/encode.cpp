@@ -16,6 +16,7 @@
 #include "../common/contexts16.hpp"
 #include "../common/elias.hpp"
 #include "../common/extrapolate.hpp"
+#include "../common/scaled.hpp"
 #include "../common/header.hpp"
 #include "../common/mem.hpp"
 #include "../common/models.hpp"
@@ -103,11 +104,11 @@ class ChunkEncoder {
     return choose_plan();
   }
 
-  // The reference this encoder was given is an extrapolation of the chunk's own reference
-  // (payload transform 1): its parameters are written after the prefix.
-  void set_extrapolation(const Extrapolation& e) {
-    transform_ = kTransformExtrapolate;
-    extrapolation_ = e;
+  // The reference this encoder was given is a prediction made from the chunk's own
+  // references (payload transform 1 or 2): its parameters are written after the prefix.
+  void set_transform(uint8_t transform, std::vector<uint8_t> params) {
+    transform_ = transform;
+    transform_params_ = std::move(params);
   }
 
   // Codes all values with a plan chosen on a sample; stores them raw if that is smaller.
@@ -592,7 +593,7 @@ class ChunkEncoder {
     const size_t rans_size = static_cast<size_t>(rans_buf.get() + rans_cap - rp);
 
     const size_t start = out.size();
-    const size_t transform_bytes = transform_ == kTransformExtrapolate ? kExtrapolationBytes : 0;
+    const size_t transform_bytes = transform_params_.size();
     out.resize(start + kPayloadPrefix + transform_bytes + 32 + gaps_size + tables.size() + rans_size + tails_size);
     uint8_t* p = out.data() + start;
     std::memset(p, 0, kPayloadPrefix);
@@ -605,8 +606,7 @@ class ChunkEncoder {
     store_le<uint64_t>(p + 8, coded);
     p += kPayloadPrefix;
     if (transform_bytes) {
-      store_le<uint32_t>(p, static_cast<uint32_t>(extrapolation_.slope));
-      store_le<uint32_t>(p + 4, static_cast<uint32_t>(extrapolation_.offset));
+      std::memcpy(p, transform_params_.data(), transform_bytes);
       p += transform_bytes;
     }
     const std::pair<const uint8_t*, size_t> sections[] = {
@@ -635,8 +635,24 @@ class ChunkEncoder {
   double scale_ = 1.0;
   int context_param_ = 0;
   uint8_t transform_ = kTransformNone;
-  Extrapolation extrapolation_;
+  std::vector<uint8_t> transform_params_;
 };
+
+std::vector<uint8_t> extrapolation_params(const Extrapolation& e) {
+  std::vector<uint8_t> p(kExtrapolationBytes);
+  store_le<uint32_t>(p.data(), static_cast<uint32_t>(e.slope));
+  store_le<uint32_t>(p.data() + 4, static_cast<uint32_t>(e.offset));
+  return p;
+}
+
+std::vector<uint8_t> scaled_params(const ScaledSegments& s) {
+  std::vector<uint8_t> p(kScaledFixedBytes);
+  store_le<uint32_t>(p.data(), s.mantissa);
+  store_le<uint32_t>(p.data() + 4, static_cast<uint32_t>(s.shift));
+  store_le<uint32_t>(p.data() + 8, s.segment);
+  p.insert(p.end(), s.bitmap.begin(), s.bitmap.end());
+  return p;
+}
 
 constexpr uint64_t kSampleBlock = 1024;
 constexpr uint64_t kSampleBlocks = 8;
@@ -773,6 +789,80 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
   return fits;
 }
 
+// Scaled segments (transform 2): rows whose moments only decayed since the last save (no
+// gradient reached them) are their reference times one factor, beta^k. Probes three values
+// of every segment (a row of the chunk's last dimension, else 256 values) for a common
+// ratio to the reference; the median ratio of the segments that show one is the scale,
+// and a segment is selected where the scaled reference leaves residuals of fewer bits.
+template <typename U>
+bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out) {
+  const U* x = static_cast<const U*>(in.data);
+  const U* ref = static_cast<const U*>(in.reference);
+  const int mant = mantissa_bits(in.dtype), expb = exponent_bits(in.dtype);
+  const uint64_t last = in.shape.empty() ? n : in.shape.back();
+  const uint64_t segment = in.shape.size() >= 2 && last >= 16 && last <= 0xFFFFFFFFu ? last : 256;
+  const uint64_t segments = segment_count(n, static_cast<uint32_t>(segment));
+  if (segments == 0) return false;
+  auto normal = [&](U b) {
+    const int e = float_exponent(b, mant, expb);
+    return e != 0 && e != (1 << expb) - 1;
+  };
+  auto ratio = [&](uint64_t i) { return to_double<U>(x[i], in.dtype) / to_double<U>(ref[i], in.dtype); };
+  const double tolerance = std::ldexp(1.0, std::max(-10, 1 - mant));  // ratios of 16-bit floats are coarse
+  std::vector<double> ratios;
+  std::vector<uint64_t> candidates;
+  for (uint64_t j = 0; j < segments; ++j) {
+    const uint64_t begin = j * segment, end = std::min(n, begin + segment);
+    const uint64_t probes[3] = {begin, begin + (end - begin) / 2, end - 1};
+    double first = 0;
+    int seen = 0;
+    bool agree = true;
+    for (uint64_t i : probes) {
+      if (!normal(x[i]) || !normal(ref[i])) continue;
+      const double r = ratio(i);
+      if (seen == 0) first = r;
+      else if (std::fabs(r / first - 1) > tolerance) agree = false;
+      ++seen;
+    }
+    if (seen >= 2 && agree && first > 0 && std::fabs(first - 1) > 0x1p-20 && first < 0x1p16) {
+      ratios.push_back(first);
+      candidates.push_back(j);
+    }
+  }
+  if (ratios.empty()) return false;
+  std::vector<double> sorted = ratios;
+  std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
+  const double scale = sorted[sorted.size() / 2];
+  int e2 = 0;
+  const double f = std::frexp(scale, &e2);  // scale = f 2^e2, f in [0.5, 1)
+  uint64_t mantissa = static_cast<uint64_t>(std::llround(std::ldexp(f, 32)));
+  if (mantissa >> 32) {
+    mantissa >>= 1;
+    ++e2;
+  }
+  out.mantissa = static_cast<uint32_t>(mantissa);
+  out.shift = -e2;
+  out.segment = static_cast<uint32_t>(segment);
+  if (!scale_valid(out.mantissa, out.shift)) return false;
+  out.bitmap.assign((segments + 7) / 8, 0);
+  bool any = false;
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    if (std::fabs(ratios[c] / scale - 1) > tolerance) continue;
+    const uint64_t j = candidates[c], begin = j * segment, end = std::min(n, begin + segment);
+    uint64_t scaled_bits = 0, plain_bits = 0;
+    for (uint64_t i = begin; i < end; ++i) {
+      const U p = scale_one<U>(ref[i], out.mantissa, out.shift, mant, expb);
+      scaled_bits += bit_length(zigzag<U>(static_cast<U>(x[i] - p)));
+      plain_bits += bit_length(zigzag<U>(static_cast<U>(x[i] - ref[i])));
+    }
+    if (scaled_bits < plain_bits) {
+      out.bitmap[j >> 3] |= static_cast<uint8_t>(1u << (j & 7));
+      any = true;
+    }
+  }
+  return any;
+}
+
 // Chooses, on a sample, between coding a delta chunk against its reference, against an
 // extrapolation of it (with a prev-reference), and coding its values standalone (optimizer
 // moments refresh between distant saves), and the position and context schemes; then
@@ -794,6 +884,7 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     Plan plan;
     bool extrapolated = false;
     Extrapolation extrapolation;
+    bool scaled = false;
   };
   std::vector<Candidate> candidates;
   // Against the reference, or against an extrapolation of it when that leaves residuals of
@@ -837,6 +928,26 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     against_reference.plan = ChunkEncoder<U>(sample.input, sample.count, false, false).plan(scale);
     candidates.push_back(against_reference);
   }
+  // Against the reference scaled on the segments that only decayed (transform 2).
+  ScaledSegments scaled;
+  std::unique_ptr<U[]> scaled_pred, scaled_prev;
+  if constexpr (sizeof(U) <= 4) {
+    if (delta && in.prev_reference && in.extrapolate && extrapolation_allowed(in.dtype) &&
+        find_scaled_segments<U>(in, n, scaled)) {
+      scaled_pred.reset(new U[n]);
+      scaled_prev.reset(new U[n]);
+      apply_scaled<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n, scaled,
+                      mantissa_bits(in.dtype), exponent_bits(in.dtype), scaled_pred.get(), scaled_prev.get());
+      EncodeInput full = in;
+      full.reference = scaled_pred.get();
+      full.prev_reference = scaled_prev.get();
+      Sample<U> scaled_sample(full, n);
+      Candidate c{true, false, ChunkEncoder<U>(scaled_sample.input, scaled_sample.count, false, false).plan(scale)};
+      c.plan.bits += 8.0 * static_cast<double>(kScaledFixedBytes + scaled.bitmap.size());
+      c.scaled = true;
+      candidates.push_back(c);
+    }
+  }
   if (is_float(in.dtype))
     candidates.push_back({false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan(scale)});
   candidates.push_back({false, false, ChunkEncoder<U>(sample_standalone, sample.count, delta, false).plan(scale)});
@@ -844,6 +955,15 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   for (const Candidate& c : candidates)
     if (c.plan.bits < best->plan.bits) best = &c;
   if constexpr (sizeof(U) <= 4) {
+    if (best->scaled) {
+      EncodeInput full = in;
+      full.reference = scaled_pred.get();
+      full.prev_reference = scaled_prev.get();
+      ChunkEncoder<U> encoder(full, n, false, false);
+      encoder.set_transform(kTransformScaled, scaled_params(scaled));
+      encoder.encode_payload(best->plan, out);
+      return;
+    }
     if (best->extrapolated) {
       std::unique_ptr<U[]> predicted_chunk(new U[n]);  // every element written: no zero-fill
       extrapolate<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n,
@@ -852,7 +972,7 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
       full.reference = predicted_chunk.get();
       full.prev_reference = in.reference;
       ChunkEncoder<U> encoder(full, n, false, false);
-      encoder.set_extrapolation(best->extrapolation);
+      encoder.set_transform(kTransformExtrapolate, extrapolation_params(best->extrapolation));
       encoder.encode_payload(best->plan, out);
       return;
     }
