@@ -323,6 +323,58 @@ def test_no_extrapolation_in_lossy_chunks():
     assert chunkfmt.parse(chunk)["transform"] == 0
 
 
+def decaying_rows(rng, name, rows=64, cols=48, scale=0.1285, share=0.5):
+    """(prev, ref, x, decayed rows): x is ref plus noise, except rows that only decayed
+    (ref times scale, a few float32 ulps off, as repeated multiplications leave them)."""
+    prev = rng.standard_normal((rows, cols)) * 0.02
+    ref = prev * 0.97 + rng.standard_normal((rows, cols)) * 1e-3
+    x = ref + rng.standard_normal((rows, cols)) * 1e-3
+    decayed = rng.random(rows) < share
+    scaled = (ref[decayed] * scale).astype(np.float32)
+    x[decayed] = (scaled.view(np.uint32).astype(np.int64) + rng.integers(-2, 3, scaled.shape)).astype(
+        np.uint32).view(np.float32)
+    fs = [prev, ref, x]
+    if name == "bfloat16":
+        return [(np.asarray(f, np.float32).view(np.uint32) >> 16).astype(np.uint16) for f in fs] + [decayed]
+    if name == "float16":
+        return [np.asarray(f * 64).astype(np.float16) for f in fs] + [decayed]
+    return [np.asarray(f).astype(np.float32) for f in fs] + [decayed]
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float16"])
+def test_scaled_reference_rows(name):
+    """Rows that only decayed are coded against the scaled reference (format 4, transform
+    2): bit-exact, much smaller, the bitmap names those rows, and only when allowed."""
+    rng = np.random.default_rng(21)
+    prev, ref, x, decayed = decaying_rows(rng, name)
+    chunk = check_roundtrip(name, x, reference=ref, prev_reference=prev)
+    info = chunkfmt.parse(chunk)
+    assert info["transform"] == 2
+    assert abs(info["scaled"]["scale"] / 0.1285 - 1) < 2.0 ** -6
+    assert info["scaled"]["segment"] == x.shape[1]
+    selected = np.unpackbits(np.frombuffer(info["scaled"]["bitmap"], np.uint8), bitorder="little")[: x.shape[0]]
+    assert (selected.astype(bool) <= decayed).all() and selected.sum() >= 0.8 * decayed.sum()
+    plain = tpde.encode(x, reference=ref, prev_reference=prev, dtype=DTYPES[name][1], extrapolate=False)
+    assert chunkfmt.parse(plain)["transform"] == 0
+    assert len(chunk) < 0.85 * len(plain)
+    with pytest.raises(tpde.TPDEError, match="prev_reference"):
+        tpde.decode(chunk, reference=ref, prev_reference=ref)
+
+
+def test_scaled_reference_specials_and_no_prev():
+    """Zeros, subnormals, infinities and NaNs in scaled rows keep their reference; without a
+    prev-reference there is no transform 2."""
+    rng = np.random.default_rng(22)
+    prev, ref, x, decayed = decaying_rows(rng, "float32")
+    row = int(np.flatnonzero(decayed)[0])
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-40, 3e38], np.float32)
+    ref[row, 5:5 + specials.size] = specials
+    x[row, 5:5 + specials.size] = specials
+    chunk = check_roundtrip("float32", x, reference=ref, prev_reference=prev)
+    assert chunkfmt.parse(chunk)["transform"] == 2
+    assert chunkfmt.parse(check_roundtrip("float32", x, reference=ref))["transform"] == 0
+
+
 def test_delta_ignores_unneeded_references():
     rng = np.random.default_rng(1)
     ref = typical(rng, "float32", (500,))
@@ -564,5 +616,29 @@ def test_property_extrapolated(name, data):
         for arr in (prev, ref, x):
             k = min(sv.size, n)
             arr[rng.integers(0, n, k)] = sv[:k]
+    chunk = check_roundtrip(name, x, reference=ref, prev_reference=prev)
+    assert refdecoder.decode(chunk, ref.tobytes(), prev.tobytes()) == x.tobytes()
+
+
+@pytest.mark.parametrize("name", ["float32", "bfloat16", "float16"])
+@_hyp
+@given(data=st.data())
+def test_property_scaled_rows(name, data):
+    """Rows that decayed by any factor (any row length, share, noise, with special values
+    mixed in): bit-exact, and the reference decoder (exact fractions) agrees."""
+    import refdecoder
+
+    rows = data.draw(st.integers(1, 40))
+    cols = data.draw(st.integers(1, 80))
+    scale = data.draw(st.floats(2.0 ** -12, 1.9))
+    share = data.draw(st.floats(0.0, 1.0))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    prev, ref, x, _ = decaying_rows(rng, name, rows, cols, scale, share)
+    if data.draw(st.booleans()):
+        sv = special_values(name)
+        for arr in (prev, ref, x):
+            k = min(sv.size, arr.size)
+            arr.reshape(-1)[rng.integers(0, arr.size, k)] = sv[:k]
     chunk = check_roundtrip(name, x, reference=ref, prev_reference=prev)
     assert refdecoder.decode(chunk, ref.tobytes(), prev.tobytes()) == x.tobytes()

@@ -555,3 +555,29 @@ def test_lossy_predictor_on_log_relative_or_short_block_is_corrupt():
     expect("corrupt", "log-relative", fn=decode_fn(log_rel, reference=ref, prev_reference=prev))
     short = chunkfmt.reseal(chunk[: hs + 30])  # 30 bytes: the 24-byte block, not the 16 of a and b
     expect("corrupt", "shorter than its lossy block", fn=decode_fn(short, reference=ref, prev_reference=prev))
+
+
+# --- format 4: scaled reference segments ---------------------------------------------------------
+
+@pytest.mark.parametrize("name,words", [
+    ("transform_3.bin", ("unknown reference transform",)),
+    ("scaled_mantissa_top_bit_clear.bin", ("scale out of range",)),
+    ("scaled_shift_97.bin", ("scale out of range",)),
+    ("scaled_segment_0.bin", ("segment length 0",)),
+    ("scaled_bitmap_cut_short.bin", ("bitmap cut short",)),
+    ("scaled_bitmap_padding.bin", ("bitmap padding not zero",)),
+    ("scaled_without_prev.bin", ("scaled reference", "prev-reference")),
+])
+def test_format4_bad_vectors_name_the_problem(name, words):
+    spec = json.loads((_VECTORS / "bad" / "expected.json").read_text())[name]
+    kwargs = {arg: np.load(_VECTORS / path) for arg, path in spec["decode_with"].items()}
+    expect("corrupt", *words, fn=decode_fn((_VECTORS / "bad" / name).read_bytes(), **kwargs))
+
+
+def test_scaled_parameters_cut_short_and_in_a_version_3_chunk_are_corrupt():
+    chunk, ref, prev = _vector("v4_f32_delta_scaled_rows")
+    sp = chunkfmt.parse(chunk)["prefix_offset"] + 16
+    expect("corrupt", "scaled-reference parameters cut short",
+           fn=decode_fn(chunkfmt.reseal(chunk[: sp + 11]), reference=ref, prev_reference=prev))
+    as_v3 = chunkfmt.patch(chunk, 4, "<B", 3)  # format 3 knows transforms 0 and 1 only
+    expect("corrupt", "unknown reference transform 2", fn=decode_fn(as_v3, reference=ref, prev_reference=prev))

@@ -113,6 +113,22 @@ def seeds():
                             prev_reference=as_dtype(fuzz_prev(n * size), name, (n,)),
                             dtype="bfloat16" if name == "bfloat16" else None)
         yield f"{name}_extrapolated", chunk
+    # scaled reference rows (format 4): half the rows are the harness's reference times 0.3
+    for name in ("float32", "float16", "bfloat16"):
+        size = np.dtype(DTYPES[name]).itemsize
+        rows, cols = 24, 32
+        ref = as_dtype(fuzz_ref(rows * cols * size), name, (rows, cols))
+        prev = as_dtype(fuzz_prev(rows * cols * size), name, (rows, cols))
+        values = ref.view(np.float32 if size == 4 else np.float16) if name != "bfloat16" else \
+            (ref.astype(np.uint32) << 16).view(np.float32)
+        with np.errstate(all="ignore"):
+            scaled = (values.astype(np.float64) * 0.3).astype(values.dtype)
+        if name == "bfloat16":
+            scaled = (scaled.view(np.uint32) >> 16).astype(np.uint16)
+        x = ref.copy()
+        x[::2] = scaled.view(x.dtype)[::2]
+        chunk = tpde.encode(x, reference=ref, prev_reference=prev, dtype="bfloat16" if name == "bfloat16" else None)
+        yield f"{name}_scaled_rows", chunk
     # lossy deltas quantized around a x reference (format 3 predictor): decaying moments
     # (coded against their own references; the decoder target reseals the fingerprints)
     for name in ("float32", "float64", "float16", "bfloat16"):
