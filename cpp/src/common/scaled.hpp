@@ -35,44 +35,69 @@ inline bool segment_selected(const std::vector<uint8_t>& bitmap, uint64_t j) {
   return (bitmap[j >> 3] >> (j & 7)) & 1;
 }
 
-// The normal float r (mantissa bits m, exponent bits e) times the scale, rounded to nearest
-// (ties to even) once; r itself where r is zero, subnormal, infinite or NaN, or where the
-// product would not be a normal number.
+// The significand 2^m + mantissa_field times the scale, rounded to nearest (ties to even)
+// to m + 1 bits: the new mantissa field, and what the exponent field moves by.
+struct ScaledSignificand {
+  uint64_t field;
+  int64_t exponent_move;
+};
+
+inline ScaledSignificand scale_significand(uint64_t mantissa_field, uint32_t mantissa, int32_t shift, int m) {
+  const uint64_t product = ((uint64_t(1) << m) | mantissa_field) * mantissa;  // in [2^(m + 31), 2^(m + 33))
+  const int drop = 31 + static_cast<int>(product >> (m + 32));
+  // Round to nearest, ties to even: add half - 1, plus 1 when the kept part is odd.
+  const uint64_t lsb = (product >> drop) & 1;
+  uint64_t q = (product + (uint64_t(1) << (drop - 1)) - 1 + lsb) >> drop;
+  const uint64_t carry = q >> (m + 1);  // rounding reached 2^(m + 1)
+  q >>= carry;
+  return {q & ((uint64_t(1) << m) - 1), drop + static_cast<int64_t>(carry) - 32 - shift};
+}
+
+// r (mantissa bits m, exponent bits e) given its field's scaled significand: the scaled
+// value, or r itself where r is zero, subnormal, infinite or NaN, or the product would not
+// be a normal number.
+template <typename U>
+inline U scale_with(U r, ScaledSignificand sc, int m, int e) {
+  const uint64_t all_ones = (uint64_t(1) << e) - 1;
+  const uint64_t expo = (static_cast<uint64_t>(r) >> m) & all_ones;
+  const int64_t new_expo = static_cast<int64_t>(expo) + sc.exponent_move;
+  const bool keep = expo == 0 || expo == all_ones || new_expo < 1 || new_expo >= static_cast<int64_t>(all_ones);
+  const U sign = static_cast<U>(r & (U(1) << (kBits<U> - 1)));
+  const U scaled = static_cast<U>(sign | (static_cast<U>(new_expo) << m) | static_cast<U>(sc.field));
+  return keep ? r : scaled;
+}
+
+// The normal float r times the scale, rounded once to nearest (ties to even); r itself
+// where r or the product is not a normal number.
 template <typename U>
 inline U scale_one(U r, uint32_t mantissa, int32_t shift, int m, int e) {
-  const U all_ones = static_cast<U>((U(1) << e) - 1);
-  const U expo = static_cast<U>((r >> m) & all_ones);
-  if (expo == 0 || expo == all_ones) return r;
-  const uint64_t significand = (uint64_t(1) << m) | (static_cast<uint64_t>(r) & ((uint64_t(1) << m) - 1));
-  const uint64_t product = significand * mantissa;  // < 2^(m + 33) <= 2^56
-  int drop = 63 - __builtin_clzll(product) - m;     // 31 or 32
-  uint64_t q = product >> drop;
-  const uint64_t rest = product & ((uint64_t(1) << drop) - 1), half = uint64_t(1) << (drop - 1);
-  q += (rest > half || (rest == half && (q & 1))) ? 1 : 0;
-  if (q >> (m + 1)) {
-    q >>= 1;
-    ++drop;
-  }
-  const int64_t new_expo = static_cast<int64_t>(expo) + drop - 32 - shift;
-  if (new_expo < 1 || new_expo >= static_cast<int64_t>(all_ones)) return r;
-  const U sign = static_cast<U>(r & (U(1) << (kBits<U> - 1)));
-  return static_cast<U>(sign | (static_cast<U>(new_expo) << m) | static_cast<U>(q & ((uint64_t(1) << m) - 1)));
+  return scale_with<U>(r, scale_significand(static_cast<uint64_t>(r) & ((uint64_t(1) << m) - 1), mantissa, shift, m),
+                       m, e);
 }
 
 // The prediction and the prev-reference a transform-2 chunk is coded against: selected
 // segments get the scaled reference, and that prediction again as prev-reference (so the
-// prev-residual contexts see a zero move there); the others keep ref and prev.
+// prev-residual contexts see a zero move there); the others keep ref and prev. 16-bit
+// floats (at most 2^10 mantissa fields) look their scaled significand up in a table.
 template <typename U>
 void apply_scaled(const U* ref, const U* prev, uint64_t n, const ScaledSegments& s, int m, int e, U* pred,
                   U* prev_out) {
+  std::vector<ScaledSignificand> table;
+  if (sizeof(U) == 2) {
+    table.resize(size_t(1) << m);
+    for (uint64_t f = 0; f < table.size(); ++f) table[f] = scale_significand(f, s.mantissa, s.shift, m);
+  }
+  const uint64_t field_mask = (uint64_t(1) << m) - 1;
   const uint64_t segments = segment_count(n, s.segment);
   for (uint64_t j = 0; j < segments; ++j) {
     const uint64_t begin = j * s.segment, end = begin + s.segment < n ? begin + s.segment : n;
-    if (segment_selected(s.bitmap, j)) {
-      for (uint64_t i = begin; i < end; ++i) pred[i] = prev_out[i] = scale_one<U>(ref[i], s.mantissa, s.shift, m, e);
-    } else {
+    if (!segment_selected(s.bitmap, j)) {
       std::memcpy(pred + begin, ref + begin, (end - begin) * sizeof(U));
       std::memcpy(prev_out + begin, prev + begin, (end - begin) * sizeof(U));
+    } else if (sizeof(U) == 2) {
+      for (uint64_t i = begin; i < end; ++i) pred[i] = prev_out[i] = scale_with<U>(ref[i], table[ref[i] & field_mask], m, e);
+    } else {
+      for (uint64_t i = begin; i < end; ++i) pred[i] = prev_out[i] = scale_one<U>(ref[i], s.mantissa, s.shift, m, e);
     }
   }
 }
