@@ -3,7 +3,9 @@
 //
 // Input: byte 0 picks the dtype (13 codes), byte 1 the mode (0 standalone, 1 delta, 2 delta
 // with prev-reference) and a 2-D shape split, byte 2 the lossy mode for float dtypes
-// (lossless, absolute or log-relative bound, a power of two); the rest is cut into equal
+// (lossless, absolute or log-relative bound, a power of two; lossless code 3 with a
+// prev-reference turns every other row of a 16/32-bit float chunk into its reference
+// scaled, the rows that format 4 codes against a scaled reference); the rest is cut into equal
 // parts: the data,
 // then the reference, then the prev-reference (libFuzzer's CopyPart/CrossOver mutations
 // make the parts resemble each other, which is what exercises the delta coder).
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "tpde/tpde.hpp"
+#include "../../cpp/src/common/scaled.hpp"
 
 namespace {
 
@@ -72,6 +75,31 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t rows = 1 + (data[1] >> 2);
   if (n % rows == 0 && rows > 1) shape = {rows, n / rows};
 
+  // Lossless code 3 with a prev-reference, 16/32-bit floats: every other segment (the
+  // encoder's rows) becomes its reference scaled, a few ulps off, as decayed moments are.
+  const bool float1632 = dtype == tpde::DType::kFloat32 || dtype == tpde::DType::kBFloat16 ||
+                         dtype == tpde::DType::kFloat16;
+  if (mode == 2 && float1632 && data[2] % 4 == 3 && n) {
+    const int m = tpde::mantissa_bits(dtype), e = tpde::exponent_bits(dtype);
+    const uint32_t mantissa = 0x80000000u | (uint32_t(data[2]) << 21) | 0x5A5A5u;
+    const int32_t shift = (data[2] >> 2) % 9;
+    const uint64_t segment = shape.size() == 2 && shape[1] >= 16 ? shape[1] : 256;
+    for (size_t i = 0; i < n; ++i) {
+      if ((i / segment) % 2) continue;
+      const int noise = static_cast<int>(x[i * item] % 5) - 2;
+      if (item == 4) {
+        uint32_t r;
+        std::memcpy(&r, &ref[i * 4], 4);
+        const uint32_t v = tpde::scale_one<uint32_t>(r, mantissa, shift, m, e) + static_cast<uint32_t>(noise);
+        std::memcpy(&x[i * 4], &v, 4);
+      } else {
+        uint16_t r;
+        std::memcpy(&r, &ref[i * 2], 2);
+        const uint16_t v = static_cast<uint16_t>(tpde::scale_one<uint16_t>(r, mantissa, shift, m, e) + noise);
+        std::memcpy(&x[i * 2], &v, 2);
+      }
+    }
+  }
   tpde::EncodeInput in{dtype, shape, x.data(), mode >= 1 ? ref.data() : nullptr,
                        mode == 2 ? prev.data() : nullptr};
   const int lossy = tpde::is_float(dtype) ? data[2] % 4 : 0;  // 0 and 3: lossless
