@@ -336,8 +336,8 @@ PYBIND11_MODULE(_core, m) {
         "contexts: restrict the context schemes the encoder may choose (benchmarks), e.g. []\n"
         "or ['ref_exponent']; 'none' is always allowed.\n"
         "extrapolate=False: no prediction from the references (lossless: no linear\n"
-        "extrapolation from prev_reference; lossy absolute: quantize around the reference\n"
-        "itself); benchmarks measure what it buys.");
+        "extrapolation from prev_reference and no scaled rows; lossy absolute: quantize\n"
+        "around the reference itself); benchmarks measure what it buys.");
   m.def("decode", &decode, py::arg("chunk"), py::kw_only(), py::arg("reference") = py::none(),
         py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
         "Decode a tpde chunk; delta chunks need the reference they were coded against.");
