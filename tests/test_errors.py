@@ -512,7 +512,7 @@ def test_resealed_mutations_only_raise_corrupt(seed):
     assert sum(outcomes.values()) == count
 
 
-# --- format 3: extrapolated references and the lossy predictor --------------------------------
+# --- formats 3 and 4: extrapolated references, the lossy predictor, scaled rows -------------------
 
 _VECTORS = Path(__file__).resolve().parent / "vectors"
 
@@ -531,8 +531,16 @@ def _vector(case: str):
     ("lossy_predictor_2.bin", ("unknown predictor",)),
     ("lossy_predictor_nan.bin", ("predictor coefficients out of range",)),
     ("lossy_predictor_b_without_prev.bin", ("prev-reference the chunk does not have",)),
+    # format 4: scaled reference segments
+    ("transform_3.bin", ("unknown reference transform",)),
+    ("scaled_mantissa_top_bit_clear.bin", ("scale out of range",)),
+    ("scaled_shift_97.bin", ("scale out of range",)),
+    ("scaled_segment_0.bin", ("segment length 0",)),
+    ("scaled_bitmap_cut_short.bin", ("bitmap cut short",)),
+    ("scaled_bitmap_padding.bin", ("bitmap padding not zero",)),
+    ("scaled_without_prev.bin", ("scaled reference", "prev-reference")),
 ])
-def test_format3_bad_vectors_name_the_problem(name, words):
+def test_format3_and_4_bad_vectors_name_the_problem(name, words):
     spec = json.loads((_VECTORS / "bad" / "expected.json").read_text())[name]
     kwargs = {arg: np.load(_VECTORS / path) for arg, path in spec["decode_with"].items()}
     expect("corrupt", *words, fn=decode_fn((_VECTORS / "bad" / name).read_bytes(), **kwargs))
@@ -558,21 +566,6 @@ def test_lossy_predictor_on_log_relative_or_short_block_is_corrupt():
 
 
 # --- format 4: scaled reference segments ---------------------------------------------------------
-
-@pytest.mark.parametrize("name,words", [
-    ("transform_3.bin", ("unknown reference transform",)),
-    ("scaled_mantissa_top_bit_clear.bin", ("scale out of range",)),
-    ("scaled_shift_97.bin", ("scale out of range",)),
-    ("scaled_segment_0.bin", ("segment length 0",)),
-    ("scaled_bitmap_cut_short.bin", ("bitmap cut short",)),
-    ("scaled_bitmap_padding.bin", ("bitmap padding not zero",)),
-    ("scaled_without_prev.bin", ("scaled reference", "prev-reference")),
-])
-def test_format4_bad_vectors_name_the_problem(name, words):
-    spec = json.loads((_VECTORS / "bad" / "expected.json").read_text())[name]
-    kwargs = {arg: np.load(_VECTORS / path) for arg, path in spec["decode_with"].items()}
-    expect("corrupt", *words, fn=decode_fn((_VECTORS / "bad" / name).read_bytes(), **kwargs))
-
 
 def test_scaled_parameters_cut_short_and_in_a_version_3_chunk_are_corrupt():
     chunk, ref, prev = _vector("v4_f32_delta_scaled_rows")
