@@ -26,7 +26,7 @@ Python use::
 
 Command line::
 
-    python bench/series.py [--small] [--out DIR] [--force] [scratch finetune]
+    python bench/series.py [--small] [--out DIR] [--force] [scratch finetune scratch-8k finetune-8k]
 
 Determinism: fixed seeds, fixed file selection (sorted paths), fixed thread count
 (``torch.set_num_threads(2)``), so the same machine type and torch version give the
@@ -476,7 +476,8 @@ def load_series(name: str, out_dir=None, *, small: bool = False, bf16: bool = Fa
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("names", nargs="*", default=list(SERIES))
+    ap.add_argument("names", nargs="*", default=list(SERIES),
+                    help=f"series to make, of {', '.join(ALL_SERIES)} (default: {' '.join(SERIES)})")
     ap.add_argument("--small", action="store_true", help="tiny model, a few seconds")
     ap.add_argument("--out", default=None, help="output dir (default bench/.cache/series[-small])")
     ap.add_argument("--force", action="store_true", help="regenerate even if cached")
