@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "common/extrapolate.hpp"
 #include "common/models.hpp"
 #include "common/rans.hpp"
+#include "common/scaled.hpp"
 #include "common/quantize.hpp"
 #include "common/symbols.hpp"
 #include "tpde/tpde.hpp"
@@ -339,6 +341,62 @@ static void test_extrapolation_paths_agree() {
   CHECK(extrapolate_one<uint16_t>(0x0006, 0x0002, unit) == 0x000A);
 }
 
+// Transform 2: scale_one against the exact product rounded once by the hardware (x87 or
+// quad long double holds the 56-bit product exactly), and the 16-bit table path of
+// apply_scaled against scale_one on every bit pattern.
+static void test_scaled_reference() {
+  std::mt19937_64 g(11);
+  if constexpr (std::numeric_limits<long double>::digits >= 64) {
+    uint64_t checked = 0;
+    for (int trial = 0; trial < 2000000; ++trial) {
+      const uint32_t mantissa = static_cast<uint32_t>(g()) | 0x80000000u;
+      const int32_t shift = static_cast<int32_t>(g() % 40) - 8;
+      const uint32_t r = static_cast<uint32_t>(g());
+      float rf;
+      std::memcpy(&rf, &r, 4);
+      const uint32_t got = scale_one<uint32_t>(r, mantissa, shift, 23, 8);
+      if (!std::isnormal(rf)) {
+        CHECK(got == r);
+        continue;
+      }
+      const long double exact = std::ldexp(static_cast<long double>(rf) * mantissa, -32 - shift);
+      const float rounded = static_cast<float>(exact);  // one rounding, to nearest even
+      uint32_t want = r;
+      if (std::isnormal(rounded)) std::memcpy(&want, &rounded, 4);
+      CHECK(got == want);
+      ++checked;
+    }
+    CHECK(checked > 1000000);
+  }
+  std::vector<uint16_t> all(65536), prev(65536), pred(65536), prev_out(65536);
+  for (uint32_t i = 0; i < 65536; ++i) all[i] = prev[i] = static_cast<uint16_t>(i);
+  for (int trial = 0; trial < 8; ++trial) {
+    ScaledSegments s;
+    s.mantissa = static_cast<uint32_t>(g()) | 0x80000000u;
+    s.shift = static_cast<int32_t>(g() % 20) - 4;
+    s.segment = 1000;
+    s.bitmap.assign((segment_count(65536, s.segment) + 7) / 8, 0x5B);
+    for (auto [m, e] : {std::pair{7, 8}, std::pair{10, 5}}) {
+      apply_scaled<uint16_t>(all.data(), prev.data(), 65536, s, m, e, pred.data(), prev_out.data());
+      bool same = true;
+      for (uint32_t i = 0; i < 65536; ++i) {
+        const bool selected = segment_selected(s.bitmap, i / s.segment);
+        const uint16_t want = selected ? scale_one<uint16_t>(all[i], s.mantissa, s.shift, m, e) : all[i];
+        same &= pred[i] == want && prev_out[i] == (selected ? want : prev[i]);
+      }
+      CHECK(same);
+    }
+  }
+  CHECK(scale_valid(0x80000000u, -16) && scale_valid(0xFFFFFFFFu, 96));
+  CHECK(!scale_valid(0x7FFFFFFFu, 0) && !scale_valid(0x80000000u, 97) && !scale_valid(0x80000000u, -17));
+  // Zero, infinity and NaN keep their reference; 1.5 x 0.5 = 0.75.
+  CHECK(scale_one<uint32_t>(0x00000000u, 0x80000000u, 0, 23, 8) == 0x00000000u);
+  CHECK(scale_one<uint32_t>(0x7F800000u, 0x80000000u, 0, 23, 8) == 0x7F800000u);
+  CHECK(scale_one<uint32_t>(0x7FC00001u, 0x80000000u, 0, 23, 8) == 0x7FC00001u);
+  CHECK(scale_one<uint32_t>(0x3FC00000u, 0x80000000u, 0, 23, 8) == 0x3F400000u);
+  ++tests_run;
+}
+
 int main() {
   test_bitstream_roundtrip();
   test_elias_roundtrip();
@@ -348,6 +406,7 @@ int main() {
   test_bad_input();
   test_lossy();
   test_extrapolation_paths_agree();
+  test_scaled_reference();
   std::printf("%d passed, 0 failed\n", tests_run);
   return 0;
 }

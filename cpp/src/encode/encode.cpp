@@ -646,11 +646,11 @@ std::vector<uint8_t> extrapolation_params(const Extrapolation& e) {
 }
 
 std::vector<uint8_t> scaled_params(const ScaledSegments& s) {
-  std::vector<uint8_t> p(kScaledFixedBytes);
+  std::vector<uint8_t> p(kScaledFixedBytes + s.bitmap.size());
   store_le<uint32_t>(p.data(), s.mantissa);
   store_le<uint32_t>(p.data() + 4, static_cast<uint32_t>(s.shift));
   store_le<uint32_t>(p.data() + 8, s.segment);
-  p.insert(p.end(), s.bitmap.begin(), s.bitmap.end());
+  if (!s.bitmap.empty()) std::memcpy(p.data() + kScaledFixedBytes, s.bitmap.data(), s.bitmap.size());
   return p;
 }
 
