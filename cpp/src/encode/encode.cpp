@@ -808,7 +808,11 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
     return e != 0 && e != (1 << expb) - 1;
   };
   auto ratio = [&](uint64_t i) { return to_double<U>(x[i], in.dtype) / to_double<U>(ref[i], in.dtype); };
-  const double tolerance = std::ldexp(1.0, std::max(-10, 1 - mant));  // ratios of 16-bit floats are coarse
+  // Probes agree within the tolerance (loose enough for rows that had a little gradient);
+  // a common ratio within 8 ulps of 1 is no decay to code: unchanged or noisy rows, which
+  // 16-bit floats show often.
+  const double tolerance = std::ldexp(1.0, std::max(-10, 1 - mant));
+  const double near_one = std::ldexp(1.0, 3 - mant);
   std::vector<double> ratios;
   std::vector<uint64_t> candidates;
   for (uint64_t j = 0; j < segments; ++j) {
@@ -824,7 +828,7 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
       else if (std::fabs(r / first - 1) > tolerance) agree = false;
       ++seen;
     }
-    if (seen >= 2 && agree && first > 0 && std::fabs(first - 1) > 0x1p-20 && first < 0x1p16) {
+    if (seen >= 2 && agree && first > 0 && std::fabs(first - 1) > near_one && first < 0x1p16) {
       ratios.push_back(first);
       candidates.push_back(j);
     }
