@@ -77,14 +77,10 @@ class ChunkDecoder {
     // A delta chunk may code its values without the reference (payload byte 3 = 1).
     const bool is_delta = h_.mode == Mode::kDelta && payload_[3] == 0;
     use_reference_ = is_delta;
-    if (transform == kTransformExtrapolate) {
-      if (!is_delta || !prev_ || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_)
-        corrupt("extrapolated reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype");
-    }
-    if (transform == kTransformScaled) {
-      if (!is_delta || !prev_ || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_)
-        corrupt("scaled reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype");
-    }
+    if (transform != kTransformNone &&
+        (!is_delta || !prev_ || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_))
+      corrupt(std::string(transform == kTransformExtrapolate ? "extrapolated" : "scaled") +
+              " reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype");
     if constexpr (kBits<U> <= 32) {
       if (transform == kTransformExtrapolate) apply_extrapolation(p, end);
       if (transform == kTransformScaled) apply_scaling(p, end);
@@ -160,11 +156,10 @@ class ChunkDecoder {
     p += kScaledFixedBytes;
     if (!scale_valid(s.mantissa, s.shift)) corrupt("scale out of range");
     if (s.segment == 0) corrupt("scaled-reference segment length 0");
-    const uint64_t bitmap_bytes = (segment_count(n_, s.segment) + 7) / 8;
+    const uint64_t segments = segment_count(n_, s.segment), bitmap_bytes = (segments + 7) / 8;
     if (static_cast<uint64_t>(end - p) < bitmap_bytes) corrupt("scaled-reference bitmap cut short");
     s.bitmap.assign(p, p + bitmap_bytes);
     p += bitmap_bytes;
-    const uint64_t segments = segment_count(n_, s.segment);
     if ((segments & 7) && (s.bitmap.back() >> (segments & 7))) corrupt("scaled-reference bitmap padding not zero");
     predicted_.reset(new U[n_]);  // every element written by apply_scaled: no zero-fill
     scaled_prev_.reset(new U[n_]);
