@@ -794,10 +794,14 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
 // of every segment (a row of the chunk's last dimension, else 256 values) for a common
 // ratio to the reference; the median ratio of the segments that show one is the scale,
 // and a segment is selected where the scaled reference leaves residuals of fewer bits.
+// When one is, pred and pred_prev hold what apply_scaled makes of the selection (the
+// prediction and its prev-reference), computed while selecting.
 template <typename U>
-bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out) {
+bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out, std::unique_ptr<U[]>& pred,
+                          std::unique_ptr<U[]>& pred_prev) {
   const U* x = static_cast<const U*>(in.data);
   const U* ref = static_cast<const U*>(in.reference);
+  const U* prev = static_cast<const U*>(in.prev_reference);
   const int mant = mantissa_bits(in.dtype), expb = exponent_bits(in.dtype);
   const uint64_t last = in.shape.empty() ? n : in.shape.back();
   const uint64_t segment = in.shape.size() >= 2 && last >= 16 && last <= 0xFFFFFFFFu ? last : 256;
@@ -849,19 +853,27 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
   out.segment = static_cast<uint32_t>(segment);
   if (!scale_valid(out.mantissa, out.shift)) return false;
   out.bitmap.assign((segments + 7) / 8, 0);
+  pred.reset(new U[n]);
+  pred_prev.reset(new U[n]);
+  std::memcpy(pred.get(), ref, n * sizeof(U));  // segments not selected keep ref and prev
+  std::memcpy(pred_prev.get(), prev, n * sizeof(U));
   bool any = false;
   for (size_t c = 0; c < candidates.size(); ++c) {
     if (std::fabs(ratios[c] / scale - 1) > tolerance) continue;
     const uint64_t j = candidates[c], begin = j * segment, end = std::min(n, begin + segment);
     uint64_t scaled_bits = 0, plain_bits = 0;
     for (uint64_t i = begin; i < end; ++i) {
-      const U p = scale_one<U>(ref[i], out.mantissa, out.shift, mant, expb);
-      scaled_bits += bit_length(zigzag<U>(static_cast<U>(x[i] - p)));
+      pred[i] = scale_one<U>(ref[i], out.mantissa, out.shift, mant, expb);
+      scaled_bits += bit_length(zigzag<U>(static_cast<U>(x[i] - pred[i])));
       plain_bits += bit_length(zigzag<U>(static_cast<U>(x[i] - ref[i])));
     }
+    const size_t bytes = (end - begin) * sizeof(U);
     if (scaled_bits < plain_bits) {
       out.bitmap[j >> 3] |= static_cast<uint8_t>(1u << (j & 7));
+      std::memcpy(pred_prev.get() + begin, pred.get() + begin, bytes);
       any = true;
+    } else {
+      std::memcpy(pred.get() + begin, ref + begin, bytes);
     }
   }
   return any;
@@ -895,8 +907,9 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   // fewer bits in all (a first cut on the sample; the plan is then made for the winner only).
   Candidate against_reference{true, false, Plan{}};
   std::vector<U> predicted;
+  const bool may_predict = delta && in.prev_reference && in.extrapolate && extrapolation_allowed(in.dtype);
   if constexpr (sizeof(U) <= 4) {
-    if (delta && in.prev_reference && in.extrapolate && extrapolation_allowed(in.dtype)) {
+    if (may_predict) {
       const auto* sx = static_cast<const U*>(sample.input.data);
       const auto* sref = static_cast<const U*>(sample.input.reference);
       const auto* sprev = static_cast<const U*>(sample.input.prev_reference);
@@ -936,12 +949,7 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   ScaledSegments scaled;
   std::unique_ptr<U[]> scaled_pred, scaled_prev;
   if constexpr (sizeof(U) <= 4) {
-    if (delta && in.prev_reference && in.extrapolate && extrapolation_allowed(in.dtype) &&
-        find_scaled_segments<U>(in, n, scaled)) {
-      scaled_pred.reset(new U[n]);
-      scaled_prev.reset(new U[n]);
-      apply_scaled<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n, scaled,
-                      mantissa_bits(in.dtype), exponent_bits(in.dtype), scaled_pred.get(), scaled_prev.get());
+    if (may_predict && find_scaled_segments<U>(in, n, scaled, scaled_pred, scaled_prev)) {
       EncodeInput full = in;
       full.reference = scaled_pred.get();
       full.prev_reference = scaled_prev.get();
@@ -958,26 +966,27 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   const Candidate* best = &candidates[0];
   for (const Candidate& c : candidates)
     if (c.plan.bits < best->plan.bits) best = &c;
+  // Codes the chunk against a prediction, whose parameters follow the prefix.
+  auto encode_predicted = [&](const U* prediction, const void* prediction_prev, uint8_t transform,
+                              std::vector<uint8_t> params) {
+    EncodeInput full = in;
+    full.reference = prediction;
+    full.prev_reference = prediction_prev;
+    ChunkEncoder<U> encoder(full, n, false, false);
+    encoder.set_transform(transform, std::move(params));
+    encoder.encode_payload(best->plan, out);
+  };
   if constexpr (sizeof(U) <= 4) {
     if (best->scaled) {
-      EncodeInput full = in;
-      full.reference = scaled_pred.get();
-      full.prev_reference = scaled_prev.get();
-      ChunkEncoder<U> encoder(full, n, false, false);
-      encoder.set_transform(kTransformScaled, scaled_params(scaled));
-      encoder.encode_payload(best->plan, out);
+      encode_predicted(scaled_pred.get(), scaled_prev.get(), kTransformScaled, scaled_params(scaled));
       return;
     }
     if (best->extrapolated) {
       std::unique_ptr<U[]> predicted_chunk(new U[n]);  // every element written: no zero-fill
       extrapolate<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n,
                      best->extrapolation, predicted_chunk.get());
-      EncodeInput full = in;
-      full.reference = predicted_chunk.get();
-      full.prev_reference = in.reference;
-      ChunkEncoder<U> encoder(full, n, false, false);
-      encoder.set_transform(kTransformExtrapolate, extrapolation_params(best->extrapolation));
-      encoder.encode_payload(best->plan, out);
+      encode_predicted(predicted_chunk.get(), in.reference, kTransformExtrapolate,
+                       extrapolation_params(best->extrapolation));
       return;
     }
   }
