@@ -161,15 +161,21 @@ def read_tables(data: bytes, contexts: int, max_symbol: int):
 # --- section 6.3 rANS ------------------------------------------------------------------------
 
 class Rans:
-    def __init__(self, data: bytes):
+    """One state (formats 1-4) or two interleaved ones (format 5: value k uses state k mod 2)."""
+
+    def __init__(self, data: bytes, states: int = 1):
         self.data, self.p, self.overran = data, 0, False
+        self.x = [self.state() for _ in range(states)]
+        self.k = 0
+
+    def state(self):
         x = 0
         for _ in range(4):
             x = (x << 8) | self.byte()
         if x < L:
             self.overran = True  # corrupt; continue from L (reference decoder behaviour)
             x = L
-        self.x = x
+        return x
 
     def byte(self):
         if self.p < len(self.data):
@@ -179,16 +185,18 @@ class Rans:
         return 0
 
     def get(self, slots):
-        slot = self.x & (M - 1)
+        j = self.k % len(self.x)
+        self.k += 1
+        slot = self.x[j] & (M - 1)
         sym, start, freq = slots[slot]
-        x = freq * (self.x >> 12) + slot - start
+        x = freq * (self.x[j] >> 12) + slot - start
         while x < L:
             x = (x << 8) | self.byte()
-        self.x = x
+        self.x[j] = x
         return sym
 
     def clean(self):
-        return not self.overran and self.p == len(self.data) and self.x == L
+        return not self.overran and self.p == len(self.data) and all(x == L for x in self.x)
 
 
 # --- section 9: lossy ------------------------------------------------------------------------
@@ -259,7 +267,7 @@ def read_header(c: bytes):
         fail("truncated", "shorter than 36 bytes")
     if c[:4] != b"TPDE":
         fail("bad_magic")
-    if c[4] not in (1, 2, 3, 4):
+    if c[4] not in (1, 2, 3, 4, 5):
         fail("unsupported_version", f"version {c[4]}")
     ndim = c[8]
     if ndim > 32:
@@ -522,7 +530,7 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy
     def bucket(m):
         return 0 if m == 0 else 1 if m <= 4 else 2 if m <= 8 else 3
 
-    gap_bits, tail_bits, rans = Bits(gaps), Bits(tails_b), Rans(rans_b)
+    gap_bits, tail_bits, rans = Bits(gaps), Bits(tails_b), Rans(rans_b, 2 if version >= 5 else 1)
     v_all = [0] * n
     previous = rotl1((P << Mb) & mask, w) if cs == 4 else 0
     position = -1

@@ -52,7 +52,7 @@ def check_roundtrip(name, x, reference=None, prev_reference=None):
     chunk = tpde.encode(x, reference=reference, prev_reference=prev_reference, dtype=dtype_arg)
     assert isinstance(chunk, bytes)
     header = tpde.read_header(chunk)
-    assert header["version"] == tpde.FORMAT_VERSION == 4
+    assert header["version"] == tpde.FORMAT_VERSION == 5
     assert header["dtype"] == name
     assert header["shape"] == tuple(x.shape)
     assert header["mode"] == ("standalone" if reference is None else "delta")

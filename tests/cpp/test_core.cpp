@@ -75,15 +75,12 @@ static void test_elias_roundtrip() {
   ++tests_run;
 }
 
-static void test_rans_roundtrip() {
-  std::mt19937 rng(3);
-  std::vector<uint8_t> syms(100000);
+// One or two interleaved states (formats 1-4 / 5), odd and even symbol counts.
+template <int kStates>
+static void check_rans_roundtrip(const std::vector<uint8_t>& syms) {
   std::vector<uint64_t> counts(kAlphabet, 0);
-  std::geometric_distribution<int> geo(0.2);
-  for (auto& s : syms) {
-    s = static_cast<uint8_t>(std::min(geo(rng), 255));
-    ++counts[s];
-  }
+  for (uint8_t s : syms) ++counts[s];
+  if (syms.empty()) counts[0] = 1;
   std::vector<uint32_t> freqs(kAlphabet);
   normalize_frequencies(counts.data(), freqs.data());
   uint32_t sum = 0;
@@ -95,21 +92,39 @@ static void test_rans_roundtrip() {
     if (freqs[s]) enc[s] = RansEncSymbol(cum, freqs[s]);
     cum += freqs[s];
   }
-  RansEncoder e(syms.size()), exact(syms.size());
+  RansEncoder<kStates> e(syms.size()), exact(syms.size());
   for (size_t i = syms.size(); i-- > 0;) {
     e.put(enc[syms[i]]);
     exact.put_exact(enc[syms[i]]);
   }
   const std::vector<uint8_t> bytes = e.finish();
   CHECK(bytes == exact.finish());  // reciprocal fast path == division path
+  CHECK(bytes.size() >= 4u * kStates);
   std::vector<uint8_t> table_bytes;
   write_tables(freqs, 1, table_bytes);
   std::unique_ptr<DecTable[]> tables;
   std::vector<uint8_t> used;
   CHECK(read_tables(table_bytes.data(), table_bytes.size(), 1, 255, tables, used));
-  RansDecoder d(bytes.data(), bytes.size());
+  RansDecoder<kStates> d(bytes.data(), bytes.size());
   for (uint8_t s : syms) CHECK(d.get(tables[0]) == s);
   CHECK(d.finished_cleanly());
+  // A stream of the other state count does not end cleanly (for non-trivial inputs).
+  if (syms.size() > 100) {
+    RansDecoder<3 - kStates> other(bytes.data(), bytes.size());
+    for (size_t i = 0; i < syms.size(); ++i) other.get(tables[0]);
+    CHECK(!other.finished_cleanly());
+  }
+}
+
+static void test_rans_roundtrip() {
+  std::mt19937 rng(3);
+  std::geometric_distribution<int> geo(0.2);
+  for (size_t n : {size_t(0), size_t(1), size_t(2), size_t(3), size_t(100000), size_t(100001)}) {
+    std::vector<uint8_t> syms(n);
+    for (auto& s : syms) s = static_cast<uint8_t>(std::min(geo(rng), 255));
+    check_rans_roundtrip<1>(syms);
+    check_rans_roundtrip<2>(syms);
+  }
   ++tests_run;
 }
 

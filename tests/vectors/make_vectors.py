@@ -159,11 +159,17 @@ def dump_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, sort_keys=True) + "\n")
 
 
+# Format versions that froze every case again (format 5: two interleaved rANS states change
+# the bytes of every coded chunk).
+FULL_FREEZES = (2, 5)
+
+
 def write_case(name, dtype, x, ref, prev, kwargs) -> bool:
     d = HERE / f"v{tpde.FORMAT_VERSION}_{name}"
-    # A case frozen under an earlier version is not copied: its chunk differs only in the
+    # A case frozen since the last full freeze is not copied: its chunk differs only in the
     # version byte (test_vectors re-encodes it and compares with the byte patched).
-    if d.exists() or any(HERE.glob(f"v[0-9]*_{name}")):
+    last_full = max(v for v in FULL_FREEZES if v <= tpde.FORMAT_VERSION)
+    if d.exists() or any(int(c.name[1:].split("_", 1)[0]) >= last_full for c in HERE.glob(f"v[0-9]*_{name}")):
         return False
     dt_arg = "bfloat16" if dtype == "bfloat16" else None
     chunk, recon = tpde.encode(x, reference=ref, prev_reference=prev, dtype=dt_arg,
@@ -223,7 +229,8 @@ def bad_chunks():
         # version_2.bin (format 1 era) became valid with format 2; replaced by version_3.bin.
         # version_3.bin (format 2 era) became valid with format 3; replaced by version_4.bin.
         # version_4.bin (format 3 era) became valid with format 4; replaced by version_5.bin.
-        ("version_5.bin", chunkfmt.patch(std, 4, "<B", 5), "unsupported_version", None),
+        # version_5.bin (format 4 era) became valid with format 5; replaced by version_6.bin.
+        ("version_6.bin", chunkfmt.patch(std, 4, "<B", 6), "unsupported_version", None),
         ("header_crc.bin", std[:12] + bytes([std[12] ^ 1]) + std[13:], "checksum", None),
         ("payload_crc.bin", std[:-1] + bytes([std[-1] ^ 0x80]), "checksum", None),
         ("dtype_code_14.bin", chunkfmt.patch(std, 5, "<B", 14), "bad_dtype", None),
@@ -281,6 +288,15 @@ def bad_chunks():
         ("scaled_bitmap_padding.bin", chunkfmt.patch(scaled, sp + 14, "<B", scaled[sp + 14] | 0x80), "corrupt", srefs),
         ("scaled_without_prev.bin", chunkfmt.patch(scaled, 7, "<B", 0), "corrupt", {"reference": srefs["reference"]}),
     ]
+    i16v5 = (HERE / "v5_i16_standalone" / "encoded.bin").read_bytes()
+    info = chunkfmt.parse(i16v5)
+    _, start, length = info["sections"]["rans"]
+    rans = i16v5[start:start + length]
+    out += [
+        ("rans_second_state_zero.bin", chunkfmt.replace_section(i16v5, "rans", rans[:4] + bytes(4) + rans[8:]),
+         "corrupt", None),
+        ("rans_one_state.bin", chunkfmt.replace_section(i16v5, "rans", rans[:4] + rans[8:]), "corrupt", None),
+    ]
     return out
 
 
@@ -290,7 +306,7 @@ def main() -> int:
     bad.mkdir(exist_ok=True)
     expected_path = bad / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
-    for valid in ("version_3.bin", "version_4.bin"):  # valid since formats 3 and 4
+    for valid in ("version_3.bin", "version_4.bin", "version_5.bin"):  # valid since formats 3, 4, 5
         if expected.pop(valid, None) is not None:
             (bad / valid).unlink(missing_ok=True)
     for fname, chunk, code, decode_with in bad_chunks():

@@ -6,7 +6,7 @@
 namespace tpde {
 
 constexpr uint8_t kMagic[4] = {'T', 'P', 'D', 'E'};
-constexpr uint8_t kFormatVersion = 4;       // written by this build
+constexpr uint8_t kFormatVersion = 5;       // written by this build
 constexpr uint8_t kOldestFormatVersion = 1;  // oldest one it still decodes (docs/format.md, version log)
 constexpr size_t kMaxNdim = 32;
 constexpr size_t kFixedHeaderSize = 32;  // bytes before the shape

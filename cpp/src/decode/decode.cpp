@@ -210,20 +210,26 @@ class ChunkDecoder {
         // Contexts that depend on the previous value depend only on its symbol (kNeighbour:
         // its bit length; kPrevExponent: its exponent, within the symbol's 8 bits when the
         // dtype has <= 8 exponent bits), so the loop can tabulate them per symbol.
-        switch (values) {
-          case Values::kResidual:
-            decode_loop<S, E, Values::kResidual, S == ContextScheme::kNeighbour>(coded, gaps, rans, tails);
-            break;
-          case Values::kFloatSplit:
-            if (S == ContextScheme::kPrevExponent && expb_ <= 8)
-              decode_loop<S, E, Values::kFloatSplit, S == ContextScheme::kPrevExponent>(coded, gaps, rans, tails);
-            else
-              decode_loop<S, E, Values::kFloatSplit, false>(coded, gaps, rans, tails);
-            break;
-          case Values::kNeighbourDiff:
-            decode_loop<S, E, Values::kNeighbourDiff, S == ContextScheme::kNeighbour>(coded, gaps, rans, tails);
-            break;
-        }
+        auto with_states = [&](auto states) {
+          constexpr int N = decltype(states)::value;
+          switch (values) {
+            case Values::kResidual:
+              decode_loop<S, E, N, Values::kResidual, S == ContextScheme::kNeighbour>(coded, gaps, rans, tails);
+              break;
+            case Values::kFloatSplit:
+              if (S == ContextScheme::kPrevExponent && expb_ <= 8)
+                decode_loop<S, E, N, Values::kFloatSplit, S == ContextScheme::kPrevExponent>(coded, gaps, rans, tails);
+              else
+                decode_loop<S, E, N, Values::kFloatSplit, false>(coded, gaps, rans, tails);
+              break;
+            case Values::kNeighbourDiff:
+              decode_loop<S, E, N, Values::kNeighbourDiff, S == ContextScheme::kNeighbour>(coded, gaps, rans, tails);
+              break;
+          }
+        };
+        // Format 5 interleaves two rANS states; formats 1-4 have one.
+        if (h_.version >= 5) with_states(std::integral_constant<int, 2>{});
+        else with_states(std::integral_constant<int, 1>{});
       };
       if (elias_) with_elias(std::true_type{}); else with_elias(std::false_type{});
     };
@@ -253,7 +259,7 @@ class ChunkDecoder {
 
   // kSymbolContext: the context of the next value is a function of this value's symbol
   // (tabulated from context_of with the tail bits zero; decode_values checks it applies).
-  template <ContextScheme S, bool kElias, Values kValues, bool kSymbolContext>
+  template <ContextScheme S, bool kElias, int kStates, Values kValues, bool kSymbolContext>
   void decode_loop(uint64_t coded, Section gaps, Section rans_section, Section tails) {
     // Per-chunk lookup tables: exponent -> context, LogBucket symbol -> tail width and the
     // value bits above the tail (log_bucket_tail_bits / log_bucket_join, tabulated).
@@ -266,7 +272,7 @@ class ChunkDecoder {
     const U* value_base = log_bucket.value_base;
     BitReader gap_reader(gaps.data, gaps.size);
     BitReader tail_reader(tails.data, tails.size);
-    RansDecoder rans(rans_section.data, rans_section.size);
+    RansDecoder<kStates> rans(rans_section.data, rans_section.size);
     U previous = 0;
     if constexpr (S == ContextScheme::kPrevExponent)
       previous = rotl1<U>(static_cast<U>(static_cast<U>(context_param_) << mant_));

@@ -566,15 +566,16 @@ class ChunkEncoder {
     std::vector<uint8_t> tables;
     write_tables(freqs, contexts, tables);
 
-    // rANS over the keys in reverse (RansEncoder::put, renormalised without a branch: at most
-    // two bytes leave per symbol since x < 2^31 and x_max >= 2^19).
-    const size_t rans_cap = 2 * coded + 8;
+    // rANS over the keys in reverse (RansEncoder<2>::put, renormalised without a branch: at
+    // most two bytes leave per symbol since x < 2^31 and x_max >= 2^19). Two interleaved
+    // states: x codes value k, then the states swap (value k - 1 uses the other one).
+    const size_t rans_cap = 2 * coded + 16;
     std::unique_ptr<uint8_t[]> rans_buf(new uint8_t[rans_cap]);
     uint8_t* rp = rans_buf.get() + rans_cap;
     {
       const uint16_t* kp = keys.get();
       const EncSym* e = enc.get();
-      uint32_t x = kRansLow;
+      uint32_t x = kRansLow, other = kRansLow;
       for (uint64_t k = coded; k-- > 0;) {
         const EncSym& s = e[kp[k]];
         const uint32_t out_bytes = static_cast<uint32_t>(x >= s.x_max) +
@@ -584,11 +585,16 @@ class ChunkEncoder {
         rp -= out_bytes;
         x >>= 8 * out_bytes;
         const uint32_t q = static_cast<uint32_t>((static_cast<uint64_t>(x) * s.rcp_freq) >> 32) >> s.rcp_shift;
-        x = x + s.bias + q * s.cmpl_freq;
+        const uint32_t coded_state = x + s.bias + q * s.cmpl_freq;
+        x = other;
+        other = coded_state;
       }
-      rp -= 4;
-      const uint32_t be = __builtin_bswap32(x);
-      std::memcpy(rp, &be, 4);
+      // The section starts with state 0 (now `other`: value 0 used it), then state 1 (x).
+      for (const uint32_t state : {x, other}) {
+        rp -= 4;
+        const uint32_t be = __builtin_bswap32(state);
+        std::memcpy(rp, &be, 4);
+      }
     }
     const size_t rans_size = static_cast<size_t>(rans_buf.get() + rans_cap - rp);
 
