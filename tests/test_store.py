@@ -505,7 +505,7 @@ def test_fsspec_url_store():
 
 
 def test_lossy_bounds_hold_and_errors_do_not_accumulate():
-    from tpde.store import adam_error_bounds
+    from tpde import adam_error_bounds
 
     store = CheckpointStore(MemoryStore(), chunk_elements=100)  # edge chunks included
     g = torch.Generator().manual_seed(0)

@@ -19,7 +19,8 @@ from .zarr_codec import TPDEZarrCodec  # noqa: E402  (registers the zarr v3 code
 
 __all__.append("TPDEZarrCodec")
 from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound, tensor_kind  # noqa: E402
-from .store import CheckpointStore, StepInfo, TensorInfo, adam_error_bounds  # noqa: E402
+from .store import CheckpointStore, StepInfo, TensorInfo  # noqa: E402
+from .store_lossy import adam_error_bounds  # noqa: E402
 
 __all__ += [
     "BoundSpec",

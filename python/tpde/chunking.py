@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .errors import TPDEError
+
 Index = tuple[int, ...]
 Box = tuple[tuple[int, int], ...]  # per axis [lo, hi)
 
@@ -88,3 +90,42 @@ class ChunkGrid:
     def full_box(self) -> Box:
         """The box of the whole array."""
         return tuple((0, s) for s in self.shape)
+
+
+def parse_index(index: object, shape: tuple[int, ...]) -> tuple[Box, tuple]:
+    """Bounding box of a basic index, and the index relative to that box."""
+    if index is None:
+        index = ()
+    if not isinstance(index, tuple):
+        index = (index,)
+    if len(index) > len(shape):
+        raise TPDEError(
+            f"too many indices ({len(index)}) for a tensor of shape {tuple(shape)}", "invalid_argument"
+        )
+    box, local = [], []
+    for axis, size in enumerate(shape):
+        item = index[axis] if axis < len(index) else slice(None)
+        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            i = int(item) + (size if item < 0 else 0)
+            if not 0 <= i < size:
+                raise TPDEError(
+                    f"index {int(item)} is out of range for axis {axis} of size {size}", "invalid_argument"
+                )
+            box.append((i, i + 1))
+            local.append(0)
+        elif isinstance(item, slice):
+            r = range(*item.indices(size))
+            if len(r) == 0:
+                box.append((0, 0))
+                local.append(slice(0, 0))
+                continue
+            lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
+            start = r.start - lo
+            stop = start + len(r) * r.step
+            box.append((lo, hi))
+            local.append(slice(start, stop if stop >= 0 else None, r.step))
+        else:
+            raise TPDEError(
+                f"index items must be ints or slices, not {type(item).__name__}", "invalid_argument"
+            )
+    return tuple(box), tuple(local)

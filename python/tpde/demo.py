@@ -15,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _corpus(limit: int = 400_000) -> bytes:
     """Concatenated .py sources of the standard library (sorted, so deterministic)."""

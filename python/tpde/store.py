@@ -26,12 +26,13 @@ import numpy as np
 from . import _core
 from . import cross_state as xs
 from .background import BackgroundSaves
-from .bounds import BoundSpec, ErrorBounds, abs_bound, as_spec, describe, log_bound
-from .chunking import Box, ChunkGrid, choose_chunks
+from .bounds import BoundSpec, ErrorBounds, describe
+from .chunking import Box, ChunkGrid, choose_chunks, parse_index
 from .errors import TPDEError
 from .kvstore import KeyValueStore, open_zarr_store
 from .progress import byte_progress, wanted
 from .state_tree import flatten_state, unflatten_state
+from .store_lossy import LOSSLESS, TensorBound, encode_lossy, resolve_bounds
 from .store_layout import (
     COMMITS,
     DELTA,
@@ -61,6 +62,7 @@ from .torch_adapter import (
 )
 
 DEFAULT_KEYFRAME_EVERY = 16
+_PREDICTION_COST = 200  # manifest bytes of a predicted chunk (its coefficients, a share of the terms)
 DEFAULT_CHUNK_ELEMENTS = 2**20
 _MODES = ("r", "r+", "a", "w", "w-")
 
@@ -370,7 +372,7 @@ class CheckpointStore:
 
         base, prev, depth = self._references(step, specs, chunks)
         kind = KEYFRAME if base is None else DELTA
-        bounds = _resolve_bounds(error_bound, specs, arrays, step, base)
+        bounds = resolve_bounds(error_bound, specs, arrays, step, base)
         coded_bounds = {n: b.resolved for n, b in bounds.items() if b.resolved is not None}
         prev_step = None if prev is None else prev.step
 
@@ -409,7 +411,7 @@ class CheckpointStore:
             def code_against(reference, context):
                 code = dict(reference=reference, prev_reference=context, dtype=dtype)
                 if bound is not None:
-                    return _encode_lossy(grid, index, data, code, bound)
+                    return encode_lossy(grid, index, data, code, bound)
                 return _core.encode(data, **code), data
 
             coefs = None
@@ -493,7 +495,7 @@ class CheckpointStore:
         return base, _Snapshot(manifest.base_step, before, {})
 
     def _entries(
-        self, specs, chunks, coded: list[tuple[str, tuple, _Coded]], kind, bounds: dict[str, _TensorBound],
+        self, specs, chunks, coded: list[tuple[str, tuple, _Coded]], kind, bounds: dict[str, TensorBound],
         plan: xs.Plan,
     ) -> dict[str, ArrayEntry]:
         """Manifest entries from the coded chunks (each array's chunks come in C order)."""
@@ -504,7 +506,7 @@ class CheckpointStore:
         for name, spec in specs.items():
             results = per_name[name]
             changed = None if kind == KEYFRAME else sum(c.changed for c in results)
-            bound = bounds.get(name, _LOSSLESS)
+            bound = bounds.get(name, LOSSLESS)
             coefs = [c.coefs for c in results]
             predict = None
             if name in plan and any(c is not None for c in coefs):
@@ -581,7 +583,7 @@ class CheckpointStore:
             raise TPDEError(f"step {step} has no tensor {name!r}{hint}", "unknown_tensor")
         if entry.spec.kind == "pickle":
             raise TPDEError(f"{name!r} at step {step} is a pickled object, not a tensor", "unknown_tensor")
-        box, local = _parse_index(index, entry.spec.shape)
+        box, local = parse_index(index, entry.spec.shape)
         storage_box = box + tuple((0, s) for s in entry.spec.storage_shape[len(box):])
         arrays, _ = self._reconstruct(self._chain(step), manifest, [name], boxes={name: storage_box})
         picked = np.array(arrays[name][local], order="C")
@@ -962,104 +964,6 @@ class _ChainSteps:
         return math.prod(entry.chunks) * storage_dtype(entry.spec.codec_dtype).itemsize
 
 
-def adam_error_bounds(abs_error: float | None = None, rel_error: float | None = None) -> ErrorBounds:
-    """Shorthand for Adam-style states: `abs_bound(abs_error)` for every kind but
-    exp_avg_sq, `log_bound(rel_error)` for exp_avg_sq; a value left None: lossless."""
-    a = None if abs_error is None else abs_bound(abs_error)
-    r = None if rel_error is None else log_bound(rel_error)
-    return ErrorBounds(weights=a, exp_avg=a, exp_avg_sq=r, other=a)
-
-
-_LOSSY_DTYPES = ("float32", "float64", "float16", "bfloat16")
-_PREDICTION_COST = 200  # manifest bytes of a predicted chunk (its coefficients, a share of the terms)
-_RMS_BLOCK = 2**20
-
-
-class _TensorBound(NamedTuple):
-    """The bound of one array of one step."""
-
-    spec: str | None  # requested, "rms:0.1"
-    resolved: dict | None  # what the core codes with; None: lossless
-    rms: float | None = None
-    rms_step: int | None = None
-
-
-_LOSSLESS = _TensorBound(None, None)
-
-
-def _takes_bound(spec: ArraySpec) -> bool:
-    """Whether an array may be coded lossily: real floating point, one or more dimensions."""
-    if spec.kind == "pickle" or not spec.shape or spec.codec_dtype not in _LOSSY_DTYPES:
-        return False
-    return spec.dtype in _LOSSY_DTYPES or spec.dtype[1:] in ("f2", "f4", "f8")
-
-
-def _resolve_bounds(
-    error_bound, specs: dict[str, ArraySpec], arrays: dict[str, np.ndarray], step: int, base: _Snapshot | None
-) -> dict[str, _TensorBound]:
-    """The bound of each array that gets one; rms bounds take the RMS recorded at the
-    base (the chain's keyframe) or, at a keyframe, measure it on the values saved."""
-    if error_bound is None:
-        return {}
-    out = {}
-    for name, spec in specs.items():
-        if not _takes_bound(spec):
-            continue
-        bound = as_spec(error_bound(name) if callable(error_bound) else error_bound, name)
-        if bound is None:
-            continue
-        if bound.type != "rms":
-            key = "abs_error" if bound.type == "abs" else "log_rel_error"
-            out[name] = _TensorBound(str(bound), {key: bound.value})
-            continue
-        prior = None if base is None else base.entries.get(name)
-        if prior is not None and prior.rms is not None:
-            rms, rms_step = prior.rms, prior.rms_step
-        else:  # a keyframe, or a bound that starts mid-chain: measure here
-            rms, rms_step = _rms(arrays[name], spec.codec_dtype), step
-        error = bound.value * rms
-        resolved = {"abs_error": error} if 0 < error < math.inf else None  # RMS 0: lossless
-        out[name] = _TensorBound(str(bound), resolved, rms, rms_step)
-    return out
-
-
-def _rms(arr: np.ndarray, codec_dtype: str) -> float:
-    """Root mean square of the finite values of a stored float array (0.0 if none)."""
-    flat = arr.reshape(-1)
-
-    def blocks():
-        for i in range(0, flat.size, _RMS_BLOCK):
-            part = flat[i : i + _RMS_BLOCK]
-            if codec_dtype == "bfloat16":
-                part = (part.astype(np.uint32) << 16).view(np.float32)
-            part = part.astype(np.float64)
-            yield part[np.isfinite(part)]
-
-    peak = max((float(np.abs(b).max()) for b in blocks() if b.size), default=0.0)
-    if peak == 0:
-        return 0.0
-    total = count = 0
-    for b in blocks():
-        b /= peak  # scaled: squares never overflow
-        total += float(np.dot(b, b))
-        count += b.size
-    return peak * math.sqrt(total / count)
-
-
-def _encode_lossy(grid: ChunkGrid, index: tuple, data: np.ndarray, code: dict, bound: dict):
-    """Lossy chunk and its reconstruction; lossless when the zero padding of an edge chunk
-    would not come back exactly (the next delta's reference must match bit for bit)."""
-    blob, recon = _core.encode(data, **code, **bound, return_reconstruction=True)
-    recon = recon.reshape(grid.chunks).view(data.dtype)
-    inner = grid.inner(index)
-    if recon[inner].shape != recon.shape:
-        padding = recon.view(f"u{recon.itemsize}").copy()
-        padding[inner] = 0
-        if padding.any():
-            return _core.encode(data, **code), data
-    return blob, recon
-
-
 def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:
     bits = np.dtype(f"u{data.itemsize}")
     return int(np.count_nonzero(data.view(bits) != ref.view(bits)))
@@ -1105,42 +1009,3 @@ def _summarize(steps: list[int]) -> str:
     if len(steps) <= 6:
         return ", ".join(map(str, steps))
     return f"{steps[0]}, {steps[1]}, {steps[2]}, ..., {steps[-1]} ({len(steps)} steps)"
-
-
-def _parse_index(index: object, shape: tuple[int, ...]) -> tuple[Box, tuple]:
-    """Bounding box of a basic index, and the index relative to that box."""
-    if index is None:
-        index = ()
-    if not isinstance(index, tuple):
-        index = (index,)
-    if len(index) > len(shape):
-        raise TPDEError(
-            f"too many indices ({len(index)}) for a tensor of shape {tuple(shape)}", "invalid_argument"
-        )
-    box, local = [], []
-    for axis, size in enumerate(shape):
-        item = index[axis] if axis < len(index) else slice(None)
-        if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            i = int(item) + (size if item < 0 else 0)
-            if not 0 <= i < size:
-                raise TPDEError(
-                    f"index {int(item)} is out of range for axis {axis} of size {size}", "invalid_argument"
-                )
-            box.append((i, i + 1))
-            local.append(0)
-        elif isinstance(item, slice):
-            r = range(*item.indices(size))
-            if len(r) == 0:
-                box.append((0, 0))
-                local.append(slice(0, 0))
-                continue
-            lo, hi = min(r[0], r[-1]), max(r[0], r[-1]) + 1
-            start = r.start - lo
-            stop = start + len(r) * r.step
-            box.append((lo, hi))
-            local.append(slice(start, stop if stop >= 0 else None, r.step))
-        else:
-            raise TPDEError(
-                f"index items must be ints or slices, not {type(item).__name__}", "invalid_argument"
-            )
-    return tuple(box), tuple(local)
