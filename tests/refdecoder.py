@@ -451,8 +451,8 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy
             fail("corrupt", "extrapolation parameters out of range")
         ref, prev = [extrapolate(r, q, w, slope, offset) for r, q in zip(ref, prev)], ref
         off = 24
-    if transform == 2:
-        if vs == 0 or not delta or wo != 0 or prev is None or E == 0 or w > 32 or lossy:
+    if transform == 2:  # a prev-reference is required before version 5
+        if vs == 0 or not delta or wo != 0 or (prev is None and version < 5) or E == 0 or w > 32 or lossy:
             fail("corrupt", "scaled reference does not fit")
         if len(p) < 28:
             fail("corrupt", "scaled-reference parameters")
@@ -468,11 +468,14 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy
         bitmap = p[28:28 + nbytes]
         if segments % 8 and bitmap[-1] >> (segments % 8):
             fail("corrupt", "bitmap padding")
-        new_ref, new_prev = list(ref), list(prev)
+        new_ref = list(ref)
+        new_prev = None if prev is None else list(prev)
         for i in range(n):
             j = i // segment
             if (bitmap[j >> 3] >> (j & 7)) & 1:
-                new_ref[i] = new_prev[i] = scale_value(ref[i], w, E, Mb, mantissa, shift)
+                new_ref[i] = scale_value(ref[i], w, E, Mb, mantissa, shift)
+                if new_prev is not None:
+                    new_prev[i] = new_ref[i]
         ref, prev = new_ref, new_prev
         off = 28 + nbytes
     if vs == 0:

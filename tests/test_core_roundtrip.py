@@ -362,8 +362,10 @@ def test_scaled_reference_rows(name):
 
 
 def test_scaled_reference_specials_and_no_prev():
-    """Zeros, subnormals, infinities and NaNs in scaled rows keep their reference; without a
-    prev-reference there is no transform 2."""
+    """Zeros, subnormals, infinities and NaNs in scaled rows keep their reference; from
+    format 5 a chunk without a prev-reference may scale rows too."""
+    import refdecoder
+
     rng = np.random.default_rng(22)
     prev, ref, x, decayed = decaying_rows(rng, "float32")
     row = int(np.flatnonzero(decayed)[0])
@@ -372,7 +374,12 @@ def test_scaled_reference_specials_and_no_prev():
     x[row, 5:5 + specials.size] = specials
     chunk = check_roundtrip("float32", x, reference=ref, prev_reference=prev)
     assert chunkfmt.parse(chunk)["transform"] == 2
-    assert chunkfmt.parse(check_roundtrip("float32", x, reference=ref))["transform"] == 0
+    alone = check_roundtrip("float32", x, reference=ref)
+    assert chunkfmt.parse(alone)["transform"] == 2
+    assert not tpde.read_header(alone)["uses_prev_reference"]
+    assert refdecoder.decode(alone, ref.tobytes()) == x.tobytes()
+    plain = tpde.encode(x, reference=ref, extrapolate=False)
+    assert chunkfmt.parse(plain)["transform"] == 0 and len(alone) < 0.85 * len(plain)
 
 
 def test_delta_ignores_unneeded_references():
@@ -640,5 +647,9 @@ def test_property_scaled_rows(name, data):
         for arr in (prev, ref, x):
             k = min(sv.size, arr.size)
             arr.reshape(-1)[rng.integers(0, arr.size, k)] = sv[:k]
-    chunk = check_roundtrip(name, x, reference=ref, prev_reference=prev)
-    assert refdecoder.decode(chunk, ref.tobytes(), prev.tobytes()) == x.tobytes()
+    if data.draw(st.booleans()):  # from format 5 scaled rows need no prev-reference
+        chunk = check_roundtrip(name, x, reference=ref)
+        assert refdecoder.decode(chunk, ref.tobytes()) == x.tobytes()
+    else:
+        chunk = check_roundtrip(name, x, reference=ref, prev_reference=prev)
+        assert refdecoder.decode(chunk, ref.tobytes(), prev.tobytes()) == x.tobytes()

@@ -4,8 +4,8 @@
 // Input: byte 0 picks the dtype (13 codes), byte 1 the mode (0 standalone, 1 delta, 2 delta
 // with prev-reference) and a 2-D shape split, byte 2 the lossy mode for float dtypes
 // (lossless, absolute or log-relative bound, a power of two; lossless code 3 with a
-// prev-reference turns every other row of a 16/32-bit float chunk into its reference
-// scaled, the rows that format 4 codes against a scaled reference); the rest is cut into equal
+// reference turns every other row of a 16/32-bit float chunk into its reference scaled, the
+// rows that formats 4 and 5 code against a scaled reference); the rest is cut into equal
 // parts: the data,
 // then the reference, then the prev-reference (libFuzzer's CopyPart/CrossOver mutations
 // make the parts resemble each other, which is what exercises the delta coder).
@@ -75,11 +75,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t rows = 1 + (data[1] >> 2);
   if (n % rows == 0 && rows > 1) shape = {rows, n / rows};
 
-  // Lossless code 3 with a prev-reference, 16/32-bit floats: every other segment (the
-  // encoder's rows) becomes its reference scaled, a few ulps off, as decayed moments are.
+  // Lossless code 3 with a reference (and a prev-reference or not: format 5 scales rows
+  // without one), 16/32-bit floats: every other segment (the encoder's rows) becomes its
+  // reference scaled, a few ulps off, as decayed moments are.
   const bool float1632 = dtype == tpde::DType::kFloat32 || dtype == tpde::DType::kBFloat16 ||
                          dtype == tpde::DType::kFloat16;
-  if (mode == 2 && float1632 && data[2] % 4 == 3 && n) {
+  if (mode >= 1 && float1632 && data[2] % 4 == 3 && n) {
     const int m = tpde::mantissa_bits(dtype), e = tpde::exponent_bits(dtype);
     const uint32_t mantissa = 0x80000000u | (uint32_t(data[2]) << 21) | 0x5A5A5u;
     const int32_t shift = (data[2] >> 2) % 9;

@@ -146,6 +146,9 @@ def cases():
     out.append(("bf16_delta_scaled_rows", "bfloat16", bf16(x4), bf16(ref4), bf16(q4), {}))
     out.append(("f16_delta_scaled_rows", "float16", (x4 * 64).astype(np.float16), (ref4 * 64).astype(np.float16),
                 (q4 * 64).astype(np.float16), {}))
+    # format 5: the same without a prev-reference (scaled rows no longer need one)
+    out.append(("f32_delta_scaled_rows_no_prev", "float32", x4, ref4, None, {}))
+    out.append(("bf16_delta_scaled_rows_no_prev", "bfloat16", bf16(x4), bf16(ref4), None, {}))
     # format 3: an absolute lossy delta quantized around a x reference (a decaying moment)
     r4 = np.random.default_rng(4)
     m_prev = (r4.standard_normal(300) * 1e-3).astype(np.float32)

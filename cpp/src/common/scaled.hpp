@@ -77,7 +77,8 @@ inline U scale_one(U r, uint32_t mantissa, int32_t shift, int m, int e) {
 
 // The prediction and the prev-reference a transform-2 chunk is coded against: selected
 // segments get the scaled reference, and that prediction again as prev-reference (so the
-// prev-residual contexts see a zero move there); the others keep ref and prev. 16-bit
+// prev-residual contexts see a zero move there); the others keep ref and prev. Without a
+// prev-reference (format 5) prev and prev_out are null and only pred is written. 16-bit
 // floats (at most 2^10 mantissa fields) look their scaled significand up in a table.
 template <typename U>
 void apply_scaled(const U* ref, const U* prev, uint64_t n, const ScaledSegments& s, int m, int e, U* pred,
@@ -91,14 +92,18 @@ void apply_scaled(const U* ref, const U* prev, uint64_t n, const ScaledSegments&
   const uint64_t segments = segment_count(n, s.segment);
   for (uint64_t j = 0; j < segments; ++j) {
     const uint64_t begin = j * s.segment, end = begin + s.segment < n ? begin + s.segment : n;
+    const size_t bytes = (end - begin) * sizeof(U);
     if (!segment_selected(s.bitmap, j)) {
-      std::memcpy(pred + begin, ref + begin, (end - begin) * sizeof(U));
-      std::memcpy(prev_out + begin, prev + begin, (end - begin) * sizeof(U));
-    } else if (sizeof(U) == 2) {
-      for (uint64_t i = begin; i < end; ++i) pred[i] = prev_out[i] = scale_with<U>(ref[i], table[ref[i] & field_mask], m, e);
-    } else {
-      for (uint64_t i = begin; i < end; ++i) pred[i] = prev_out[i] = scale_one<U>(ref[i], s.mantissa, s.shift, m, e);
+      std::memcpy(pred + begin, ref + begin, bytes);
+      if (prev_out) std::memcpy(prev_out + begin, prev + begin, bytes);
+      continue;
     }
+    if (sizeof(U) == 2) {
+      for (uint64_t i = begin; i < end; ++i) pred[i] = scale_with<U>(ref[i], table[ref[i] & field_mask], m, e);
+    } else {
+      for (uint64_t i = begin; i < end; ++i) pred[i] = scale_one<U>(ref[i], s.mantissa, s.shift, m, e);
+    }
+    if (prev_out) std::memcpy(prev_out + begin, pred + begin, bytes);
   }
 }
 

@@ -77,10 +77,14 @@ class ChunkDecoder {
     // A delta chunk may code its values without the reference (payload byte 3 = 1).
     const bool is_delta = h_.mode == Mode::kDelta && payload_[3] == 0;
     use_reference_ = is_delta;
+    // Transform 1 needs the prev-reference; transform 2 too before format 5.
+    const bool needs_prev = transform == kTransformExtrapolate || h_.version < 5;
     if (transform != kTransformNone &&
-        (!is_delta || !prev_ || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_))
-      corrupt(std::string(transform == kTransformExtrapolate ? "extrapolated" : "scaled") +
-              " reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype");
+        (!is_delta || (needs_prev && !prev_) || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_))
+      corrupt(transform == kTransformExtrapolate
+                  ? "extrapolated reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype"
+                  : h_.version < 5 ? "scaled reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype"
+                                   : "scaled reference on a chunk without a reference of a 16/32-bit float dtype");
     if constexpr (kBits<U> <= 32) {
       if (transform == kTransformExtrapolate) apply_extrapolation(p, end);
       if (transform == kTransformScaled) apply_scaling(p, end);
@@ -162,7 +166,7 @@ class ChunkDecoder {
     p += bitmap_bytes;
     if ((segments & 7) && (s.bitmap.back() >> (segments & 7))) corrupt("scaled-reference bitmap padding not zero");
     predicted_.reset(new U[n_]);  // every element written by apply_scaled: no zero-fill
-    scaled_prev_.reset(new U[n_]);
+    if (prev_) scaled_prev_.reset(new U[n_]);  // format 5 allows no prev-reference
     apply_scaled<U>(ref_, prev_, n_, s, mant_, expb_, predicted_.get(), scaled_prev_.get());
     prev_ = scaled_prev_.get();
     ref_ = predicted_.get();

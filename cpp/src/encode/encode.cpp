@@ -800,8 +800,8 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
 // of every segment (a row of the chunk's last dimension, else 256 values) for a common
 // ratio to the reference; the median ratio of the segments that show one is the scale,
 // and a segment is selected where the scaled reference leaves residuals of fewer bits.
-// When one is, pred and pred_prev hold what apply_scaled makes of the selection (the
-// prediction and its prev-reference), computed while selecting.
+// When one is, pred and pred_prev (null without a prev-reference) hold what apply_scaled
+// makes of the selection (the prediction and its prev-reference), computed while selecting.
 template <typename U>
 bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out, std::unique_ptr<U[]>& pred,
                           std::unique_ptr<U[]>& pred_prev) {
@@ -860,9 +860,9 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
   if (!scale_valid(out.mantissa, out.shift)) return false;
   out.bitmap.assign((segments + 7) / 8, 0);
   pred.reset(new U[n]);
-  pred_prev.reset(new U[n]);
+  pred_prev.reset(prev ? new U[n] : nullptr);  // none without a prev-reference
   std::memcpy(pred.get(), ref, n * sizeof(U));  // segments not selected keep ref and prev
-  std::memcpy(pred_prev.get(), prev, n * sizeof(U));
+  if (prev) std::memcpy(pred_prev.get(), prev, n * sizeof(U));
   bool any = false;
   for (size_t c = 0; c < candidates.size(); ++c) {
     if (std::fabs(ratios[c] / scale - 1) > tolerance) continue;
@@ -876,7 +876,7 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
     const size_t bytes = (end - begin) * sizeof(U);
     if (scaled_bits < plain_bits) {
       out.bitmap[j >> 3] |= static_cast<uint8_t>(1u << (j & 7));
-      std::memcpy(pred_prev.get() + begin, pred.get() + begin, bytes);
+      if (prev) std::memcpy(pred_prev.get() + begin, pred.get() + begin, bytes);
       any = true;
     } else {
       std::memcpy(pred.get() + begin, ref + begin, bytes);
@@ -913,7 +913,9 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   // fewer bits in all (a first cut on the sample; the plan is then made for the winner only).
   Candidate against_reference{true, false, Plan{}};
   std::vector<U> predicted;
-  const bool may_predict = delta && in.prev_reference && in.extrapolate && extrapolation_allowed(in.dtype);
+  // Extrapolation needs the prev-reference; scaled segments do not (format 5).
+  const bool may_scale = delta && in.extrapolate && extrapolation_allowed(in.dtype);
+  const bool may_predict = may_scale && in.prev_reference;
   if constexpr (sizeof(U) <= 4) {
     if (may_predict) {
       const auto* sx = static_cast<const U*>(sample.input.data);
@@ -955,7 +957,7 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   ScaledSegments scaled;
   std::unique_ptr<U[]> scaled_pred, scaled_prev;
   if constexpr (sizeof(U) <= 4) {
-    if (may_predict && find_scaled_segments<U>(in, n, scaled, scaled_pred, scaled_prev)) {
+    if (may_scale && find_scaled_segments<U>(in, n, scaled, scaled_pred, scaled_prev)) {
       EncodeInput full = in;
       full.reference = scaled_pred.get();
       full.prev_reference = scaled_prev.get();
