@@ -47,7 +47,7 @@ struct EncodeInput {
   uint32_t context_mask = ~0u;          // bit s allows ContextScheme s (benchmarks measure each one)
   bool extrapolate = true;              // may predict from the references: lossless, code against an
                                         // extrapolation from prev_reference or, row by row, a scaled
-                                        // reference (needs prev_reference); lossy (absolute), quantize
+                                        // reference (with or without prev_reference); lossy (absolute), quantize
                                         // around a fitted a x reference + b x prev_reference
 };
 

@@ -81,10 +81,9 @@ class ChunkDecoder {
     const bool needs_prev = transform == kTransformExtrapolate || h_.version < 5;
     if (transform != kTransformNone &&
         (!is_delta || (needs_prev && !prev_) || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_))
-      corrupt(transform == kTransformExtrapolate
-                  ? "extrapolated reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype"
-                  : h_.version < 5 ? "scaled reference on a chunk without a reference and prev-reference of a 16/32-bit float dtype"
-                                   : "scaled reference on a chunk without a reference of a 16/32-bit float dtype");
+      corrupt(std::string(transform == kTransformExtrapolate ? "extrapolated" : "scaled") +
+              " reference on a chunk without a reference" + (needs_prev ? " and prev-reference" : "") +
+              " of a 16/32-bit float dtype");
     if constexpr (kBits<U> <= 32) {
       if (transform == kTransformExtrapolate) apply_extrapolation(p, end);
       if (transform == kTransformScaled) apply_scaling(p, end);
