@@ -574,3 +574,22 @@ def test_scaled_parameters_cut_short_and_in_a_version_3_chunk_are_corrupt():
            fn=decode_fn(chunkfmt.reseal(chunk[: sp + 11]), reference=ref, prev_reference=prev))
     as_v3 = chunkfmt.patch(chunk, 4, "<B", 3)  # format 3 knows transforms 0 and 1 only
     expect("corrupt", "unknown reference transform 2", fn=decode_fn(as_v3, reference=ref, prev_reference=prev))
+
+
+# --- format 5: two rANS states; scaled rows without a prev-reference ---------------------------
+
+@pytest.mark.parametrize("name", ["rans_second_state_zero.bin", "rans_one_state.bin", "rans_zero_state.bin"])
+def test_rans_bad_vectors_name_the_problem(name):
+    expect("corrupt", "rANS stream does not end cleanly", fn=decode_fn((_VECTORS / "bad" / name).read_bytes()))
+
+
+def test_scaled_rows_without_prev_need_a_reference_from_format_5():
+    d = _VECTORS / "v5_f32_delta_scaled_rows_no_prev"
+    chunk, ref = (d / "encoded.bin").read_bytes(), np.load(d / "reference.npy")
+    prefix = chunkfmt.parse(chunk)["prefix_offset"]
+    coded_alone = chunkfmt.patch(chunk, prefix + 3, "<B", 1)  # without_reference = 1
+    err = expect("corrupt", "scaled reference on a chunk without a reference of a 16/32-bit float dtype",
+                 fn=decode_fn(coded_alone, reference=ref))
+    assert "prev-reference" not in str(err)  # version 5 does not ask for one
+    as_v4 = chunkfmt.patch(chunk, 4, "<B", 4)  # format 4 required the prev-reference
+    expect("corrupt", "scaled reference", "and prev-reference", fn=decode_fn(as_v4, reference=ref))
