@@ -30,6 +30,12 @@ tpde columns print "n/a" when ``import tpde`` fails or the API is missing.
     python bench/bench_codec.py --small    # tiny series, smoke test (seconds)
 
 Writes bench/results.md, bench/ratio_per_step.png and bench/.cache/results.json.
+The 32,768-token series are not in the default run (4.3 GB, ~15 min to train); their
+results live in bench/results-32k.md:
+
+    python bench/bench_codec.py --quick --series scratch-32k finetune-32k \
+        --out bench/results-32k.md --plot bench/.cache/ratio_per_step-32k.png \
+        --json bench/.cache/results-32k.json
 """
 from __future__ import annotations
 
@@ -413,7 +419,9 @@ def _cell(a):
 SERIES_TITLES = {"scratch": "fp32 scratch", "finetune": "fp32 finetune",
                  "scratch-bf16": "bf16 scratch", "finetune-bf16": "bf16 finetune",
                  "scratch-8k": "fp32 scratch-8k", "finetune-8k": "fp32 finetune-8k",
-                 "scratch-8k-bf16": "bf16 scratch-8k", "finetune-8k-bf16": "bf16 finetune-8k"}
+                 "scratch-8k-bf16": "bf16 scratch-8k", "finetune-8k-bf16": "bf16 finetune-8k",
+                 "scratch-32k": "fp32 scratch-32k", "finetune-32k": "fp32 finetune-32k",
+                 "scratch-32k-bf16": "bf16 scratch-32k", "finetune-32k-bf16": "bf16 finetune-32k"}
 BASELINES = ("a", "b", "c", "d", "d2")
 
 
