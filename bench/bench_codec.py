@@ -464,12 +464,12 @@ def target_rows(results: dict) -> list[str]:
 
 def write_markdown(results: dict, path: Path, args_desc: str) -> str:
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    L = [f"# tpde codec benchmark", "",
+    L = ["# tpde codec benchmark", "",
          f"- date: {now}", f"- commit: {_git_commit()}", f"- CPU: {_cpu_model()} "
          f"({os.cpu_count()} logical cores); all codecs single-threaded",
          f"- python {platform.python_version()}, numpy {np.__version__}, "
          f"zstandard {__import__('zstandard').__version__}, blosc2 {__import__('blosc2').__version__}",
-         f"- tpde: " + (f"available ({results['tpde']['version']})" if results["tpde"]["available"]
+         "- tpde: " + (f"available ({results['tpde']['version']})" if results["tpde"]["available"]
                         else f"not importable -> tpde columns n/a ({results['tpde']['error']})"),
          f"- run: `{args_desc}` ({results.get('bench_seconds', '?')} s); load average at start / end: "
          f"{results.get('load_start', '?')} / {results.get('load_end', '?')} (other jobs share the 2 cores)",
@@ -486,8 +486,9 @@ def write_markdown(results: dict, path: Path, args_desc: str) -> str:
                  f"{m['steps'][1] - m['steps'][0] if len(m['steps']) > 1 else '-'}; "
                  f"trained in {m['train_seconds']} s; losses "
                  + ", ".join(f"{float(v):.2f}" for v in list(m['losses'].values())[::max(1, len(m['losses']) // 4)]))
-    L.append("- bf16 series: the same checkpoints with every floating tensor cast to bfloat16 "
-             "(optimizer `step` counters unchanged).")
+    if any(sr["bf16"] for sr in results["series"].values()):
+        L.append("- bf16 series: the same checkpoints with every floating tensor cast to bfloat16 "
+                 "(optimizer `step` counters unchanged).")
     L += ["", "## Summary", "",
           "Each cell: ratio (encode MB/s / decode MB/s). Ratio = raw / compressed bytes summed over "
           "all consecutive pairs (f2: pairs with 2 predecessors); MB/s = raw bytes per CPU-second "

@@ -41,7 +41,6 @@ import datetime as _dt
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, replace
