@@ -454,6 +454,40 @@ def test_uncommitted_step_is_invisible_and_cleanable(tmp_path):
     assert_same_state(again.load(1), {"x": torch.ones(3) * 3})
 
 
+def test_torn_chunk_of_an_uncommitted_step_is_rewritten(tmp_path):
+    """Chunks of a step being saved are written in place (no temp file and rename): a save
+    killed mid-write leaves a torn file in an uncommitted step, which stays invisible and
+    is replaced when that step is saved again."""
+    path = tmp_path / "s"
+    store = CheckpointStore(path)
+    w = np.arange(4096, dtype=np.float32)
+    store.save(0, {"w": w})
+    store.save(1, {"w": w + 1})
+    chunks = [p for p in (path / "steps" / "1").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert chunks
+    (path / "commits" / "1").unlink()
+    chunks[0].write_bytes(chunks[0].read_bytes()[:7])
+    again = CheckpointStore(path)
+    assert again.steps() == [0]
+    again.save(1, {"w": w + 2})
+    assert CheckpointStore(path, mode="r").load(1)["w"].tobytes() == (w + 2).tobytes()
+    assert again.verify() == []
+
+
+def test_uncommitted_writes_go_through_any_store(tmp_path):
+    from tpde.kvstore import KeyValueStore
+
+    local = KeyValueStore(LocalStore(tmp_path))
+    local.set_uncommitted("steps/3/a/b/0", b"xyz")  # creates the folders
+    local.set_uncommitted("steps/3/a/b/0", b"uv")  # replaces the whole file
+    assert local.get("steps/3/a/b/0") == b"uv"
+    memory = KeyValueStore(MemoryStore())
+    memory.set_uncommitted("steps/3/a/0", b"xyz")
+    assert memory.get("steps/3/a/0") == b"xyz"
+    with pytest.raises(TPDEError, match="read-only"):
+        KeyValueStore(LocalStore(tmp_path, read_only=True)).set_uncommitted("k", b"v")
+
+
 def test_progress_bar_path_runs(store, capsys):
     store.save(0, {"x": torch.randn(1000)}, progress=True)
     store.load(0, progress=True)

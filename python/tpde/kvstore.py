@@ -73,6 +73,28 @@ class KeyValueStore:
         else:
             sync(self.store.set(key, buf))
 
+    def set_uncommitted(self, key: str, value: bytes) -> None:
+        """Write `value` under a key of a step that is not committed yet.
+
+        On a local directory this is a plain write: the step's commit marker, written last
+        with `set`, is what makes the step visible, so the temporary file and rename that
+        `set` does per key buy nothing here (a crash leaves an uncommitted step, which the
+        next save of that step clears). Other stores use `set`.
+        """
+        if not isinstance(self.store, LocalStore):
+            self.set(key, value)
+            return
+        if self.store.read_only:
+            raise TPDEError(f"{self.describe()} is open read-only", "read_only")
+        path = os.path.join(self.store.root, key)
+        try:
+            f = open(path, "wb")
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            f = open(path, "wb")
+        with f:
+            f.write(value)
+
     def delete(self, key: str) -> None:
         """Remove `key` if present."""
         sync(self.store.delete(key))

@@ -431,7 +431,7 @@ class CheckpointStore:
             data = recon
             if bound is not None:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
-            self._kv.set(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
+            self._kv.set_uncommitted(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
             changed = 0 if ref is None else _count_changed(data, ref)
             return _Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
@@ -527,7 +527,7 @@ class CheckpointStore:
             for i in range(1, len(parts)):
                 meta[f"{step_prefix(step)}/{'/'.join(parts[:i])}/{ROOT_GROUP}"] = group_bytes()
             meta[f"{prefix}/.zarray"] = zarray_bytes(entry.spec, entry.chunks)
-        self._run(self._kv.set, list(meta.items()), "", False, [len(v) for v in meta.values()])
+        self._run(self._kv.set_uncommitted, list(meta.items()), "", False, [len(v) for v in meta.values()])
         body = manifest.to_bytes()
         self._kv.set(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
         marker = Marker(
