@@ -79,9 +79,10 @@ class KeyValueStore:
         On a local directory this is a plain write: the step's commit marker, written last
         with `set`, is what makes the step visible, so the temporary file and rename that
         `set` does per key buy nothing here (a crash leaves an uncommitted step, which the
-        next save of that step clears). Other stores use `set`.
+        next save of that step clears). Other stores, subclasses of `LocalStore` included
+        (they may override its writes), use `set`.
         """
-        if not isinstance(self.store, LocalStore):
+        if type(self.store) is not LocalStore:
             self.set(key, value)
             return
         if self.store.read_only:
