@@ -88,8 +88,7 @@ def _time_codec(arrays, previous) -> float:
     t0 = time.perf_counter()
     for j, (arr, codec_dtype) in enumerate(arrays):
         ref = previous[j][0] if previous is not None else None
-        dtype = "bfloat16" if codec_dtype == "bfloat16" else None
-        _core.encode(arr, reference=ref, dtype=dtype)
+        _core.encode(arr, reference=ref, dtype=codec_dtype)  # as the store calls it
     return time.perf_counter() - t0
 
 
