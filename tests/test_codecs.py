@@ -85,7 +85,7 @@ def test_registry_entry_point_in_fresh_interpreter():
         print(type(codec).__module__, type(codec).__name__, codec.dtype)
         """
     )
-    assert out.split() == ["tpde.numcodecs_codec", "TPDECodec", "bfloat16"]
+    assert out.split() == ["tpde.codecs.numcodecs_codec", "TPDECodec", "bfloat16"]
 
 
 @pytest.mark.parametrize("dtype", ZARR_DTYPES)
@@ -173,7 +173,7 @@ def test_zarr_v2_read_in_fresh_interpreter(tmp_path):
         expected = np.load({str(tmp_path / "expected.npy")!r})
         assert y[:32].view(np.uint8).tobytes() == expected.view(np.uint8).tobytes()
         assert (y[32:] == 0).all()
-        print("ok", "tpde.numcodecs_codec" in sys.modules)  # loaded through the registry
+        print("ok", "tpde.codecs.numcodecs_codec" in sys.modules)  # loaded through the registry
         """
     )
     assert out.split() == ["ok", "True"]

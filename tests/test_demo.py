@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tpde import demo  # noqa: E402
+from tpde.cli import demo  # noqa: E402
 
 
 def test_demo_run_figures(tmp_path):

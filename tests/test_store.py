@@ -475,7 +475,7 @@ def test_torn_chunk_of_an_uncommitted_step_is_rewritten(tmp_path):
 
 
 def test_uncommitted_writes_go_through_any_store(tmp_path):
-    from tpde.kvstore import KeyValueStore
+    from tpde.store.kv import KeyValueStore
 
     local = KeyValueStore(LocalStore(tmp_path))
     local.set_uncommitted("steps/3/a/b/0", b"xyz")  # creates the folders

@@ -121,7 +121,7 @@ def test_plain_save_and_delete_wait_for_queued_saves():
 
 
 def test_background_tpde_error_names_the_step_and_keeps_its_code():
-    from tpde.background import BackgroundSaves
+    from tpde.store.background import BackgroundSaves
 
     def fails():
         raise TPDEError("chunk is corrupted", "corrupt")

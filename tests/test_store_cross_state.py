@@ -11,8 +11,8 @@ from zarr.storage import MemoryStore
 
 from store_helpers import CountingStore, assert_same_state, raw_bytes
 from tpde import CheckpointStore, ErrorBounds, TPDEError, abs_bound, log_bound
-from tpde.cross_state import find_links, groups, plan_step
-from tpde.torch_adapter import to_storage
+from tpde.store.cross_state import find_links, groups, plan_step
+from tpde.state.torch_adapter import to_storage
 
 W = "model/2.weight"
 M, V = "optimizer/state/4/exp_avg", "optimizer/state/4/exp_avg_sq"  # parameter 4: 2.weight
@@ -178,7 +178,7 @@ def test_a_forged_prediction_entry_raises_tpde_error(run, corrupt):
     import json
     import zlib
 
-    from tpde.store_layout import Marker
+    from tpde.store.schema import Marker
 
     store = CheckpointStore(MemoryStore(), chunk_elements=1024)
     for step, state in enumerate(run[:2]):

@@ -314,6 +314,11 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "tpde C++ core: chunk encode/decode";
   m.attr("__version__") = TPDE_VERSION;
   m.attr("FORMAT_VERSION") = tpde::kFormatVersion;
+  py::dict dtypes;  // name -> (header code, numpy dtype of decoded arrays, item bytes, is float)
+  for (const auto& d : kDTypes)
+    dtypes[d.name] = py::make_tuple(static_cast<int>(d.dtype), d.numpy, tpde::dtype_size(d.dtype),
+                                    tpde::is_float(d.dtype));
+  m.attr("DTYPES") = dtypes;
 
   py::register_exception_translator([](std::exception_ptr p) {
     try {

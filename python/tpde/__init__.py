@@ -1,28 +1,33 @@
-"""tpde: temporal position-delta coding of deep-learning training checkpoints."""
+"""tpde: temporal position-delta coding of deep-learning training checkpoints.
 
-from ._core import FORMAT_VERSION, decode, encode, fingerprint, read_header
-from ._core import __version__
+The codec (`encode`, `decode`, `TPDECodec`, `TPDEZarrCodec`) is imported at once; the
+checkpoint store (`CheckpointStore`, `StepInfo`, `TensorInfo`, `adam_error_bounds`) on
+first use, so that loading the codecs (what zarr's and numcodecs' entry points do) does
+not load the store.
+"""
+
+from ._core import FORMAT_VERSION, __version__, decode, encode, fingerprint, read_header
+from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound, tensor_kind
+from .codecs import TPDECodec, TPDEZarrCodec  # registers the numcodecs and zarr v3 codec "tpde"
 from .errors import TPDEError
-from .numcodecs_codec import TPDECodec
+
+_LAZY = {
+    "CheckpointStore": "tpde.store",
+    "StepInfo": "tpde.store",
+    "TensorInfo": "tpde.store",
+    "adam_error_bounds": "tpde.store.lossy",
+}
 
 __all__ = [
     "FORMAT_VERSION",
     "TPDECodec",
     "TPDEError",
+    "TPDEZarrCodec",
     "__version__",
     "decode",
     "encode",
     "fingerprint",
     "read_header",
-]
-from .zarr_codec import TPDEZarrCodec  # noqa: E402  (registers the zarr v3 codec "tpde")
-
-__all__.append("TPDEZarrCodec")
-from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound, tensor_kind  # noqa: E402
-from .store import CheckpointStore, StepInfo, TensorInfo  # noqa: E402
-from .store_lossy import adam_error_bounds  # noqa: E402
-
-__all__ += [
     "BoundSpec",
     "CheckpointStore",
     "ErrorBounds",
@@ -35,3 +40,18 @@ __all__ += [
     "rms_bound",
     "tensor_kind",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The store's public names, imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tpde' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -17,7 +17,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import collect_aiterator, sync
 from zarr.storage import FsspecStore, LocalStore
 
-from .errors import TPDEError
+from ..errors import TPDEError
 
 
 def open_zarr_store(target: object, *, read_only: bool) -> Store:
@@ -38,7 +38,7 @@ def open_zarr_store(target: object, *, read_only: bool) -> Store:
     )
 
 
-class KeyValueStore:
+class KeyValueAccess:
     """Synchronous, thread-safe get/set/delete/list over a zarr `Store`."""
 
     def __init__(self, store: Store):
@@ -120,3 +120,6 @@ class KeyValueStore:
         """A short human name for the store, for error messages."""
         root = getattr(self.store, "root", None)
         return str(root) if root is not None else str(self.store)
+
+
+KeyValueStore = KeyValueAccess  # the name before the store package split

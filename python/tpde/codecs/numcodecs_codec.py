@@ -7,7 +7,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray_like, ndarray_copy
 from numcodecs.registry import register_codec
 
-from . import _core
+from .. import _core
 
 
 class TPDECodec(Codec):

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .errors import TPDEError
+from ..errors import TPDEError
 
 
 class BackgroundSaves:

@@ -22,13 +22,13 @@ from typing import Callable
 
 import numpy as np
 
-from . import _core
-from .bounds import tensor_kind
-from .torch_adapter import ArraySpec
+from .. import _core
+from ..bounds import tensor_kind
+from ..dtypes import FLOAT_DTYPES
+from ..state.arrays import ArraySpec
 
 EPS = 1e-8  # torch.optim.AdamW's default
 MIN_EXPLAINED = 0.05  # below this, a chunk is coded against its base as usual
-FLOAT_DTYPES = ("float32", "float64", "float16", "bfloat16")
 _ARITY = {"adam_direction": 2, "scaled_delta": 3}
 _EXP_AVG = re.compile(r"^(?P<prefix>.+)/state/(?P<index>\d+)/exp_avg$")
 

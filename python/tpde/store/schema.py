@@ -1,4 +1,7 @@
-"""Where a checkpoint store keeps things, and the JSON it writes (store format 1).
+"""Where a checkpoint store keeps things, and the JSON it writes.
+
+The root's settings say store format 1 (`STORE_FORMAT`); each step manifest says 1, or 2
+(`STORE_FORMAT_PREDICTED`) when some entry carries a cross-state prediction ("predict").
 
     .zgroup, .zattrs                 zarr v2 root group; .zattrs["tpde_store"] = settings
     steps/<step>/.zgroup
@@ -17,8 +20,9 @@ import json
 import zlib
 from dataclasses import dataclass, field
 
-from .errors import TPDEError
-from .torch_adapter import ArraySpec, storage_dtype
+from ..dtypes import storage_dtype
+from ..errors import TPDEError
+from ..state.arrays import ArraySpec
 
 STORE_FORMAT = 1  # what steps without cross-state predictions are written as
 STORE_FORMAT_PREDICTED = 2  # steps with predicted tensors (entries carry "predict")
@@ -156,17 +160,17 @@ class ArrayEntry:
     def from_json(cls, name: str, entry: dict) -> ArrayEntry:
         """Inverse of `to_json`."""
         return cls(
-            name,
-            ArraySpec.from_json(entry),
-            tuple(entry["chunks"]),
-            list(entry["crc32c"]),
-            entry["stored_bytes"],
-            entry["changed"],
-            entry.get("error_bound"),
-            entry.get("bound"),
-            entry.get("rms"),
-            entry.get("rms_step"),
-            entry.get("predict"),
+            name=name,
+            spec=ArraySpec.from_json(entry),
+            chunks=tuple(entry["chunks"]),
+            crc32c=list(entry["crc32c"]),
+            stored_bytes=entry["stored_bytes"],
+            changed=entry["changed"],
+            error_bound=entry.get("error_bound"),
+            bound=entry.get("bound"),
+            rms=entry.get("rms"),
+            rms_step=entry.get("rms_step"),
+            predict=entry.get("predict"),
         )
 
 
@@ -221,14 +225,14 @@ class Manifest:
             )
         arrays = {n: ArrayEntry.from_json(n, e) for n, e in body["arrays"].items()}
         return cls(
-            step,
-            body["kind"],
-            body["base_step"],
-            body["prev_step"],
-            body["depth"],
-            body["tree"],
-            arrays,
-            body["meta"],
-            body["tpde_version"],
-            body.get("error_bounds"),
+            step=step,
+            kind=body["kind"],
+            base_step=body["base_step"],
+            prev_step=body["prev_step"],
+            depth=body["depth"],
+            tree=body["tree"],
+            arrays=arrays,
+            meta=body["meta"],
+            tpde_version=body["tpde_version"],
+            error_bounds=body.get("error_bounds"),
         )

@@ -56,7 +56,7 @@ def _tiny_model(torch, vocab: int = 256, width: int = 64, layers: int = 2, conte
 
 def _tensor_arrays(state) -> list[tuple[np.ndarray, str]]:
     """Every tensor of a state as (stored array, codec dtype), in a fixed order."""
-    from .torch_adapter import is_array, to_storage
+    from ..state.torch_adapter import is_array, to_storage
 
     out = []
 
@@ -83,7 +83,7 @@ def _time_codec(arrays, previous) -> float:
     """Seconds tpde's codec alone takes on a state's tensors: each coded against the same
     tensor of the previous save (standalone at the first), as the store does, without the
     store's file writes."""
-    from . import _core
+    from .. import _core
 
     t0 = time.perf_counter()
     for j, (arr, codec_dtype) in enumerate(arrays):
@@ -97,7 +97,7 @@ def run(steps: int = 120, save_every: int = 10, store_path: str | None = None) -
     import torch
     from numcodecs import Zstd
 
-    from .store import CheckpointStore
+    from ..store import CheckpointStore
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))

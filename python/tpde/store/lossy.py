@@ -12,10 +12,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _core
-from .bounds import ErrorBounds, abs_bound, as_spec, log_bound
-from .chunking import ChunkGrid
-from .torch_adapter import ArraySpec
+from .. import _core
+from ..bounds import ErrorBounds, abs_bound, as_spec, log_bound
+from ..dtypes import FLOAT_DTYPES
+from ..state.arrays import ArraySpec
+from .grid import ChunkGrid
 
 
 def adam_error_bounds(abs_error: float | None = None, rel_error: float | None = None) -> ErrorBounds:
@@ -26,7 +27,7 @@ def adam_error_bounds(abs_error: float | None = None, rel_error: float | None = 
     return ErrorBounds(weights=a, exp_avg=a, exp_avg_sq=r, other=a)
 
 
-LOSSY_DTYPES = ("float32", "float64", "float16", "bfloat16")
+LOSSY_DTYPES = FLOAT_DTYPES  # the codec dtypes an error bound applies to
 RMS_BLOCK = 2**20
 
 

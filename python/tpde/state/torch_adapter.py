@@ -15,63 +15,19 @@ complex64/complex128/complex32 -> float32/float64/float16 with a trailing axis o
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import TPDEError
+from ..dtypes import STORAGE_DTYPES, storage_dtype
+from ..errors import TPDEError
+from .arrays import ArraySpec, numpy_from_storage, numpy_to_storage, pickle_to_storage
 
-# numpy dtype of the array handed to the codec, per codec dtype string
-STORAGE_DTYPES: dict[str, np.dtype] = {
-    "float32": np.dtype(np.float32),
-    "float64": np.dtype(np.float64),
-    "float16": np.dtype(np.float16),
-    "bfloat16": np.dtype(np.uint16),
-    "int8": np.dtype(np.int8),
-    "uint8": np.dtype(np.uint8),
-    "int16": np.dtype(np.int16),
-    "uint16": np.dtype(np.uint16),
-    "int32": np.dtype(np.int32),
-    "uint32": np.dtype(np.uint32),
-    "int64": np.dtype(np.int64),
-    "uint64": np.dtype(np.uint64),
-    "bool": np.dtype(np.bool_),
-}
+__all__ = [
+    "ArraySpec", "alias_key", "from_storage", "is_array", "pickle_to_storage", "storage_dtype", "to_storage",
+]
 
 _COMPLEX_PARTS = {"complex64": "float32", "complex128": "float64", "complex32": "float16"}
 _SIGNED_VIEW = {"uint16": "int16", "uint32": "int32", "uint64": "int64", "bfloat16": "int16"}
-
-
-@dataclass(frozen=True)
-class ArraySpec:
-    """How a stored array maps back to the user's object."""
-
-    kind: str  # "torch", "numpy" or "pickle"
-    dtype: str  # torch dtype name ("bfloat16") or numpy dtype str ("<f4"); "uint8" for pickle
-    shape: tuple[int, ...]  # the user's shape
-    codec_dtype: str  # dtype string given to tpde.encode
-    storage_shape: tuple[int, ...]  # shape of the stored array
-
-    def to_json(self) -> dict:
-        """The spec as JSON fields of a manifest entry."""
-        return {
-            "kind": self.kind,
-            "dtype": self.dtype,
-            "shape": list(self.shape),
-            "codec_dtype": self.codec_dtype,
-            "storage_shape": list(self.storage_shape),
-        }
-
-    @classmethod
-    def from_json(cls, entry: dict) -> ArraySpec:
-        """Inverse of `to_json`."""
-        return cls(
-            entry["kind"],
-            entry["dtype"],
-            tuple(entry["shape"]),
-            entry["codec_dtype"],
-            tuple(entry["storage_shape"]),
-        )
 
 
 def is_array(obj: object) -> bool:
@@ -94,25 +50,14 @@ def alias_key(obj: object) -> tuple:
 def to_storage(obj: object) -> tuple[np.ndarray, ArraySpec]:
     """An owned C-contiguous snapshot of a tensor or array in its codec dtype, and its spec."""
     if isinstance(obj, np.ndarray):
-        return _numpy_to_storage(obj)
+        return numpy_to_storage(obj)
     return _torch_to_storage(obj)
-
-
-def pickle_to_storage(data: bytes) -> tuple[np.ndarray, ArraySpec]:
-    """A pickled object's bytes as a uint8 array, and its spec."""
-    arr = np.frombuffer(data, dtype=np.uint8).copy()
-    return arr, ArraySpec("pickle", "uint8", arr.shape, "uint8", arr.shape)
 
 
 def from_storage(arr: np.ndarray, spec: ArraySpec) -> object:
     """Rebuild the user's tensor or array from its stored array (takes ownership of `arr`)."""
-    if spec.kind == "pickle":
-        return arr.tobytes()
-    if spec.kind == "numpy":
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind == "c":
-            arr = np.ascontiguousarray(arr).view(dtype.newbyteorder("<"))[..., 0]
-        return arr.astype(dtype, copy=False).reshape(spec.shape)
+    if spec.kind in ("pickle", "numpy"):
+        return numpy_from_storage(arr, spec)
     import torch
 
     if spec.dtype in _COMPLEX_PARTS:
@@ -129,25 +74,6 @@ def from_storage(arr: np.ndarray, spec: ArraySpec) -> object:
     if tensor.dtype != target:
         tensor = tensor.view(target)
     return tensor.reshape(spec.shape)
-
-
-def storage_dtype(codec_dtype: str) -> np.dtype:
-    """numpy dtype of stored arrays of a codec dtype."""
-    return STORAGE_DTYPES[codec_dtype]
-
-
-def _numpy_to_storage(arr: np.ndarray) -> tuple[np.ndarray, ArraySpec]:
-    dtype = arr.dtype
-    shape = tuple(arr.shape)
-    native = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
-    out = np.array(arr, dtype=native, order="C", copy=True)
-    if dtype.kind == "c":
-        part = np.dtype(f"<f{dtype.itemsize // 2}")
-        out = out.view(part).reshape(shape + (2,))
-    codec = str(out.dtype.newbyteorder("="))
-    if codec not in STORAGE_DTYPES:
-        raise TPDEError(f"numpy dtype {dtype} is not supported", "bad_dtype")
-    return out, ArraySpec("numpy", dtype.str, shape, codec, tuple(out.shape))
 
 
 def _torch_to_storage(tensor: object) -> tuple[np.ndarray, ArraySpec]:

@@ -11,7 +11,7 @@ from zarr.abc.codec import ArrayBytesCodec
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
-from . import _core
+from .. import _core
 
 if TYPE_CHECKING:
     from typing import Self

@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .errors import TPDEError
+from ..errors import TPDEError
 
 _SAFE = "-_."
 

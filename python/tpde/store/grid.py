@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .errors import TPDEError
+from ..errors import TPDEError
 
 Index = tuple[int, ...]
 Box = tuple[tuple[int, int], ...]  # per axis [lo, hi)

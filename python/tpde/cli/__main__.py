@@ -1,0 +1,7 @@
+"""`python -m tpde.cli`: the same as `tpde-pack`."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

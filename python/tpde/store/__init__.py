@@ -1,0 +1,281 @@
+"""CheckpointStore: a training run's checkpoints as temporal deltas in one zarr store.
+
+Each saved step is a zarr group; each tensor of the state is an array with the same chunk
+grid at every step. A step is a *keyframe* (chunks coded standalone) or a *delta* (each
+chunk coded against the same chunk of the predecessor step's reconstruction, and against
+the step before that as a coding context when both are in the same chain). See
+docs/store.md for the layout, the crash-safety argument and the deletion rules.
+
+This module is the facade; each job has its own module here:
+  schema.py (keys and JSON of the on-disk format)   kv.py (key/value access to zarr stores)
+  root.py (open modes, root settings)                catalog.py (markers and manifests)
+  grid.py (chunk grid)                               save.py (coding a step, commit protocol)
+  chain.py (chain decoding)                          load.py (loading states and slices)
+  retention.py (delete, prune, clean)                verify.py (checking every hash)
+  lossy.py (error bounds)                            cross_state.py (Adam-moment predictions)
+  snapshots.py (last step kept in memory)            background.py (save_async's thread)
+  parallel.py (worker threads, progress)             info.py (StepInfo, TensorInfo)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+
+from ..bounds import BoundSpec, ErrorBounds
+from ..errors import TPDEError
+from . import retention
+from .background import BackgroundSaves
+from .catalog import Catalog
+from .chain import chain_markers
+from .info import StepInfo, TensorInfo, step_info
+from .kv import KeyValueAccess, open_zarr_store
+from .load import Reader
+from .parallel import Pool
+from .root import DEFAULT_CHUNK_ELEMENTS, DEFAULT_KEYFRAME_EVERY, check_mode, create_root, open_root, positive
+from .save import StepWriter, prepare_save
+from .schema import Manifest, Marker
+from .snapshots import SnapshotCache
+from .verify import verify
+
+__all__ = ["CheckpointStore", "ErrorBoundArg", "StepInfo", "TensorInfo"]
+
+# What `save(..., error_bound=)` accepts: see its docstring.
+ErrorBoundArg = ErrorBounds | BoundSpec | dict | Callable[[str], BoundSpec | dict | None] | None
+
+
+class CheckpointStore:
+    """Checkpoints of one training run, stored as keyframes and deltas in a zarr store.
+
+    `store` is a path, an fsspec URL or any zarr v3 `Store`. `mode`: "r" read only,
+    "r+" existing store, "a" open or create, "w" create (erasing what is there),
+    "w-" create, failing if something is there. `keyframe_every` and `chunk_elements`
+    apply to steps this object saves (None: the store's setting, else the default).
+    `workers` threads code chunks in parallel. `progress`: None shows a bar for large
+    saves and loads on a terminal, True/False forces it.
+    """
+
+    def __init__(
+        self,
+        store: object,
+        mode: str = "a",
+        *,
+        keyframe_every: int | None = None,
+        chunk_elements: int | None = None,
+        workers: int | None = None,
+        progress: bool | None = None,
+    ):
+        self.mode = check_mode(mode)
+        for what, value in (("keyframe_every", keyframe_every), ("chunk_elements", chunk_elements),
+                            ("workers", workers)):
+            if value is not None:
+                positive(what, value)
+        self._kv = KeyValueAccess(open_zarr_store(store, read_only=mode == "r"))
+        self._catalog = Catalog(self._kv)
+        self._pool = Pool(workers or min(32, os.cpu_count() or 1), progress)
+        self._reader = Reader(self._catalog, self._pool)
+        self._snapshots = SnapshotCache()
+        self._background = BackgroundSaves()
+        settings = open_root(self._kv, mode)
+        self._writer = StepWriter(
+            self._reader,
+            self._snapshots,
+            keyframe_every or settings.get("keyframe_every", DEFAULT_KEYFRAME_EVERY),
+            chunk_elements or settings.get("chunk_elements", DEFAULT_CHUNK_ELEMENTS),
+        )
+        if not settings:
+            create_root(self._kv, self.keyframe_every, self.chunk_elements)
+
+    # ------------------------------------------------------------------ settings
+
+    keyframe_every = property(lambda self: self._writer.keyframe_every,
+                              lambda self, v: setattr(self._writer, "keyframe_every", v),
+                              doc="Deltas are coded until a chain reaches this length; then a keyframe.")
+    chunk_elements = property(lambda self: self._writer.chunk_elements,
+                              lambda self, v: setattr(self._writer, "chunk_elements", v),
+                              doc="About how many elements one chunk of a saved array holds.")
+    workers = property(lambda self: self._pool.workers, lambda self, v: setattr(self._pool, "workers", v),
+                       doc="Threads that code and decode chunks.")
+    progress = property(lambda self: self._pool.progress, lambda self, v: setattr(self._pool, "progress", v),
+                        doc="Progress bars: None for large jobs on a terminal, True/False forces them.")
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({self._kv.describe()!r}, mode={self.mode!r})"
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for background saves (raising the first failure), then drop the in-memory
+        reconstructions (the store itself needs no closing)."""
+        try:
+            self._background.shutdown()
+        finally:
+            self._snapshots.clear()
+
+    # ------------------------------------------------------------------ listing
+
+    def steps(self) -> list[int]:
+        """Committed steps, ascending."""
+        return self._catalog.steps()
+
+    def tensors(self, step: int) -> list[str]:
+        """Names of the arrays stored at `step`, in state order."""
+        return list(self._manifest(step).arrays)
+
+    def info(self, step: int) -> StepInfo:
+        """Kind, base step, sizes and per-tensor statistics of a step."""
+        marker = self._marker(step)
+        return step_info(marker, self._manifest(step, marker), tensors=True)
+
+    def history(self) -> list[StepInfo]:
+        """Summaries of every committed step (from the commit markers only)."""
+        return [step_info(m) for m in self._catalog.markers()]
+
+    # ------------------------------------------------------------------ saving
+
+    def save(
+        self,
+        step: int,
+        state: object,
+        *,
+        allow_pickle: bool = False,
+        meta: dict | None = None,
+        error_bound: ErrorBoundArg = None,
+        cross_state: bool = False,
+        progress: bool | None = None,
+    ) -> StepInfo:
+        """Store `state` (a nested state dict) as `step`; returns the step's summary.
+
+        The step is a delta against the latest committed step before it, unless a keyframe
+        is due, or a tensor appeared or changed shape or dtype. The commit marker is
+        written last: if the process dies before, the step does not exist.
+
+        Lossless unless `error_bound` is given: an `ErrorBounds` (a bound per tensor kind,
+        e.g. `ErrorBounds(weights=rms_bound(0.1), exp_avg_sq=log_bound(0.3))`), one bound
+        for every tensor (`abs_bound(e)`, `rms_bound(f)`, `log_bound(r)`, or the dicts
+        {"abs_error": e} / {"log_rel_error": r}), or a function of the tensor name
+        returning one of those or None. Only floating-point tensors of one or more
+        dimensions take a bound; the rest stay bit-exact. Deltas are coded against the
+        base step's reconstruction, so errors do not accumulate along a chain.
+
+        `cross_state=True` (delta steps of states with Adam moments): weights are coded
+        against a prediction from the optimizer's moments, and with lossy moments exp_avg
+        against a prediction from the weight change (docs/store.md). Smaller steps, but
+        restoring a weight then decodes its moments too.
+        """
+        self._background.wait()  # earlier save_async calls come first
+        self._check_writable()
+        job = prepare_save(self._catalog, self._background, step, state,
+                           allow_pickle=allow_pickle, meta=meta, error_bound=error_bound)
+        return self._writer.write(job, cross_state, progress)
+
+    def save_async(
+        self,
+        step: int,
+        state: object,
+        *,
+        allow_pickle: bool = False,
+        meta: dict | None = None,
+        error_bound: ErrorBoundArg = None,
+        cross_state: bool = False,
+    ) -> Future:
+        """Like `save`, but codes and writes the step on a background thread.
+
+        Returns once the state's tensors are copied to host memory (training may go on
+        changing them), with a `concurrent.futures.Future` of the step's `StepInfo`. Saves
+        run one at a time in call order; with two in flight, a third call waits. The step
+        becomes visible to readers when its future is done. `wait()` (and `close()`, and a
+        plain `save`) wait for all of them and raise the first failure. Bad arguments are
+        refused at once, as by `save`.
+        """
+        self._check_writable()
+        job = prepare_save(self._catalog, self._background, step, state,
+                           allow_pickle=allow_pickle, meta=meta, error_bound=error_bound)
+        return self._background.submit(job.step, self._writer.write, job, cross_state, False)
+
+    def wait(self) -> None:
+        """Wait for every `save_async` to finish; raises the first one's error, if any."""
+        self._background.wait()
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, step: int, *, allow_pickle: bool = False, progress: bool | None = None) -> object:
+        """The state saved at `step`: same nesting, dtypes and values, tensors on cpu.
+
+        Pickled objects (saved with allow_pickle=True) are unpickled only if
+        `allow_pickle=True` is passed here too; otherwise loading them raises.
+        """
+        return self._reader.load(step, allow_pickle=allow_pickle, progress=progress)
+
+    def load_tensor(self, step: int, name: str, index: object = None) -> object:
+        """One tensor (or a slice of it) of `step`, reading only the chunks it overlaps.
+
+        `index` is a basic index over the tensor's axes: an int, a slice, or a tuple of
+        them (e.g. `(slice(0, 128),)`). Reads at most (depth + 1) x (overlapping chunks)
+        chunks, where depth is the number of deltas back to the keyframe.
+        """
+        return self._reader.load_tensor(step, name, index)
+
+    # ------------------------------------------------------------------ deleting
+
+    def delete(self, step: int) -> None:
+        """Delete a step. Refuses (TPDEError "has_dependents") if a later delta needs it."""
+        self._check_writable()
+        self._background.wait()
+        retention.delete_step(self._catalog, self._snapshots, step)
+
+    def prune(
+        self,
+        keep_last: int | None = None,
+        keep_every: int | None = None,
+        keep: Iterable[int] = (),
+        *,
+        dry_run: bool = False,
+    ) -> list[int]:
+        """Delete steps except the last `keep_last`, multiples of `keep_every`, and `keep`.
+
+        Steps that a kept step's delta chain needs are kept too. Returns the deleted steps.
+        """
+        self._check_writable()
+        self._background.wait()
+        return retention.prune(self._catalog, self._snapshots, keep_last, keep_every, keep, dry_run)
+
+    def uncommitted(self) -> list[str]:
+        """Leftovers of interrupted saves or deletes: step folders without a commit marker."""
+        return retention.uncommitted(self._catalog)
+
+    def clean(self) -> list[str]:
+        """Remove `uncommitted()` leftovers; run it only while no other process is saving."""
+        self._check_writable()
+        self._background.wait()
+        return retention.clean(self._catalog)
+
+    # ------------------------------------------------------------------ verifying
+
+    def verify(self, steps: Iterable[int] | None = None, *, progress: bool | None = None) -> list[str]:
+        """Reconstruct every tensor of `steps` (default: all) and check every content hash.
+
+        Returns a list of problems, one line each; empty means every step is intact.
+        Steps are checked in order, each decoded from the previous one held in memory.
+        """
+        return verify(self._reader, steps, progress)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _marker(self, step: int) -> Marker:
+        return self._catalog.marker(step)
+
+    def _manifest(self, step: int, marker: Marker | None = None) -> Manifest:
+        return self._catalog.manifest(step, marker)
+
+    def _chain(self, step: int) -> list[Marker]:
+        return chain_markers(self._catalog, step)
+
+    def _check_writable(self) -> None:
+        if self.mode == "r":
+            raise TPDEError("the store was opened read-only (mode='r')", "read_only")

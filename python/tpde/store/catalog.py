@@ -1,0 +1,56 @@
+"""What a store holds: its committed steps, their commit markers and manifests.
+
+Everything read here comes from a store that may be damaged or hostile: a marker or
+manifest that does not parse, or does not match, raises TPDEError ("corrupt").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TPDEError
+from .kv import KeyValueAccess
+from .schema import COMMITS, ROOT_ATTRS, Manifest, Marker, commit_key, step_prefix
+
+
+class Catalog:
+    """Reads the commit markers and manifests of a store."""
+
+    def __init__(self, kv: KeyValueAccess):
+        self.kv = kv
+
+    def steps(self) -> list[int]:
+        """Committed steps, ascending."""
+        return sorted(int(n) for n in self.kv.list_dir(COMMITS) if n.isdigit())
+
+    def marker(self, step: int) -> Marker:
+        """The commit marker of `step`; TPDEError "unknown_step" if it is not committed."""
+        step = check_step(step)
+        data = self.kv.get(commit_key(step))
+        if data is None:
+            known = self.steps()
+            hint = f"; steps are {_summarize(known)}" if known else "; the store has no steps"
+            raise TPDEError(f"unknown step {step}{hint}", "unknown_step")
+        return Marker.from_bytes(step, data)
+
+    def manifest(self, step: int, marker: Marker | None = None) -> Manifest:
+        """The manifest of `step`, checked against its marker (read when not given)."""
+        marker = marker or self.marker(step)
+        return Manifest.from_bytes(marker, self.kv.get(f"{step_prefix(marker.step)}/{ROOT_ATTRS}"))
+
+    def markers(self) -> list[Marker]:
+        """The markers of every committed step, ascending."""
+        return [self.marker(s) for s in self.steps()]
+
+
+def check_step(step: object) -> int:
+    """`step` as an int if it is an integer >= 0, else TPDEError."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise TPDEError(f"a step is an integer >= 0, not {step!r}", "invalid_argument")
+    return int(step)
+
+
+def _summarize(steps: list[int]) -> str:
+    if len(steps) <= 6:
+        return ", ".join(map(str, steps))
+    return f"{steps[0]}, {steps[1]}, {steps[2]}, ..., {steps[-1]} ({len(steps)} steps)"

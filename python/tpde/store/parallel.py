@@ -1,0 +1,50 @@
+"""The store's worker threads: run coding tasks in parallel, with a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+from ..progress import byte_progress, wanted
+
+
+class Pool:
+    """`workers` threads (a fresh pool per call) and the default for progress bars
+    (None: shown for large jobs on a terminal)."""
+
+    def __init__(self, workers: int, progress: bool | None):
+        self.workers = workers
+        self.progress = progress
+
+    def run(
+        self, fn: Callable, tasks: Sequence[tuple], description: str, progress: bool | None, sizes: Sequence[int]
+    ) -> list:
+        """Run fn(*task) for every task, results in task order; the first error wins.
+
+        `sizes` are the tasks' byte counts, for the progress bar (`progress` None: the
+        pool's default).
+        """
+        if not tasks:
+            return []
+        total_bytes = sum(sizes)
+        show = wanted(self.progress if progress is None else progress, total_bytes)
+        with byte_progress(description, total_bytes, show) as advance:
+            if self.workers == 1 or len(tasks) == 1:
+                results = []
+                for task, size in zip(tasks, sizes):
+                    results.append(fn(*task))
+                    advance(size)
+                return results
+            with ThreadPoolExecutor(self.workers) as pool:
+                futures = []
+                for task, size in zip(tasks, sizes):
+                    future = pool.submit(fn, *task)
+                    future.add_done_callback(lambda _f, n=size: advance(n))
+                    futures.append(future)
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                for f in pending:
+                    f.cancel()
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()
+                return [f.result() for f in futures]

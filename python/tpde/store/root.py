@@ -1,0 +1,82 @@
+"""The store's root: open modes, the settings in the root `.zattrs`, creating a store."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from .. import _core
+from ..errors import TPDEError
+from .kv import KeyValueAccess
+from .schema import ROOT_ATTRS, ROOT_GROUP, STEPS, STORE_FORMAT, group_bytes, json_bytes
+
+DEFAULT_KEYFRAME_EVERY = 16
+DEFAULT_CHUNK_ELEMENTS = 2**20
+MODES = ("r", "r+", "a", "w", "w-")
+
+
+def check_mode(mode: str) -> str:
+    """`mode` if it is one of `MODES`, else TPDEError."""
+    if mode not in MODES:
+        raise TPDEError(f"mode must be one of {MODES}, not {mode!r}", "invalid_argument")
+    return mode
+
+
+def positive(what: str, value: object) -> int:
+    """`value` if it is a positive int, else TPDEError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TPDEError(f"{what} must be a positive integer, not {value!r}", "invalid_argument")
+    return value
+
+
+def open_root(kv: KeyValueAccess, mode: str) -> dict:
+    """The store's settings ({} when a new store is to be created), checking `mode`;
+    mode "w" erases an existing tpde store here."""
+    where = kv.describe()
+    local_root = getattr(kv.store, "root", None)
+    missing = local_root is not None and not os.path.isdir(local_root)
+    if missing and mode in ("r", "r+"):
+        raise TPDEError(f"no tpde store at {where} (it does not exist)", "not_a_store")
+    if missing or kv.is_empty():
+        if mode in ("r", "r+"):
+            raise TPDEError(f"no tpde store at {where} (it is empty)", "not_a_store")
+        return {}
+    if mode == "w-":
+        raise TPDEError(f"{where} already holds data; use mode 'a' or 'w'", "store_exists")
+    raw = kv.get(ROOT_ATTRS)
+    try:
+        settings = json.loads(raw)["tpde_store"] if raw else None
+    except (ValueError, KeyError, TypeError):
+        settings = None
+    if not isinstance(settings, dict):
+        hint = " (mode 'w' erases only tpde stores)" if mode == "w" else ""
+        raise TPDEError(f"{where} is not a tpde checkpoint store{hint}", "not_a_store")
+    if mode == "w":
+        for key in kv.list_dir(""):
+            kv.delete(key)  # a folder key removes the folder
+        return {}
+    if settings.get("format") != STORE_FORMAT:
+        raise TPDEError(
+            f"{where} is a tpde store of format {settings.get('format')}; "
+            f"this tpde reads format {STORE_FORMAT}",
+            "unsupported_version",
+        )
+    return settings
+
+
+def create_root(kv: KeyValueAccess, keyframe_every: int, chunk_elements: int) -> None:
+    """Write the root group and settings of a new store."""
+    settings = {
+        "format": STORE_FORMAT,
+        "keyframe_every": keyframe_every,
+        "chunk_elements": chunk_elements,
+        "created": time.time(),
+        "tpde_version": _core.__version__,
+    }
+    for key, value in (
+        (ROOT_GROUP, group_bytes()),
+        (f"{STEPS}/{ROOT_GROUP}", group_bytes()),
+        (ROOT_ATTRS, json_bytes({"tpde_store": settings})),
+    ):
+        kv.set(key, value)

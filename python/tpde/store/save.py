@@ -1,0 +1,294 @@
+"""Saving a step: the checks and owned copy made at once (`prepare_save`), then coding
+every chunk against the reference step and the commit protocol (`StepWriter`).
+
+Commit protocol: chunks and array metadata of the new step are written first (in place:
+nothing refers to them yet), then the step's manifest, then, last, its commit marker
+(`commits/<step>`, holding the CRC32 of the manifest bytes). A step exists only once its
+marker does, so a save that dies leaves at most an uncommitted folder (`clean`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import _core
+from ..bounds import describe
+from ..errors import TPDEError
+from ..state.arrays import ArraySpec
+from ..state.torch_adapter import alias_key, is_array, pickle_to_storage, to_storage
+from ..state.tree import flatten_state
+from . import cross_state as xs
+from .background import BackgroundSaves
+from .catalog import Catalog, check_step
+from .chain import chain_markers
+from .grid import ChunkGrid, choose_chunks
+from .info import StepInfo, step_info
+from .load import Reader
+from .lossy import LOSSLESS, TensorBound, encode_lossy, resolve_bounds
+from .schema import (
+    DELTA,
+    KEYFRAME,
+    ROOT_ATTRS,
+    ROOT_GROUP,
+    ArrayEntry,
+    Manifest,
+    Marker,
+    array_prefix,
+    commit_key,
+    group_bytes,
+    json_bytes,
+    step_prefix,
+    zarray_bytes,
+)
+from .snapshots import Snapshot, SnapshotCache
+
+PREDICTION_COST = 200  # manifest bytes of a predicted chunk (its coefficients, a share of the terms)
+
+
+class SaveJob(NamedTuple):
+    """A save's checked arguments and its owned copy of the state (see `prepare_save`)."""
+
+    step: int
+    tree: object
+    arrays: dict[str, np.ndarray]
+    specs: dict[str, ArraySpec]
+    meta: dict | None
+    error_bound: object
+    requested: object
+
+
+class Coded(NamedTuple):
+    """What saving one chunk produced."""
+
+    stored: int  # bytes written
+    crc32c: int  # content hash of the chunk's data
+    changed: int  # positions that differ from the reference
+    coefs: list | None = None  # cross-state prediction coefficients; None: coded against the base
+
+
+def prepare_save(
+    catalog: Catalog, background: BackgroundSaves, step, state, *, allow_pickle, meta, error_bound
+) -> SaveJob:
+    """Checks of a save and an owned copy of the state's arrays (the part done at once)."""
+    step = check_step(step)
+    if catalog.kv.exists(commit_key(step)) or background.pending(step):
+        raise TPDEError(f"step {step} already exists; delete it first", "step_exists")
+    try:
+        json_bytes(meta)
+    except (TypeError, ValueError) as e:
+        raise TPDEError(f"meta must be JSON-serializable ({e})", "invalid_argument") from e
+    requested = describe(error_bound)  # checks a single bound before anything is written
+    tree, leaves = flatten_state(state, is_array=is_array, alias_key=alias_key, allow_pickle=allow_pickle)
+    arrays: dict[str, np.ndarray] = {}
+    specs: dict[str, ArraySpec] = {}
+    for leaf in leaves:
+        convert = pickle_to_storage if leaf.pickled else to_storage
+        arrays[leaf.name], specs[leaf.name] = convert(leaf.value)
+    return SaveJob(step, tree, arrays, specs, meta, error_bound, requested)
+
+
+class StepWriter:
+    """Codes prepared saves against the latest committed step and commits them."""
+
+    def __init__(self, reader: Reader, snapshots: SnapshotCache, keyframe_every: int, chunk_elements: int):
+        self.reader = reader
+        self.catalog = reader.catalog
+        self.kv = reader.catalog.kv
+        self.pool = reader.pool
+        self.snapshots = snapshots
+        self.keyframe_every = keyframe_every
+        self.chunk_elements = chunk_elements
+
+    def write(self, job: SaveJob, cross_state: bool, progress: bool | None) -> StepInfo:
+        """Code the prepared arrays against the latest committed step and commit the step."""
+        step, tree, arrays, specs, meta, error_bound, requested = job
+        chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
+
+        base, prev, depth = self._references(step, specs, chunks)
+        kind = KEYFRAME if base is None else DELTA
+        bounds = resolve_bounds(error_bound, specs, arrays, step, base)
+        coded_bounds = {n: b.resolved for n, b in bounds.items() if b.resolved is not None}
+
+        self.kv.delete_prefix(step_prefix(step))  # leftovers of a crashed attempt
+        grids = {n: ChunkGrid(specs[n].storage_shape, chunks[n]) for n in arrays}
+        plan: xs.Plan = {}
+        if cross_state and base is not None:
+            plan = xs.plan_step(xs.find_links(specs, chunks), set(coded_bounds))
+        tasks = [
+            (tuple(xs.coding_order(group, plan)), i)
+            for group in xs.groups(list(arrays), [plan])
+            for i in grids[group[0]].indices()
+        ]
+        sizes = [sum(math.prod(chunks[n]) * arrays[n].itemsize for n in names) for names, _ in tasks]
+
+        def encode_group(names: tuple[str, ...], index: tuple) -> list[Coded]:
+            coded_here: dict[str, np.ndarray] = {}  # this step's reconstructions of the group
+
+            def chunk_of(name: str, offset: int) -> np.ndarray:
+                return coded_here[name] if offset == 0 else grids[name].extract(base.arrays[name], index)
+
+            results = []
+            for name in names:
+                result, coded_here[name] = encode_chunk(name, index, chunk_of)
+                results.append(result)
+            return results
+
+        def encode_chunk(name: str, index: tuple, chunk_of) -> tuple[Coded, np.ndarray]:
+            grid = grids[name]
+            dtype = specs[name].codec_dtype
+            data = grid.extract(arrays[name], index)
+            ref = None if base is None else grid.extract(base.arrays[name], index)
+            ctx = None if prev is None else grid.extract(prev.arrays[name], index)
+            bound = coded_bounds.get(name)
+
+            def code_against(reference, context):
+                code = dict(reference=reference, prev_reference=context, dtype=dtype)
+                if bound is not None:
+                    return encode_lossy(grid, index, data, code, bound)
+                return _core.encode(data, **code), data
+
+            coefs = None
+            try:
+                blob, recon = code_against(ref, ctx)
+                if name in plan:
+                    terms = xs.term_arrays(plan[name], chunk_of)
+                    coefs = xs.fit(data, ref, terms, dtype)
+                    if coefs is not None:  # keep the prediction only where it codes smaller
+                        predicted = code_against(xs.predicted_reference(ref, terms, coefs, dtype), None)
+                        if len(predicted[0]) + PREDICTION_COST < len(blob):
+                            blob, recon = predicted
+                        else:
+                            coefs = None
+            except TPDEError as e:
+                raise TPDEError(f"step {step}, tensor {name!r}: {e}", e.code) from e
+            data = recon
+            if bound is not None:
+                arrays[name][grid.region(index)] = data[grid.inner(index)]
+            self.kv.set_uncommitted(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
+            changed = 0 if ref is None else _count_changed(data, ref)
+            return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
+
+        per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes)
+        coded = [(name, result) for (names, _), results in zip(tasks, per_group)
+                 for name, result in zip(names, results)]
+        entries = _entries(specs, chunks, coded, kind, bounds, plan)
+        manifest = Manifest(
+            step=step,
+            kind=kind,
+            base_step=None if base is None else base.step,
+            prev_step=None if prev is None else prev.step,
+            depth=depth,
+            tree=tree,
+            arrays=entries,
+            meta=dict(meta or {}),
+            tpde_version=_core.__version__,
+            error_bounds=requested,
+        )
+        marker = self.commit(manifest)
+        self.snapshots.keep(base, Snapshot(step, arrays, entries))
+        return step_info(marker, manifest, tensors=True)
+
+    def _references(
+        self, step: int, specs: dict[str, ArraySpec], chunks: dict[str, tuple]
+    ) -> tuple[Snapshot | None, Snapshot | None, int]:
+        """Base and context reconstructions for a new step, and its depth (keyframe: 0)."""
+        earlier = [s for s in self.catalog.steps() if s < step]
+        if not earlier:
+            return None, None, 0
+        marker = self.catalog.marker(earlier[-1])
+        if marker.depth + 1 >= self.keyframe_every:
+            return None, None, 0
+        manifest = self.catalog.manifest(marker.step, marker)
+        for name, spec in specs.items():
+            entry = manifest.arrays.get(name)
+            if entry is None or entry.spec.kind != spec.kind:
+                return None, None, 0
+            if entry.layout() != (spec.codec_dtype, spec.storage_shape, chunks[name]):
+                return None, None, 0
+        base, prev = self.snapshots.lookup(manifest)
+        if base is None:
+            base, prev = self._reconstruct_for_saving(manifest)
+        return base, prev, marker.depth + 1
+
+    def _reconstruct_for_saving(self, manifest: Manifest) -> tuple[Snapshot, Snapshot | None]:
+        """Decode the predecessor (and its base, the coding context) from the store."""
+        chain = chain_markers(self.catalog, manifest.step)
+        names = list(manifest.arrays)
+        last, before = self.reader.reconstruct(chain, manifest, names, keep_base=True)
+        base = Snapshot(manifest.step, last, manifest.arrays)
+        if manifest.kind == KEYFRAME:
+            return base, None
+        return base, Snapshot(manifest.base_step, before, {})
+
+    def commit(self, manifest: Manifest) -> Marker:
+        """Write a step's metadata, then its manifest, then (last) its commit marker."""
+        step = manifest.step
+        meta: dict[str, bytes] = {f"{step_prefix(step)}/{ROOT_GROUP}": group_bytes()}
+        for name, entry in manifest.arrays.items():
+            prefix = array_prefix(step, name)
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                meta[f"{step_prefix(step)}/{'/'.join(parts[:i])}/{ROOT_GROUP}"] = group_bytes()
+            meta[f"{prefix}/.zarray"] = zarray_bytes(entry.spec, entry.chunks)
+        self.pool.run(self.kv.set_uncommitted, list(meta.items()), "", False, [len(v) for v in meta.values()])
+        body = manifest.to_bytes()
+        self.kv.set(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
+        entries = manifest.arrays.values()
+        marker = Marker(
+            step=step,
+            kind=manifest.kind,
+            base_step=manifest.base_step,
+            prev_step=manifest.prev_step,
+            depth=manifest.depth,
+            raw_bytes=sum(e.raw_bytes for e in entries),
+            stored_bytes=sum(e.stored_bytes for e in entries) + len(body),
+            n_arrays=len(manifest.arrays),
+            manifest_crc32=zlib.crc32(body),
+            time=time.time(),
+            lossy=any(e.error_bound is not None for e in entries),
+            predicted=any(e.predict is not None for e in entries),
+        )
+        self.kv.set(commit_key(step), marker.to_bytes())
+        return marker
+
+
+def _entries(
+    specs: dict[str, ArraySpec], chunks: dict[str, tuple], coded: list[tuple[str, Coded]], kind: str,
+    bounds: dict[str, TensorBound], plan: xs.Plan,
+) -> dict[str, ArrayEntry]:
+    """Manifest entries from the coded chunks (each array's chunks come in C order)."""
+    per_name: dict[str, list[Coded]] = {n: [] for n in specs}
+    for name, result in coded:
+        per_name[name].append(result)
+    entries = {}
+    for name, spec in specs.items():
+        results = per_name[name]
+        bound = bounds.get(name, LOSSLESS)
+        coefs = [c.coefs for c in results]
+        predict = None
+        if name in plan and any(c is not None for c in coefs):
+            predict = {"terms": xs.terms_to_json(plan[name]), "coefs": coefs}
+        entries[name] = ArrayEntry(
+            name=name,
+            spec=spec,
+            chunks=chunks[name],
+            crc32c=[c.crc32c for c in results],
+            stored_bytes=sum(c.stored for c in results),
+            changed=None if kind == KEYFRAME else sum(c.changed for c in results),
+            error_bound=bound.resolved,
+            bound=bound.spec,
+            rms=bound.rms,
+            rms_step=bound.rms_step,
+            predict=predict,
+        )
+    return entries
+
+
+def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:
+    bits = np.dtype(f"u{data.itemsize}")
+    return int(np.count_nonzero(data.view(bits) != ref.view(bits)))
