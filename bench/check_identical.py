@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in (name, f"{name}-bf16"):
             paths = S.make_series(variant, small=not args.full, log=lambda *a: None)
             series_files[variant] = [str(p) for p in paths]
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     jobs_old = make_jobs(series_files, out / "old")
     jobs_new = make_jobs(series_files, out / "new")
     t_old = run_side(args.old_python, jobs_old, out / "old")
