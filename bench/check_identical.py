@@ -4,8 +4,9 @@ Issue 12 moved the Python package into folders; the stores it writes must not ch
 This script packs every checkpoint of the bench series (bench/series.py) with an old
 build and with the current one, under several store settings, and compares every file of
 the two trees (chunks, `.zarray`, manifests, commit markers, root settings). Wall-clock
-times in the root settings and markers are pinned (`time.time` returns a constant in the
-packing processes), so every file must match exactly.
+times in the root settings and markers, and the version string in the root settings and
+manifests, are pinned in the packing processes (`time.time` returns a constant,
+`tpde._core.__version__` is replaced), so every file must match exactly.
 
     git worktree add /work/wt/old15 15bba7f   # the old code, built in its own venv:
     python -m venv --system-site-packages /tmp/old && /tmp/old/bin/pip install --no-build-isolation -e /work/wt/old15
@@ -31,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SERIES = ("scratch", "finetune", "scratch-8k", "finetune-8k")
 PINNED_TIME = 1_750_000_000.0
+PINNED_VERSION = "0.0.0-pinned"
 
 # name -> CheckpointStore settings and save arguments; "bound" is built in the worker
 CONFIGS = {
@@ -50,6 +52,8 @@ def pack_worker(jobs_file: Path) -> None:
     time.time = lambda: PINNED_TIME  # root settings and commit markers record time.time()
     import torch
 
+    from tpde import _core
+    _core.__version__ = PINNED_VERSION  # the store reads it at each save: a version bump is no difference
     from tpde import ErrorBounds, abs_bound, adam_error_bounds, log_bound, rms_bound
     from tpde.store import CheckpointStore
 

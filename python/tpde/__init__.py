@@ -7,9 +7,10 @@ not load the store.
 """
 
 from ._core import FORMAT_VERSION, __version__, decode, encode, fingerprint, read_header
-from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound, tensor_kind
+from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
 from .codecs import TPDECodec, TPDEZarrCodec  # registers the numcodecs and zarr v3 codec "tpde"
 from .errors import TPDEError
+from .kinds import tensor_kind
 
 _LAZY = {
     "CheckpointStore": "tpde.store",

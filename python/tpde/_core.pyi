@@ -12,6 +12,8 @@ import numpy.typing as npt
 
 __version__: str
 FORMAT_VERSION: int  # the chunk format version the encoder writes (docs/format.md)
+# the dtype table: name -> (header dtype code, numpy dtype of decoded arrays, item bytes, is float)
+DTYPES: dict[str, tuple[int, str, int, bool]]
 
 DTypeName = Literal[
     "float32", "float64", "float16", "bfloat16", "int8", "uint8", "int16", "uint16",

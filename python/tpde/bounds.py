@@ -10,7 +10,7 @@ A bound is one of
                    relative bound, quantized in the log domain (for optimizer second
                    moments, which span many decades).
 
-`ErrorBounds` picks a bound per tensor kind, from the tensor's name (`tensor_kind`):
+`ErrorBounds` picks a bound per tensor kind, from the tensor's name (kinds.py):
 
     exp_avg_sq   names ending in "exp_avg_sq" (Adam's second moments; AMSGrad's
                  "max_exp_avg_sq" too);
@@ -27,14 +27,17 @@ complex, float8).
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 from .errors import TPDEError
+from .kinds import KINDS, tensor_kind
 
-KINDS = ("weights", "exp_avg", "exp_avg_sq", "other")
+__all__ = [
+    "KINDS", "BoundSpec", "ErrorBounds", "abs_bound", "as_spec", "describe", "log_bound", "parse_bound",
+    "rms_bound", "tensor_kind",
+]
+
 BOUND_TYPES = ("abs", "rms", "log")
-_OPTIMIZER_STATE = re.compile(r"(^|/)state/\d+/[^/]+$")
 
 
 @dataclass(frozen=True)
@@ -97,17 +100,6 @@ def parse_bound(text: str) -> BoundSpec | None:
         return BoundSpec(kind, value)
     except TPDEError as e:
         raise TPDEError(f"bad error bound {text!r}: {e}", "invalid_argument") from None
-
-
-def tensor_kind(name: str) -> str:
-    """The kind of a stored tensor, from its name: "weights", "exp_avg", "exp_avg_sq" or "other"."""
-    if name.endswith("exp_avg_sq"):
-        return "exp_avg_sq"
-    if name.endswith("exp_avg"):
-        return "exp_avg"
-    if _OPTIMIZER_STATE.search(name):
-        return "other"
-    return "weights"
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bounds import KINDS, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
+from ..bounds import ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
 from ..errors import TPDEError
+from ..kinds import KINDS
 from ..progress import byte_progress
 from ..store import CheckpointStore, StepInfo, TensorInfo
 from .checkpoint_files import find_checkpoints, read_checkpoint, step_numbers, write_checkpoint

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .. import _core
-from ..bounds import tensor_kind
+from ..kinds import tensor_kind
 from ..dtypes import FLOAT_DTYPES
 from ..state.arrays import ArraySpec
 
