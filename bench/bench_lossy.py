@@ -330,7 +330,8 @@ def render(res: dict) -> str:
     L.append("")
     L.append(f"- date {m['date']}, commit {m['commit']}, {m['cpu']}, python {m['python']}, numpy {m['numpy']}, "
              f"tpde {m['tpde']}; run `{m['args']}` in {m['seconds']} s; load average start / end: "
-             f"{m['load_start']} / {m['load_end']} (MB/s in thread CPU time, since the 2 cores are shared; ratios are exact)")
+             f"{m['load_start']} / {m['load_end']} "
+             "(MB/s in thread CPU time, since the 2 cores are shared; ratios are exact)")
     ser = ", ".join(f"{n} ({len(r['steps'])} saves, steps {r['steps'][0]}..{r['steps'][-1]})"
                     for n, r in res["series"].items())
     L.append(f"- series: {ser}; "
@@ -361,7 +362,8 @@ def render(res: dict) -> str:
     L.append("Keyframe (first save, lossy standalone) ratio at each scale: " + "; ".join(
         f"{n}: " + ", ".join(f"{s:g}x {_ratio(res['series'][n]['lossy'][str(s)]['keyframe'], ALL_KINDS):.2f}"
                              for s in scales) for n in names))
-    fb = sum(res["series"][n]["lossy"][str(s)]["delta"][k]["fallback"] + res["series"][n]["lossy"][str(s)]["keyframe"][k]["fallback"]
+    fb = sum(res["series"][n]["lossy"][str(s)]["delta"][k]["fallback"]
+             + res["series"][n]["lossy"][str(s)]["keyframe"][k]["fallback"]
              for n in names for s in scales for k in KINDS)
     L.append(f"Chunks that fell back to lossless: {fb}. Idempotence (re-encoding a reconstruction gives the "
              f"same bytes, one weight chunk per run): " + ", ".join(
@@ -371,7 +373,8 @@ def render(res: dict) -> str:
     L.append("### Order-0 entropy of the quantized integers q vs tpde (delta steps)")
     L.append("")
     L.append("bits per value: tpde / order-0 H0 of q (per chunk, summed); tpde ratio / order-0 ratio in brackets "
-             "(> 1: tpde codes below a static order-0 code of q taken around the reference, thanks to its context models and, for exp_avg, to quantizing around a x reference, the format-3 predictor)")
+             "(> 1: tpde codes below a static order-0 code of q taken around the reference, thanks to its "
+             "context models and, for exp_avg, to quantizing around a x reference, the format-3 predictor)")
     L.append("")
     L.append("| series | scale | weights | exp_avg | exp_avg_sq | overall ratio: tpde / order-0 | "
              "chunks >= 64 Ki values only: tpde / order-0 bits per value (w; m; v) |")
@@ -385,7 +388,8 @@ def render(res: dict) -> str:
                 bt, bh = 8 * a["bytes"] / a["n"], 8 * a["h0_bytes"] / a["n"]
                 cells.append(f"{bt:.2f} / {bh:.2f} ({bh / bt:.3f})")
             ro, rh = _ratio(d, ALL_KINDS), _ratio(d, ALL_KINDS, "h0_bytes")
-            big = "; ".join(f"{8 * d[k]['big_bytes'] / d[k]['big_n']:.3f} / {8 * d[k]['big_h0_bytes'] / d[k]['big_n']:.3f}"
+            big = "; ".join(f"{8 * d[k]['big_bytes'] / d[k]['big_n']:.3f} / "
+                            f"{8 * d[k]['big_h0_bytes'] / d[k]['big_n']:.3f}"
                             if d[k]["big_n"] else "-" for k in KINDS)
             L.append(f"| {n} | {s:g} | " + " | ".join(cells) + f" | {ro:.2f} / {rh:.2f} ({ro / rh:.3f}) | {big} |")
     L.append("")
@@ -431,7 +435,8 @@ def render(res: dict) -> str:
             over = f"{a['max_err_over_ref']:.3g}" if k in KINDS else "-"
             if k == "exp_avg_sq":
                 over += f" (max rel err {a['max_rel_err']:.3g})"
-            L.append(f"| {n} | {k} | {_ratio(th, [k]):.2f} | {a['kept'] / a['n']:.3f} | {a['max_abs_err']:.3g} | {over} |")
+            L.append(f"| {n} | {k} | {_ratio(th, [k]):.2f} | {a['kept'] / a['n']:.3f} | "
+                     f"{a['max_abs_err']:.3g} | {over} |")
         L.append(f"| {n} | **overall** | **{_ratio(th, ALL_KINDS):.2f}** | "
                  f"{_sum(th, ALL_KINDS, 'kept') / _sum(th, ALL_KINDS, 'n'):.3f} | | |")
     L.append("")

@@ -93,7 +93,8 @@ def bench_series(name: str, small: bool, keyframe_every: int, reps: int, work: P
     t_pt_layer, _ = timed(lambda: torch.load(pt, weights_only=True)["model"][layer].clone(), reps)
     if not (same_bits(got, state["model"][layer]) and same_bits(got_rows, state["model"][layer][:128])):
         raise SystemExit(f"{name}: partial restore is not bit-exact")
-    return dict(name=name, keyframe_every=keyframe_every, rows=rows, layer=layer, layer_shape=tuple(weights[layer].shape),
+    return dict(name=name, keyframe_every=keyframe_every, rows=rows, layer=layer,
+                layer_shape=tuple(weights[layer].shape),
                 layer_depth=rows[-1]["depth"], t_layer=t_layer, t_rows=t_rows, t_pt_layer=t_pt_layer,
                 store_dir=dir_bytes(store_path))
 
@@ -117,7 +118,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     for r in results:
         rows = r["rows"]
         lines += ["", f"## {r['name']}, keyframe_every={r['keyframe_every']}", "",
-                  "| step | kind | depth | torch.save | store.save | torch.load | store.load | .pt MB | stored MB | ratio |",
+                  "| step | kind | depth | torch.save | store.save | torch.load | store.load | .pt MB | stored MB "
+                  "| ratio |",
                   "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for x in rows:
             lines.append(

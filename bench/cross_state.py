@@ -287,12 +287,15 @@ def render(res: dict, meta: dict) -> str:
     lines = [
         "## Cross-state predictor (`bench/cross_state.py`)",
         "",
-        f"- date: {meta['date']}; commit: {meta['commit']}; CPU: {meta['cpu']}; run: `{meta['cmd']}` ({meta['secs']:.0f} s)",
-        "- method: bench/cross_state.py docstring; ratios summed over all consecutive pairs (lossy: the delta steps of the error-feedback chains); predicted tensors pay 16-24 bytes of coefficients each.",
+        f"- date: {meta['date']}; commit: {meta['commit']}; CPU: {meta['cpu']}; "
+        f"run: `{meta['cmd']}` ({meta['secs']:.0f} s)",
+        "- method: bench/cross_state.py docstring; ratios summed over all consecutive pairs (lossy: the delta "
+        "steps of the error-feedback chains); predicted tensors pay 16-24 bytes of coefficients each.",
         "",
         "Lossless (weights: predicted from the moments; exp_avg: predicted from the weight change):",
         "",
-        "| series | R^2 cur / ref / both | weights plain | pred cur | pred ref | pred both | ctx both | gain of pred both | exp_avg plain | exp_avg <- dw | gain |",
+        "| series | R^2 cur / ref / both | weights plain | pred cur | pred ref | pred both | ctx both "
+        "| gain of pred both | exp_avg plain | exp_avg <- dw | gain |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in res.items():
@@ -302,8 +305,10 @@ def render(res: dict, meta: dict) -> str:
         lines.append(
             f"| {name} | {L['r2_cur']:.3f} / {L['r2_ref']:.3f} / {L['r2_both']:.3f} | "
             + " | ".join(f"{ratio[v]:.4f}" for v in LOSSLESS_VARIANTS)
-            + f" | {100 * (ratio['pred both'] / ratio['plain'] - 1):+.2f} % | {mp:.4f} | {md:.4f} | {100 * (md / mp - 1):+.2f} % |")
-    lines += ["", "Lossy, reference bounds, error feedback (weights / exp_avg / overall incl. exp_avg_sq and step counters; exp_avg_sq is coded the same way in every variant):", "",
+            + f" | {100 * (ratio['pred both'] / ratio['plain'] - 1):+.2f} % | {mp:.4f} | {md:.4f} "
+            + f"| {100 * (md / mp - 1):+.2f} % |")
+    lines += ["", "Lossy, reference bounds, error feedback (weights / exp_avg / overall incl. exp_avg_sq and step "
+              "counters; exp_avg_sq is coded the same way in every variant):", "",
               "| series | " + " | ".join(LOSSY_VARIANTS) + " | max err / bound |",
               "|---|" + "---|" * (len(LOSSY_VARIANTS) + 1)]
     for name, r in res.items():
@@ -314,10 +319,13 @@ def render(res: dict, meta: dict) -> str:
         for v in LOSSY_VARIANTS:
             a = Y["variants"][v]
             overall = total_raw / (a["weights"] + a["exp_avg"] + cod["exp_avg_sq"] + cod["other"])
-            cells.append(f"{raw['weights'] / a['weights']:.2f} / {raw['exp_avg'] / a['exp_avg']:.2f} / **{overall:.2f}**")
+            cells.append(f"{raw['weights'] / a['weights']:.2f} / {raw['exp_avg'] / a['exp_avg']:.2f} "
+                         f"/ **{overall:.2f}**")
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {max(Y['max_err'].values()):.3f} |")
-    lines += ["", "exp_avg_sq's exponent as a context for exp_avg (order-0 estimate, bits per value on sign + exponent + 3 mantissa bits; the core codes the other 20 bits raw):", "",
-              "| series | order 0 | given ref exp_avg exponent (in use) | given same-step exp_avg_sq exponent | saving per exp_avg value |",
+    lines += ["", "exp_avg_sq's exponent as a context for exp_avg (order-0 estimate, bits per value on sign + "
+              "exponent + 3 mantissa bits; the core codes the other 20 bits raw):", "",
+              "| series | order 0 | given ref exp_avg exponent (in use) | given same-step exp_avg_sq exponent "
+              "| saving per exp_avg value |",
               "|---|---|---|---|---|"]
     for name, r in res.items():
         m = r["moment_context"]

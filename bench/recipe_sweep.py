@@ -32,8 +32,16 @@ if str(HERE.parent) not in sys.path:
 
 from bench import series as S  # noqa: E402
 from bench.bench_codec import _cpu_model, _git_commit  # noqa: E402
-from bench.bench_lossy import (ALL_KINDS, KINDS, REF_BOUNDS, _ratio, chunks_of, rms,  # noqa: E402
-                               threshold_recipe, write_section)
+from bench.bench_lossy import (  # noqa: E402
+    ALL_KINDS,
+    KINDS,
+    REF_BOUNDS,
+    _ratio,
+    chunks_of,
+    rms,
+    threshold_recipe,
+    write_section,
+)
 
 FRACTIONS = (1.0, 0.5, 0.25, 0.1, 0.05, 0.02, 0.01)
 
@@ -67,7 +75,8 @@ def render(res: dict, meta: dict) -> str:
          "- thresholds = f x the reference bounds (weights 0.1 x RMS, exp_avg 0.2 x RMS at the keyframe, "
          "exp_avg_sq 0.3 x |previous value|); no error feedback; ratio on delta saves; max err / bound "
          "against the reference bounds over every restored save (<= 1: within tpde's bounds at scale 1)", "",
-         "| series | f | ratio (weights / exp_avg / exp_avg_sq / overall) | max err / bound (w / m / v) | within bounds |",
+         "| series | f | ratio (weights / exp_avg / exp_avg_sq / overall) | max err / bound (w / m / v) "
+         "| within bounds |",
          "|---|---|---|---|---|"]
     for name, rows in res.items():
         for r in rows:

@@ -52,8 +52,8 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from bench import series as S  # noqa: E402
 from bench import bench_lossy as BL  # noqa: E402
+from bench import series as S  # noqa: E402
 
 # reduced bench transformer (bench/series.py FULL: 4 layers, d_model 256, ctx 128, 3.3 M params)
 RECOVERY = replace(S.FULL, n_layer=2, d_model=128, n_head=4, ctx=64, batch=16, warmup=20,
@@ -375,6 +375,7 @@ def main(argv=None) -> int:
     ap.add_argument("--png", default=None)
     a = ap.parse_args(argv)
     import torch
+
     import tpde
 
     t_start = time.perf_counter()

@@ -27,7 +27,8 @@ Python use::
 
 Command line::
 
-    python bench/series.py [--small] [--out DIR] [--force] [scratch finetune scratch-8k finetune-8k scratch-32k finetune-32k]
+    python bench/series.py [--small] [--out DIR] [--force]
+                           [scratch finetune scratch-8k finetune-8k scratch-32k finetune-32k]
 
 Determinism: fixed seeds, fixed file selection (sorted paths), fixed thread count
 (``torch.set_num_threads(2)``), so the same machine type and torch version give the
@@ -186,8 +187,8 @@ def corpus(which: str, cap: int) -> tuple[bytes, str]:
 # --------------------------------------------------------------------------- model
 def _build_model(cfg: Config):
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     class Block(nn.Module):
         def __init__(self):
@@ -272,8 +273,10 @@ def tokens(name: str, cfg: Config) -> tuple[np.ndarray, str]:
 def _batches(data, cfg: Config, seed: int):
     """Endless (x, y) batches of ``cfg.batch`` random windows of bytes or token ids."""
     import torch
-    arr = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64)) if isinstance(data, (bytes, bytearray)) \
-        else torch.from_numpy(np.asarray(data, dtype=np.int64))
+    if isinstance(data, (bytes, bytearray)):
+        arr = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).astype(np.int64))
+    else:
+        arr = torch.from_numpy(np.asarray(data, dtype=np.int64))
     g = torch.Generator().manual_seed(seed)
     n = len(arr) - cfg.ctx - 1
     while True:
@@ -472,7 +475,8 @@ def load_series(name: str, out_dir=None, *, small: bool = False, bf16: bool = Fa
     if generate:
         paths = make_series(name, out_dir, small=small)
     else:
-        out = Path(out_dir) if out_dir is not None else (DEFAULT_OUT.with_name("series-small") if small else DEFAULT_OUT)
+        default = DEFAULT_OUT.with_name("series-small") if small else DEFAULT_OUT
+        out = Path(out_dir) if out_dir is not None else default
         paths = sorted((out / name).glob("step_*.pt"))
     res = []
     for p in paths:

@@ -28,12 +28,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
+import tpde  # noqa: E402
 from bench import series as S  # noqa: E402
 from bench.bench_codec import _cpu_model, _git_commit  # noqa: E402
 from bench.bench_lossy import write_section  # noqa: E402
 from bench.bench_store import same_bits  # noqa: E402
-
-import tpde  # noqa: E402
 
 BOUNDS = tpde.ErrorBounds(weights=tpde.rms_bound(0.1), exp_avg=tpde.rms_bound(0.2), exp_avg_sq=tpde.log_bound(0.3))
 
@@ -56,7 +55,8 @@ def run_store(paths: list[Path], work: Path, *, cross_state: bool, lossy: bool) 
     load_s = time.perf_counter() - t
     if not lossy:
         assert same_bits(back, states[-1]), "lossless store load is not bit-exact"
-    layer = max((k for k, v in states[-1]["model"].items() if v.ndim == 2), key=lambda k: states[-1]["model"][k].numel())
+    model = states[-1]["model"]
+    layer = max((k for k, v in model.items() if v.ndim == 2), key=lambda k: model[k].numel())
     t = time.perf_counter()
     reader.load_tensor(last, f"model/{layer}")
     part_s = time.perf_counter() - t
@@ -81,7 +81,8 @@ def main(argv=None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     L = ["## Cross-state prediction in the store (`bench/store_cross_state.py`)", "",
          f"- {time.strftime('%Y-%m-%d')}, commit {_git_commit()}, {_cpu_model()}, workers = CPU count (2); "
-         f"run `python bench/store_cross_state.py` in {time.time() - t0:.0f} s; times are wall seconds on a shared machine",
+         f"run `python bench/store_cross_state.py` in {time.time() - t0:.0f} s; "
+         "times are wall seconds on a shared machine",
          "- ratio: raw tensor bytes / stored bytes over the delta steps; save: mean per step; load: whole last "
          "step from a fresh store object; layer: `load_tensor` of the largest 2-D weight at the last step "
          f"(depth {rows[0][2][False]['depth']})", "",
@@ -96,7 +97,8 @@ def main(argv=None) -> int:
     body = "\n".join(L) + "\n"
     print(body)
     if not args.small:
-        write_section(HERE / "store_results.md", "store_cross_state", body, title="# CheckpointStore vs torch.save / torch.load")
+        write_section(HERE / "store_results.md", "store_cross_state", body,
+                      title="# CheckpointStore vs torch.save / torch.load")
     return 0
 
 

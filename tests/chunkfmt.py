@@ -33,7 +33,8 @@ def crc32c(data: bytes | bytearray | memoryview, crc: int = 0) -> int:
 
 FIXED_HEADER = 32  # bytes before the shape
 PAYLOAD_PREFIX = 16
-LOSSY_BLOCK = {1: 16, 2: 24, 3: 24, 4: 24, 5: 24}  # by format version; starts the payload when flag bit 1 (lossy) is set
+# by format version; starts the payload when flag bit 1 (lossy) is set
+LOSSY_BLOCK = {1: 16, 2: 24, 3: 24, 4: 24, 5: 24}
 SECTION_NAMES = ("gaps", "tables", "rans", "tails")
 
 DTYPE_CODES = {

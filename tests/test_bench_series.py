@@ -23,8 +23,8 @@ def test_vocab_is_deterministic_on_ties():
 
 
 def test_finetune_8k_unused_rows_and_bit_exact_delta(tmp_path):
-    from bench import series as S
     import tpde
+    from bench import series as S
 
     paths = S.make_series("finetune-8k", tmp_path, small=True, log=lambda *a: None)
     cfg = S.config_for("finetune-8k", small=True)

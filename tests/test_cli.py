@@ -160,8 +160,10 @@ def test_pack_lossy_abs_error_and_per_kind_overrides(ckpt_dir, tmp_path, capsys)
         (["--lossy", "--weights-error", "none"], 1, "--lossy needs a bound"),
         (["--lossless", "--lossy", "--rel-error", "0.1"], 1, "--lossless excludes --lossy and --rel-error"),
         (["--lossless", "--abs-error", "1"], 1, "--lossless excludes --abs-error"),
-        (["--lossy", "--rel-error", "1.5"], 1, "--rel-error 1.5 is also exp_avg_sq's log-relative bound, which must be below 1"),
-        (["--lossy", "--abs-error", "1", "--rel-error", "0.1"], 2, "argument --rel-error: not allowed with argument --abs-error"),
+        (["--lossy", "--rel-error", "1.5"], 1,
+         "--rel-error 1.5 is also exp_avg_sq's log-relative bound, which must be below 1"),
+        (["--lossy", "--abs-error", "1", "--rel-error", "0.1"], 2,
+         "argument --rel-error: not allowed with argument --abs-error"),
         (["--lossy", "--abs-error", "-1"], 2, "argument --abs-error: must be a positive number, not '-1'"),
         (["--lossy", "--abs-error", "inf"], 2, "must be a positive number, not 'inf'"),
         (["--lossy", "--rel-error", "x"], 2, "argument --rel-error: 'x' is not a number"),
@@ -225,10 +227,12 @@ def test_get_slice_to_npy_and_pt(packed, tmp_path, capsys):
     name = "model/layers.layers.1.linear1.weight"
     full = CheckpointStore(packed, mode="r").load(9)["model"]["layers.layers.1.linear1.weight"]
     out = tmp_path / "w.npy"
-    code, text, _ = run(capsys, "get", str(packed), "--step", "9", "--tensor", name, "--slice", "0:8, 4:", "-o", str(out))
+    code, text, _ = run(capsys, "get", str(packed), "--step", "9", "--tensor", name, "--slice", "0:8, 4:",
+                        "-o", str(out))
     assert code == 0 and "(8, 28)" in text
     assert np.load(out).tobytes() == full[0:8, 4:].numpy().tobytes()
-    code, _, _ = run(capsys, "get", str(packed), "--step", "9", "--tensor", name, "--slice", "-1", "-o", str(tmp_path / "w.pt"))
+    code, _, _ = run(capsys, "get", str(packed), "--step", "9", "--tensor", name, "--slice", "-1",
+                     "-o", str(tmp_path / "w.pt"))
     assert code == 0 and raw_bytes(torch.load(tmp_path / "w.pt")) == raw_bytes(full[-1])
     code, text, _ = run(capsys, "get", str(packed), "--step", "9", "--tensor", "optimizer/state/0/step")
     assert code == 0 and "float32 ()" in text and text.splitlines()[1] == "9.0"
@@ -238,7 +242,8 @@ def test_get_bfloat16_writes_exact_float32(tmp_path, capsys):
     store = CheckpointStore(tmp_path / "s")
     w = torch.randn(3, 4).to(torch.bfloat16)
     store.save(0, {"w": w})
-    code, _, err = run(capsys, "get", str(tmp_path / "s"), "--step", "0", "--tensor", "w", "-o", str(tmp_path / "w.npy"))
+    code, _, err = run(capsys, "get", str(tmp_path / "s"), "--step", "0", "--tensor", "w",
+                       "-o", str(tmp_path / "w.npy"))
     assert code == 0 and "float32 (values exact)" in err
     assert np.array_equal(np.load(tmp_path / "w.npy"), w.float().numpy())
 

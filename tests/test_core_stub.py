@@ -76,7 +76,8 @@ def _stub_params(node: ast.FunctionDef) -> list[tuple[str, bool, str | None]]:
 def test_stub_signature_matches_the_binding(name):
     node = _stub_functions().get(name)
     assert node is not None, f"_core.{name} is missing from the stub"
-    expected = [(n, kw, None if d is None else repr(ast.literal_eval(d))) for n, kw, d in _pybind_params(getattr(_core, name))]
+    binding = _pybind_params(getattr(_core, name))
+    expected = [(n, kw, None if d is None else repr(ast.literal_eval(d))) for n, kw, d in binding]
     assert _stub_params(node) == expected
 
 

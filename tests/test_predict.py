@@ -110,14 +110,16 @@ def test_fit_ignores_non_finite_rows_and_zero_terms():
     (lambda a: _core.predict(a.astype(np.int32), [("adam_direction", a.astype(np.int32), a.astype(np.int32))], [1, 1]),
      "bad_dtype", "float dtype"),
     (lambda a: _core.predict(a, [("adam_direction", a[:-1], a)], [1, 1]), "size_mismatch", "does not match"),
-    (lambda a: _core.predict(a, [("momentum", a, a)], [1, 1]), "invalid_argument", "unknown prediction term 'momentum'"),
+    (lambda a: _core.predict(a, [("momentum", a, a)], [1, 1]), "invalid_argument",
+     "unknown prediction term 'momentum'"),
     (lambda a: _core.predict(a, [("adam_direction", a)], [1, 1]), "invalid_argument", "takes 2 arrays"),
     (lambda a: _core.predict(a, [("adam_direction", a, a)], [1.0]), "invalid_argument", "needs 2 coefficients"),
     (lambda a: _core.predict(a, [], [1.0]), "invalid_argument", "1 to 4 terms"),
     (lambda a: _core.predict(a, [5], [1, 1]), "invalid_argument", "is a tuple"),
     (lambda a: _core.predict(a, ["adam_direction"], [1, 1]), "invalid_argument", "is a tuple"),
     (lambda a: _core.predict(a, [()], [1, 1]), "invalid_argument", "empty prediction term"),
-    (lambda a: _core.fit_prediction(a, a[:-1], [("adam_direction", a, a)]), "size_mismatch", "reference does not match"),
+    (lambda a: _core.fit_prediction(a, a[:-1], [("adam_direction", a, a)]), "size_mismatch",
+     "reference does not match"),
 ])
 def test_bad_prediction_input_raises_tpde_error(call, code, words):
     a = np.ones(8, np.float32)

@@ -271,7 +271,8 @@ def test_zero_and_non_finite_tensors_under_rms_bounds():
     x = torch.linspace(-1, 1, 3000)
     x[2500] = math.nan  # its chunk is coded losslessly, the others within the bound
     store = CheckpointStore(MemoryStore(), chunk_elements=1000)
-    info = store.save(0, {"zeros": zeros, "mask": mask, "x": x, "half": x.to(torch.float16)}, error_bound=rms_bound(0.1))
+    state = {"zeros": zeros, "mask": mask, "x": x, "half": x.to(torch.float16)}
+    info = store.save(0, state, error_bound=rms_bound(0.1))
     for name in ("zeros", "mask"):
         t = info.tensors[name]
         assert (t.bound, t.rms, t.error_bound, t.lossy) == ("rms:0.1", 0.0, None, False)

@@ -17,7 +17,6 @@ change gets new ``v<N>_`` cases, the old ones stay decodable).
 from __future__ import annotations
 
 import json
-import struct
 import sys
 from pathlib import Path
 
@@ -273,7 +272,8 @@ def bad_chunks():
         ("transform_cut_short.bin", chunkfmt.reseal(extrapolated[: xp + 20]), "corrupt", refs),
         ("lossy_predictor_2.bin", chunkfmt.patch(predicted, hs + 1, "<B", 2), "corrupt", predicted_refs),
         ("lossy_predictor_nan.bin", chunkfmt.patch(predicted, hs + 24, "<d", float("nan")), "corrupt", predicted_refs),
-        ("lossy_predictor_b_without_prev.bin", chunkfmt.patch(chunkfmt.patch(predicted, 7, "<B", 2), hs + 32, "<d", 0.5),
+        ("lossy_predictor_b_without_prev.bin",
+         chunkfmt.patch(chunkfmt.patch(predicted, 7, "<B", 2), hs + 32, "<d", 0.5),
          "corrupt", {"reference": predicted_refs["reference"]}),
         ("transform_slope_too_steep.bin", chunkfmt.patch(extrapolated, xp + 16, "<i", (1 << 18) + 1), "corrupt", refs),
     ]
