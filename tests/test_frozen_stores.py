@@ -25,10 +25,8 @@ FOLDERS = sorted(p for p in STORES.iterdir() if (p / "expected.json").is_file())
 
 def _readable_store_formats() -> tuple[int, ...]:
     """The store format versions this package reads (the manifest versions it accepts)."""
-    try:
-        from tpde.store.schema import READABLE_FORMATS
-    except ImportError:
-        from tpde.store_layout import READABLE_FORMATS
+    from tpde.store.schema import READABLE_FORMATS
+
     return tuple(READABLE_FORMATS)
 
 

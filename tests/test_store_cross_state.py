@@ -11,8 +11,8 @@ from zarr.storage import MemoryStore
 
 from store_helpers import CountingStore, assert_same_state, raw_bytes
 from tpde import CheckpointStore, ErrorBounds, TPDEError, abs_bound, log_bound
-from tpde.store.cross_state import find_links, groups, plan_step
 from tpde.state.torch_adapter import to_storage
+from tpde.store.cross_state import find_links, groups, plan_step
 
 W = "model/2.weight"
 M, V = "optimizer/state/4/exp_avg", "optimizer/state/4/exp_avg_sq"  # parameter 4: 2.weight

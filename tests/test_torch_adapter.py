@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from store_helpers import assert_same_state, raw_bytes
 from tpde import TPDEError
-from tpde.store.grid import ChunkGrid, choose_chunks
-from tpde.state.tree import escape_component, flatten_state, unflatten_state
-from tpde.store.schema import json_bytes
 from tpde.state.torch_adapter import alias_key, from_storage, is_array, to_storage
+from tpde.state.tree import escape_component, flatten_state, unflatten_state
+from tpde.store.grid import ChunkGrid, choose_chunks
+from tpde.store.schema import json_bytes
 
 TORCH_DTYPES = [
     torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,

@@ -6,11 +6,18 @@ first use, so that loading the codecs (what zarr's and numcodecs' entry points d
 not load the store.
 """
 
-from ._core import FORMAT_VERSION, __version__, decode, encode, fingerprint, read_header
+import importlib.metadata as _metadata
+
+from ._core import FORMAT_VERSION, decode, encode, fingerprint, read_header
 from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
 from .codecs import TPDECodec, TPDEZarrCodec  # registers the numcodecs and zarr v3 codec "tpde"
 from .errors import TPDEError
 from .kinds import tensor_kind
+
+try:  # one source for the version: pyproject.toml, through the installed metadata
+    __version__ = _metadata.version("tpde")
+except _metadata.PackageNotFoundError:  # imported from a build tree that was never installed
+    from ._core import __version__
 
 _LAZY = {
     "CheckpointStore": "tpde.store",

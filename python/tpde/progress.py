@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 # Saves and loads smaller than this finish too fast for a bar to help.
 AUTO_MIN_BYTES = 256 * 2**20

@@ -169,11 +169,11 @@ def make_v2(store_dir: Path) -> dict:
     The writer keeps a prediction only where it saves its ~200 manifest bytes, which the
     lossy steps of so small a store never do; the cost is set aside here so that every
     term kind occurs (the format allows a prediction on any delta chunk)."""
-    import tpde.store as writer
+    import tpde.store.save as writer
 
-    if not hasattr(writer, "_PREDICTION_COST"):
-        raise SystemExit("tpde.store._PREDICTION_COST moved: update make_v2")
-    writer._PREDICTION_COST = -(1 << 30)
+    if not hasattr(writer, "PREDICTION_COST"):
+        raise SystemExit("tpde.store.save.PREDICTION_COST moved: update make_v2")
+    writer.PREDICTION_COST = -(1 << 30)
     torch.manual_seed(2)
     lin = torch.nn.Linear(32, 32, bias=False).to(torch.bfloat16)
     opt = torch.optim.AdamW(lin.parameters(), lr=1e-2)

@@ -382,7 +382,8 @@ def parse_slice(spec: str) -> tuple:
             else:
                 items.append(int(part))
         except ValueError:
-            raise TPDEError(f"bad slice {spec!r}: {part!r} is not an int or start:stop:step", "invalid_argument") from None
+            raise TPDEError(f"bad slice {spec!r}: {part!r} is not an int or start:stop:step",
+                            "invalid_argument") from None
     return tuple(items)
 
 

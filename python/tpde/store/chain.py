@@ -157,7 +157,7 @@ def decode_chunk(
         marker, plan = chain[j], steps.plan(j)
         decoded: dict[str, np.ndarray] = {}
 
-        def chunk_of(name: str, offset: int) -> np.ndarray:
+        def chunk_of(name: str, offset: int, decoded: dict[str, np.ndarray] = decoded) -> np.ndarray:
             return decoded[name] if offset == 0 else recon[name][-1]
 
         for name in xs.coding_order(steps.present(j, group), plan):

@@ -18,13 +18,13 @@ offset 0 is the step being coded and 1 its base step:
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from .. import _core
-from ..kinds import tensor_kind
 from ..dtypes import FLOAT_DTYPES
+from ..kinds import tensor_kind
 from ..state.arrays import ArraySpec
 
 EPS = 1e-8  # torch.optim.AdamW's default

@@ -1,7 +1,10 @@
-"""Where a checkpoint store keeps things, and the JSON it writes.
+"""Where a checkpoint store keeps things, and the JSON it writes (docs/store-format.md, the
+normative specification: store format 2; frozen stores in tests/stores/).
 
-The root's settings say store format 1 (`STORE_FORMAT`); each step manifest says 1, or 2
-(`STORE_FORMAT_PREDICTED`) when some entry carries a cross-state prediction ("predict").
+The root's settings record the root layout version 1 (`STORE_FORMAT`); each step manifest
+records 1, or 2 (`STORE_FORMAT_PREDICTED`) when some entry carries a cross-state prediction
+("predict"). `READABLE_FORMATS` lists the store format versions this package reads; each has
+a frozen store (tests/test_frozen_stores.py checks it).
 
     .zgroup, .zattrs                 zarr v2 root group; .zattrs["tpde_store"] = settings
     steps/<step>/.zgroup
