@@ -2,6 +2,7 @@
 store format version, with what each step must restore.
 
     python tests/stores/make_stores.py v1 v2      # refuses to overwrite an existing folder
+    python tests/stores/make_stores.py v1-first-writer   # with tpde built at 7e32e57 (store format 1's first writer)
 
 Frozen means written once: every later tpde must read these bytes back bit-exactly, so
 this script only ever adds a folder for a new version; it never rewrites one. Each folder
@@ -138,18 +139,18 @@ def extras(k: int, rng: np.random.Generator) -> dict:
     }
 
 
-def make_v1(store_dir: Path) -> dict:
+def make_v1(store_dir: Path, *, lossy: bool = True) -> dict:
     """Store format 1: manifests of format 1 only (no cross-state). A keyframe, a delta, a
     lossy delta with a prev-reference, a keyframe forced by a new tensor, a delta;
     multi-chunk arrays with edge padding; every dtype and skeleton node (steps 0 and 10)."""
+    from tpde.store import CheckpointStore
+
     torch.manual_seed(1)
     rng = np.random.default_rng(1)
     model = Tiny()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     ids = torch.randint(0, 20, (4, 6))
-    store = tpde.CheckpointStore(store_dir, mode="w-", keyframe_every=8, chunk_elements=128, workers=1)
-    bounds = tpde.ErrorBounds(weights=tpde.rms_bound(0.1), exp_avg=tpde.rms_bound(0.2),
-                              exp_avg_sq=tpde.log_bound(0.3))
+    store = CheckpointStore(store_dir, mode="w-", keyframe_every=8, chunk_elements=128, workers=1)
     for k, step in enumerate((0, 10, 20, 30, 40)):
         train(model, opt, ids, 2)
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": k}
@@ -157,9 +158,22 @@ def make_v1(store_dir: Path) -> dict:
             state.update(extras(k, rng))
         if step >= 30:  # a tensor appears: step 30 is a keyframe
             state["late"] = torch.arange(12, dtype=torch.float32).reshape(3, 4) * (k + 1)
-        store.save(step, state, allow_pickle=True, meta={"frozen": "v1", "k": k},
-                   error_bound=bounds if step == 20 else None)
+        if lossy and step == 20:
+            bounds = tpde.ErrorBounds(weights=tpde.rms_bound(0.1), exp_avg=tpde.rms_bound(0.2),
+                                      exp_avg_sq=tpde.log_bound(0.3))
+            store.save(step, state, allow_pickle=True, meta={"frozen": "v1", "k": k}, error_bound=bounds)
+        else:
+            store.save(step, state, allow_pickle=True, meta={"frozen": "v1", "k": k})
     return {"allow_pickle": True}
+
+
+def make_v1_first_writer(store_dir: Path) -> dict:
+    """Store format 1 as its first writer (commit 7e32e57, package 0.1.0) wrote it: chunk
+    format 1, per-array `.zattrs`, no lossy steps. Run with tpde built at that commit."""
+    if hasattr(tpde, "ErrorBounds"):
+        raise SystemExit("run v1-first-writer with tpde built at 7e32e57 (git worktree add ... 7e32e57)")
+    options = make_v1(store_dir, lossy=False)
+    return {**options, "writer_commit": "7e32e57"}
 
 
 def make_v2(store_dir: Path) -> dict:
@@ -194,11 +208,13 @@ def make_v2(store_dir: Path) -> dict:
     return {"allow_pickle": False}
 
 
-MAKERS = {"v1": (1, make_v1), "v2": (2, make_v2)}
+MAKERS = {"v1": (1, make_v1), "v2": (2, make_v2), "v1-first-writer": (1, make_v1_first_writer)}
 
 
 def main(argv: list[str]) -> int:
-    for name in argv or list(MAKERS):
+    from tpde.store import CheckpointStore
+
+    for name in argv or ["v1", "v2"]:
         version, make = MAKERS[name]
         folder = HERE / name
         if folder.exists():
@@ -207,7 +223,7 @@ def main(argv: list[str]) -> int:
         folder.mkdir()
         try:
             options = make(folder / "store")
-            store = tpde.CheckpointStore(folder / "store", mode="r")
+            store = CheckpointStore(folder / "store", mode="r")
             steps, arrays = {}, {}
             for info in store.history():
                 state = store.load(info.step, allow_pickle=options["allow_pickle"])
@@ -216,11 +232,13 @@ def main(argv: list[str]) -> int:
                 arrays.update(found)
                 steps[str(info.step)] = {
                     "kind": info.kind, "base_step": info.base_step, "prev_step": info.prev_step,
-                    "lossy": info.lossy, "predicted": info.predicted, "tensors": store.tensors(info.step),
+                    "lossy": getattr(info, "lossy", False), "predicted": getattr(info, "predicted", False),
+                    "tensors": store.tensors(info.step),
                     "state": tree,
                 }
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                     cwd=HERE).stdout.strip()
+            commit = options.pop("writer_commit", commit)
             doc = {"store_format": version, "written_by": {"tpde": tpde.__version__, "commit": commit},
                    **options, "steps": steps}
             (folder / "expected.json").write_text(json.dumps(doc, ensure_ascii=False) + "\n")
