@@ -22,3 +22,15 @@ def test_versions_agree():
 
 def test_changelog_has_an_entry_for_the_version():
     assert f"## [{_pyproject_version()}]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_changelog_entry_names_the_formats_the_version_writes():
+    """CHANGELOG.md's rule: a new chunk or store format version comes with a new package
+    version whose entry says which formats it writes."""
+    from tpde.store.schema import READABLE_FORMATS
+
+    text = (ROOT / "CHANGELOG.md").read_text()
+    entry = text.split(f"## [{_pyproject_version()}]", 1)[1].split("\n## ", 1)[0]
+    writes = next(line for line in entry.splitlines() if line.startswith("- Writes "))
+    assert f"chunk format {_core.FORMAT_VERSION}," in writes
+    assert f"store format {max(READABLE_FORMATS)} " in writes
