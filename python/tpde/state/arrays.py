@@ -50,7 +50,7 @@ class ArraySpec:
 def pickle_to_storage(data: bytes) -> tuple[np.ndarray, ArraySpec]:
     """A pickled object's bytes as a uint8 array, and its spec."""
     arr = np.frombuffer(data, dtype=np.uint8).copy()
-    return arr, ArraySpec("pickle", "uint8", arr.shape, "uint8", arr.shape)
+    return arr, ArraySpec(kind="pickle", dtype="uint8", shape=arr.shape, codec_dtype="uint8", storage_shape=arr.shape)
 
 
 def numpy_to_storage(arr: np.ndarray) -> tuple[np.ndarray, ArraySpec]:
@@ -66,7 +66,7 @@ def numpy_to_storage(arr: np.ndarray) -> tuple[np.ndarray, ArraySpec]:
     codec = str(out.dtype.newbyteorder("="))
     if codec not in STORAGE_DTYPES:
         raise TPDEError(f"numpy dtype {dtype} is not supported", "bad_dtype")
-    return out, ArraySpec("numpy", dtype.str, shape, codec, tuple(out.shape))
+    return out, ArraySpec(kind="numpy", dtype=dtype.str, shape=shape, codec_dtype=codec, storage_shape=tuple(out.shape))
 
 
 def numpy_from_storage(arr: np.ndarray, spec: ArraySpec) -> object:

@@ -99,4 +99,4 @@ def _torch_to_storage(tensor: object) -> tuple[np.ndarray, ArraySpec]:
     if codec in _SIGNED_VIEW:
         t = t.view(getattr(torch, _SIGNED_VIEW[codec]))
     arr = t.numpy().view(STORAGE_DTYPES[codec])
-    return arr, ArraySpec("torch", name, shape, codec, tuple(arr.shape))
+    return arr, ArraySpec(kind="torch", dtype=name, shape=shape, codec_dtype=codec, storage_shape=tuple(arr.shape))

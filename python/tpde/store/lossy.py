@@ -66,7 +66,7 @@ def resolve_bounds(
             continue
         if bound.type != "rms":
             key = "abs_error" if bound.type == "abs" else "log_rel_error"
-            out[name] = TensorBound(str(bound), {key: bound.value})
+            out[name] = TensorBound(spec=str(bound), resolved={key: bound.value})
             continue
         prior = None if base is None else base.entries.get(name)
         if prior is not None and prior.rms is not None:
@@ -75,7 +75,7 @@ def resolve_bounds(
             rms, rms_step = rms_of(arrays[name], spec.codec_dtype), step
         error = bound.value * rms
         resolved = {"abs_error": error} if 0 < error < math.inf else None  # RMS 0: lossless
-        out[name] = TensorBound(str(bound), resolved, rms, rms_step)
+        out[name] = TensorBound(spec=str(bound), resolved=resolved, rms=rms, rms_step=rms_step)
     return out
 
 

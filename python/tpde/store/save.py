@@ -89,7 +89,8 @@ def prepare_save(
     for leaf in leaves:
         convert = pickle_to_storage if leaf.pickled else to_storage
         arrays[leaf.name], specs[leaf.name] = convert(leaf.value)
-    return SaveJob(step, tree, arrays, specs, meta, error_bound, requested)
+    return SaveJob(step=step, tree=tree, arrays=arrays, specs=specs, meta=meta, error_bound=error_bound,
+                   requested=requested)
 
 
 class StepWriter:
@@ -106,12 +107,12 @@ class StepWriter:
 
     def write(self, job: SaveJob, cross_state: bool, progress: bool | None) -> StepInfo:
         """Code the prepared arrays against the latest committed step and commit the step."""
-        step, tree, arrays, specs, meta, error_bound, requested = job
+        step, arrays, specs = job.step, job.arrays, job.specs
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
 
         base, prev, depth = self._references(step, specs, chunks)
         kind = KEYFRAME if base is None else DELTA
-        bounds = resolve_bounds(error_bound, specs, arrays, step, base)
+        bounds = resolve_bounds(job.error_bound, specs, arrays, step, base)
         coded_bounds = {n: b.resolved for n, b in bounds.items() if b.resolved is not None}
 
         self.kv.delete_prefix(step_prefix(step))  # leftovers of a crashed attempt
@@ -183,11 +184,11 @@ class StepWriter:
             base_step=None if base is None else base.step,
             prev_step=None if prev is None else prev.step,
             depth=depth,
-            tree=tree,
+            tree=job.tree,
             arrays=entries,
-            meta=dict(meta or {}),
+            meta=dict(job.meta or {}),
             tpde_version=_core.__version__,
-            error_bounds=requested,
+            error_bounds=job.requested,
         )
         marker = self.commit(manifest)
         self.snapshots.keep(base, Snapshot(step, arrays, entries))
