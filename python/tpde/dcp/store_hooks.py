@@ -12,7 +12,7 @@ from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
 from ..errors import TPDEError
-from ..kvstore import KeyValueStore
+from ..store.kv import KeyValueAccess
 
 _OPEN: dict[tuple, object] = {}
 _OPEN_LOCK = threading.Lock()
@@ -49,9 +49,9 @@ def zarr_store(root: str, sub: str, storage_options: dict | None, *, read_only: 
     return LocalStore(os.path.join(root, sub) if sub else root, read_only=read_only)
 
 
-def root_kv(root: str, storage_options: dict | None, *, read_only: bool) -> KeyValueStore:
+def root_kv(root: str, storage_options: dict | None, *, read_only: bool) -> KeyValueAccess:
     """Blocking get/set/list access to the checkpoint's root folder."""
-    return KeyValueStore(zarr_store(root, "", storage_options, read_only=read_only))
+    return KeyValueAccess(zarr_store(root, "", storage_options, read_only=read_only))
 
 
 def rank_store(root: str, folder: str, storage_options: dict | None, *, mode: str, settings: dict, cached: bool):
