@@ -103,8 +103,9 @@ def job_restore(rank: int, world: int, port: int, root: str, out: str, steps: li
                 then_save: int | None) -> None:
     """Load `steps` into a fresh sharded model (DCP reshards), write its full state for the
     parent to compare, count the chunk reads, and optionally save one more step."""
-    import tpde.dcp
     import zarr.storage
+
+    import tpde.dcp
 
     _init(rank, world, port)
     reads = []

@@ -7,14 +7,15 @@ import os
 import socket
 import warnings
 
-import dcp_workers as w
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
+from torch.distributed.checkpoint.state_dict import get_state_dict
+
+import dcp_workers as w
 import tpde
 import tpde.dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict
 
 
 def free_port() -> int:
@@ -137,7 +138,8 @@ def test_one_process_save_and_async_save_load_into_two_ranks_reading_half(tmp_pa
 def test_rank_killed_mid_save_leaves_earlier_steps(tmp_path):
     root, out = tmp_path / "ckpt", tmp_path / "out"
     out.mkdir()
-    with pytest.raises((mp.ProcessExitedException, mp.ProcessRaisedException)):  # rank 1 died; rank 0 failed or was stopped
+    # rank 1 dies; rank 0 fails or is stopped
+    with pytest.raises((mp.ProcessExitedException, mp.ProcessRaisedException)):
         spawn(w.job_killed, 2, str(root), str(out), [1, 2, 3])
     assert tpde.dcp.steps(root) == [1, 2]  # rank 1 committed its shards of 3, but no record
     rank1 = tpde.CheckpointStore(root / "ranks" / "1", mode="r")

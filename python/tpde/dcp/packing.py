@@ -48,7 +48,7 @@ def build_rank_state(rank: int, items: list[tuple[WriteItem, torch.Tensor]], pac
         members.sort(key=lambda m: m[0])
         start = 0
         flat = []
-        for key, item, tensor in members:
+        for _key, item, tensor in members:
             n = tensor.numel()
             is_bytes = group == BYTES_PACK
             loc = ShardLocation(rank=rank, array=f"packs/{group}", shape=() if is_bytes else tuple(tensor.shape),
