@@ -8,14 +8,15 @@
 #include <random>
 #include <vector>
 
-#include "common/bitstream.hpp"
-#include "common/elias.hpp"
-#include "common/extrapolate.hpp"
-#include "common/models.hpp"
-#include "common/rans.hpp"
-#include "common/scaled.hpp"
-#include "common/quantize.hpp"
-#include "common/symbols.hpp"
+#include "encode/frequencies.hpp"
+#include "entropy/bitstream.hpp"
+#include "entropy/elias.hpp"
+#include "entropy/rans.hpp"
+#include "entropy/tables.hpp"
+#include "model/quantize.hpp"
+#include "model/symbols.hpp"
+#include "predict/extrapolate.hpp"
+#include "predict/scaled.hpp"
 #include "tpde/tpde.hpp"
 
 #define CHECK(cond)                                                            \
@@ -33,15 +34,15 @@ static int tests_run = 0;
 static void test_bitstream_roundtrip() {
   std::mt19937_64 rng(1);
   std::vector<std::pair<uint64_t, int>> items;
-  std::vector<uint8_t> buf;
-  BitWriter w(buf);
+  std::vector<uint8_t> buf(10000 * 8 + 8);
+  BitWriter w(buf.data());
   for (int i = 0; i < 10000; ++i) {
     const int n = static_cast<int>(rng() % 65);
     const uint64_t v = n == 64 ? rng() : (rng() & ((uint64_t(1) << n) - 1));
     items.push_back({v, n});
     w.put_wide(v, n);
   }
-  w.finish();
+  buf.resize(static_cast<size_t>(w.finish() - buf.data()));
   BitReader r(buf.data(), buf.size());
   for (const auto& [v, n] : items) CHECK(r.get_wide(n) == v);
   CHECK(!r.overran());
@@ -56,21 +57,21 @@ static void test_elias_roundtrip() {
   std::mt19937_64 rng(2);
   for (int i = 0; i < 5000; ++i) values.push_back((rng() >> (rng() % 64)) | 1);
   for (int kind = 0; kind < 2; ++kind) {
-    std::vector<uint8_t> buf;
-    BitWriter w(buf);
+    std::vector<uint8_t> buf(values.size() * 16 + 8);  // a code takes at most 127 bits
+    BitWriter w(buf.data());
     for (uint64_t v : values) kind ? put_elias_delta(w, v) : put_elias_gamma(w, v);
-    w.finish();
+    buf.resize(static_cast<size_t>(w.finish() - buf.data()));
     BitReader r(buf.data(), buf.size());
     for (uint64_t v : values) CHECK((kind ? get_elias_delta(r) : get_elias_gamma(r)) == v);
     CHECK(!r.overran());
   }
   // Known code lengths: delta(1) = 1 bit, delta(2) = 4 bits, delta(17) = 9 bits.
-  std::vector<uint8_t> buf;
-  BitWriter w(buf);
+  std::vector<uint8_t> buf(16);
+  BitWriter w(buf.data());
   put_elias_delta(w, 1);
   put_elias_delta(w, 2);
   put_elias_delta(w, 17);
-  w.finish();
+  buf.resize(static_cast<size_t>(w.finish() - buf.data()));
   CHECK(buf.size() == 2);  // 14 bits
   ++tests_run;
 }

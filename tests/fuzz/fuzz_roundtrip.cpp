@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "tpde/tpde.hpp"
-#include "../../cpp/src/common/scaled.hpp"
+#include "../../cpp/src/predict/scaled.hpp"
 
 namespace {
 

@@ -7,17 +7,17 @@
 #include <memory>
 #include <vector>
 
-#include "../common/bitstream.hpp"
-#include "../common/contexts16.hpp"
-#include "../common/elias.hpp"
-#include "../common/extrapolate.hpp"
-#include "../common/header.hpp"
-#include "../common/mem.hpp"
-#include "../common/models.hpp"
-#include "../common/payload.hpp"
-#include "../common/quantize.hpp"
-#include "../common/scaled.hpp"
-#include "../common/symbols.hpp"
+#include "entropy/bitstream.hpp"
+#include "model/contexts16.hpp"
+#include "entropy/elias.hpp"
+#include "predict/extrapolate.hpp"
+#include "format/header.hpp"
+#include "format/mem.hpp"
+#include "entropy/tables.hpp"
+#include "format/payload.hpp"
+#include "model/quantize.hpp"
+#include "predict/scaled.hpp"
+#include "model/symbols.hpp"
 #include "tpde/tpde.hpp"
 
 

@@ -9,7 +9,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "symbols.hpp"
+#include "model/symbols.hpp"
 
 namespace tpde {
 

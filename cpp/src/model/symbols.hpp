@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "mem.hpp"
+#include "format/mem.hpp"
 #include "tpde/format.hpp"
 
 namespace tpde {

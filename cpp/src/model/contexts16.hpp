@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "symbols.hpp"
+#include "model/symbols.hpp"
 
 namespace tpde {
 

@@ -11,8 +11,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
-#include "symbols.hpp"
+#include "model/symbols.hpp"
 #include "tpde/format.hpp"
 
 namespace tpde {

@@ -1,6 +1,6 @@
 // AVX2 paths of the extrapolation (runtime-dispatched; the same results as extrapolate_one):
 // sixteen 16-bit values or eight 32-bit values at a time.
-#include "extrapolate.hpp"
+#include "predict/extrapolate.hpp"
 
 #if defined(TPDE_AVX2_EXTRAPOLATE)
 #include <immintrin.h>

@@ -1,7 +1,8 @@
 // Bit I/O, MSB-first, on 64-bit words.
 //
 // READ ME FIRST
-// - BitWriter::put(v, n) needs n <= 32 and v < 2^n; put_wide handles n <= 64.
+// - BitWriter::put(v, n) needs n <= 56 and v < 2^n; put_wide handles n <= 64. It writes
+//   into a buffer the caller sized (8 bytes of slack past the last byte).
 // - BitReader never reads outside its buffer: bits past the end read as zeros, and
 //   overran() tells afterwards whether that happened. Callers bound every loop by a
 //   count they validated, then check overran() once.
@@ -9,31 +10,27 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 namespace tpde {
 
+// The one bit writer of tpde (gap, tail and test sections): MSB-first, its state small
+// enough to stay in registers in the hot loops. Pending bits (< 8 after each put) go out as
+// one big-endian 8-byte store and the pointer advances by the whole bytes, so the caller
+// sizes the buffer: the bytes the bits need plus 8 bytes of slack.
 class BitWriter {
  public:
-  // Appends to out; expected_bytes sizes the buffer up front (it still grows if needed).
-  explicit BitWriter(std::vector<uint8_t>& out, size_t expected_bytes = 0)
-      : out_(out), pos_(out.size()) {
-    out_.resize(pos_ + expected_bytes + 8);
-  }
+  explicit BitWriter(uint8_t* out) : p_(out) {}
 
-  void put(uint64_t value, int nbits) {
+  __attribute__((always_inline)) void put(uint64_t value, int nbits) {  // nbits <= 56
     acc_ = (acc_ << nbits) | value;
     filled_ += nbits;
-    if (filled_ >= 32) {
-      filled_ -= 32;
-      if (pos_ + 4 > out_.size()) out_.resize(2 * out_.size() + 8);
-      const uint32_t word = __builtin_bswap32(static_cast<uint32_t>(acc_ >> filled_));
-      std::memcpy(out_.data() + pos_, &word, 4);
-      pos_ += 4;
-    }
+    const uint64_t word = __builtin_bswap64((acc_ << 1) << (63 - filled_));
+    std::memcpy(p_, &word, 8);
+    p_ += filled_ >> 3;
+    filled_ &= 7;
   }
 
-  void put_wide(uint64_t value, int nbits) {
+  void put_wide(uint64_t value, int nbits) {  // nbits <= 64
     if (nbits > 32) {
       put(value >> 32, nbits - 32);
       put(value & 0xFFFFFFFFu, 32);
@@ -42,22 +39,15 @@ class BitWriter {
     }
   }
 
-  // Pads the last byte with zero bits and trims the buffer to what was written.
-  void finish() {
-    out_.resize(pos_);
-    while (filled_ > 0) {
-      const int take = filled_ >= 8 ? 8 : filled_;
-      const uint8_t byte = static_cast<uint8_t>((acc_ >> (filled_ - take)) << (8 - take));
-      out_.push_back(byte);
-      filled_ -= take;
-    }
-    pos_ = out_.size();
-    acc_ = 0;
+  // Pads the last byte with zero bits; returns the end of the written bytes.
+  uint8_t* finish() {
+    if (filled_ > 0) *p_++ = static_cast<uint8_t>(acc_ << (8 - filled_));
+    filled_ = 0;
+    return p_;
   }
 
  private:
-  std::vector<uint8_t>& out_;
-  size_t pos_;
+  uint8_t* p_;
   uint64_t acc_ = 0;
   int filled_ = 0;
 };

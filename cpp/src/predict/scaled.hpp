@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "symbols.hpp"
+#include "model/symbols.hpp"
 
 namespace tpde {
 

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "../common/quantize.hpp"
+#include "model/quantize.hpp"
 #include "tpde/error.hpp"
 
 namespace tpde {

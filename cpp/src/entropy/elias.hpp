@@ -5,8 +5,8 @@
 #pragma once
 #include <cstdint>
 
-#include "bitstream.hpp"
-#include "mem.hpp"
+#include "entropy/bitstream.hpp"
+#include "format/mem.hpp"
 
 namespace tpde {
 
