@@ -56,7 +56,9 @@ size_t encode_bound(size_t nbytes, size_t ndim);
 
 std::vector<uint8_t> encode(const EncodeInput& input);
 
-// Parse and validate the header (and its CRC); does not touch the payload.
+// Parse and validate the header (and its CRC) and, for a lossy chunk, the lossy block at the
+// start of the payload (it fills lossy and error_bound); the rest of the payload is neither
+// read nor checked (decode() checks its CRC).
 Header read_header(const uint8_t* src, size_t size);
 
 // Decode into out (header.nbytes() bytes). Checks payload CRC, reference fingerprints.

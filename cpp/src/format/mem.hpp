@@ -1,7 +1,13 @@
-// Little-endian loads/stores and bit scans: the only endian-aware code in tpde.
+// Little-endian loads/stores and bit scans. The chunk format is little-endian, and tpde
+// builds for little-endian hosts only: beside these helpers, the lossy block's f64 fields,
+// the SIMD paths and the raw array copies assume it, so a big-endian build stops here.
 #pragma once
 #include <cstdint>
 #include <cstring>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#error "tpde supports little-endian hosts only"
+#endif
 
 namespace tpde {
 
@@ -9,17 +15,11 @@ template <typename T>
 inline T load_le(const uint8_t* p) {
   T v;
   std::memcpy(&v, p, sizeof(T));
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = byteswap(v);
-#endif
   return v;
 }
 
 template <typename T>
 inline void store_le(uint8_t* p, T v) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-  v = byteswap(v);
-#endif
   std::memcpy(p, &v, sizeof(T));
 }
 
