@@ -11,6 +11,7 @@
 #include "encode/frequencies.hpp"
 #include "entropy/bitstream.hpp"
 #include "entropy/elias.hpp"
+#include "encode/rans_encoder.hpp"
 #include "entropy/rans.hpp"
 #include "entropy/tables.hpp"
 #include "model/quantize.hpp"

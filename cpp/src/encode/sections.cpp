@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "encode/frequencies.hpp"
-#include "entropy/rans.hpp"
+#include "encode/rans_encoder.hpp"
 
 namespace tpde {
 namespace encoder {
