@@ -5,9 +5,9 @@
 //   CHUNK_VALUES > 0 codes the arrays as consecutive chunks of that many values (real
 //   chunks are per tensor); OUT.bin receives the encoded chunks, concatenated.
 #include <algorithm>
-#include <ctime>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -17,7 +17,8 @@
 
 static std::vector<uint8_t> read_file(const char* path) {
   std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
 }
 
 int main(int argc, char** argv) {
@@ -28,12 +29,15 @@ int main(int argc, char** argv) {
   const bool bf16 = std::string(argv[1]) == "bf16";
   const size_t item = bf16 ? 2 : 4;
   const std::vector<uint8_t> data = read_file(argv[2]);
-  const std::vector<uint8_t> ref = argc > 3 && std::string(argv[3]) != "-" ? read_file(argv[3]) : std::vector<uint8_t>();
+  const std::vector<uint8_t> ref =
+      argc > 3 && std::string(argv[3]) != "-" ? read_file(argv[3]) : std::vector<uint8_t>();
   const int repeats = argc > 4 ? std::stoi(argv[4]) : 10;
-  const std::vector<uint8_t> prev = argc > 5 && std::string(argv[5]) != "-" ? read_file(argv[5]) : std::vector<uint8_t>();
+  const std::vector<uint8_t> prev =
+      argc > 5 && std::string(argv[5]) != "-" ? read_file(argv[5]) : std::vector<uint8_t>();
   const size_t total = data.size() / item;
   const size_t chunk_values = argc > 6 && std::stoull(argv[6]) > 0 ? std::stoull(argv[6]) : total;
-  if ((!ref.empty() && ref.size() != data.size()) || (!prev.empty() && (ref.empty() || prev.size() != data.size()))) {
+  if ((!ref.empty() && ref.size() != data.size()) ||
+      (!prev.empty() && (ref.empty() || prev.size() != data.size()))) {
     std::fprintf(stderr, "size mismatch\n");
     return 2;
   }
@@ -46,8 +50,11 @@ int main(int argc, char** argv) {
   std::vector<tpde::EncodeInput> inputs;
   for (size_t begin = 0; begin < total || (total == 0 && inputs.empty()); begin += chunk_values) {
     const size_t count = std::min(chunk_values, total - begin);
-    inputs.push_back({bf16 ? tpde::DType::kBFloat16 : tpde::DType::kFloat32, {count}, data.data() + begin * item,
-                      ref.empty() ? nullptr : ref.data() + begin * item, nullptr});
+    inputs.push_back({bf16 ? tpde::DType::kBFloat16 : tpde::DType::kFloat32,
+                      {count},
+                      data.data() + begin * item,
+                      ref.empty() ? nullptr : ref.data() + begin * item,
+                      nullptr});
     inputs.back().prev_reference = prev.empty() ? nullptr : prev.data() + begin * item;
     if (total == 0) break;
   }
@@ -62,7 +69,8 @@ int main(int argc, char** argv) {
     coded_bytes = 0;
     for (size_t k = 0; k < inputs.size(); ++k) {
       const tpde::EncodeInput& in = inputs[k];
-      const size_t off = static_cast<const uint8_t*>(in.data) - data.data(), bytes = in.shape[0] * item;
+      const size_t off = static_cast<const uint8_t*>(in.data) - data.data(),
+                   bytes = in.shape[0] * item;
       tpde::decode(chunks[k].data(), chunks[k].size(), out.data() + off, bytes, in.reference,
                    in.reference ? bytes : 0, in.prev_reference, in.prev_reference ? bytes : 0);
       coded_bytes += chunks[k].size();
@@ -74,13 +82,15 @@ int main(int argc, char** argv) {
   }
   if (argc > 7) {
     std::ofstream o(argv[7], std::ios::binary);
-    for (const auto& c : chunks) o.write(reinterpret_cast<const char*>(c.data()), static_cast<std::streamsize>(c.size()));
+    for (const auto& c : chunks)
+      o.write(reinterpret_cast<const char*>(c.data()), static_cast<std::streamsize>(c.size()));
   }
   if (std::memcmp(out.data(), data.data(), data.size()) != 0) {
     std::printf("ROUND TRIP MISMATCH\n");
     return 1;
   }
-  std::printf("%zu bytes  ratio %.3f  encode %.0f MB/s  decode %.0f MB/s  (round trip ok)\n", data.size(),
-              double(data.size()) / coded_bytes, data.size() / best_enc / 1e6, data.size() / best_dec / 1e6);
+  std::printf("%zu bytes  ratio %.3f  encode %.0f MB/s  decode %.0f MB/s  (round trip ok)\n",
+              data.size(), double(data.size()) / coded_bytes, data.size() / best_enc / 1e6,
+              data.size() / best_dec / 1e6);
   return 0;
 }

@@ -37,9 +37,10 @@ constexpr DTypeName kDTypes[] = {
 tpde::DType dtype_from_name(const std::string& name) {
   for (const auto& d : kDTypes)
     if (name == d.name) return d.dtype;
-  raise_error(tpde::ErrorCode::kBadDtype,
-              "unsupported dtype '" + name +
-                  "': tpde codes float32, float64, float16, bfloat16, int8..int64, uint8..uint64 and bool");
+  raise_error(
+      tpde::ErrorCode::kBadDtype,
+      "unsupported dtype '" + name +
+          "': tpde codes float32, float64, float16, bfloat16, int8..int64, uint8..uint64 and bool");
 }
 
 const DTypeName& dtype_entry(tpde::DType dtype) {
@@ -70,10 +71,11 @@ tpde::DType resolve_dtype(const py::array& data, const py::object& dtype) {
     d = dtype_from_name(py::str(dtype));
   }
   if (tpde::dtype_size(d) != static_cast<size_t>(data.itemsize()))
-    raise_error(tpde::ErrorCode::kBadDtype, std::string("dtype ") + tpde::dtype_name(d) + " needs " +
-                                                 std::to_string(tpde::dtype_size(d)) + "-byte items, array has " +
-                                                 std::to_string(data.itemsize()) + "-byte items (" +
-                                                 std::string(py::str(data.dtype())) + ")");
+    raise_error(tpde::ErrorCode::kBadDtype, std::string("dtype ") + tpde::dtype_name(d) +
+                                                " needs " + std::to_string(tpde::dtype_size(d)) +
+                                                "-byte items, array has " +
+                                                std::to_string(data.itemsize()) + "-byte items (" +
+                                                std::string(py::str(data.dtype())) + ")");
   return d;
 }
 
@@ -83,9 +85,10 @@ const py::array* optional_array(const py::object& obj, py::array& holder) {
   return &holder;
 }
 
-py::object encode(const py::object& data_obj, const py::object& reference_obj, const py::object& prev_obj,
-                  const py::object& dtype, const py::object& abs_error, const py::object& log_rel_error,
-                  bool return_reconstruction, const py::object& contexts, bool extrapolate) {
+py::object encode(const py::object& data_obj, const py::object& reference_obj,
+                  const py::object& prev_obj, const py::object& dtype, const py::object& abs_error,
+                  const py::object& log_rel_error, bool return_reconstruction,
+                  const py::object& contexts, bool extrapolate) {
   const py::array data = contiguous(data_obj);
   py::array ref_holder, prev_holder;
   const py::array* ref = optional_array(reference_obj, ref_holder);
@@ -98,11 +101,14 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj, c
   for (const py::array* r : {ref, prev}) {
     if (r && (static_cast<size_t>(r->nbytes()) != nbytes || r->itemsize() != data.itemsize()))
       raise_error(tpde::ErrorCode::kSizeMismatch,
-                  std::string(r == ref ? "reference" : "prev_reference") + " has " + std::to_string(r->nbytes()) +
-                      " bytes of " + std::to_string(r->itemsize()) + "-byte items, data has " + std::to_string(nbytes) +
-                      " bytes of " + std::to_string(data.itemsize()) + "-byte items (same shape and dtype required)");
+                  std::string(r == ref ? "reference" : "prev_reference") + " has " +
+                      std::to_string(r->nbytes()) + " bytes of " + std::to_string(r->itemsize()) +
+                      "-byte items, data has " + std::to_string(nbytes) + " bytes of " +
+                      std::to_string(data.itemsize()) +
+                      "-byte items (same shape and dtype required)");
   }
-  if (prev && !ref) raise_error(tpde::ErrorCode::kInvalidArgument, "prev_reference given without reference");
+  if (prev && !ref)
+    raise_error(tpde::ErrorCode::kInvalidArgument, "prev_reference given without reference");
   in.reference = ref ? ref->data() : nullptr;
   in.prev_reference = prev ? prev->data() : nullptr;
   if (!abs_error.is_none() && !log_rel_error.is_none())
@@ -116,8 +122,8 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj, c
   }
   in.extrapolate = extrapolate;
   if (!contexts.is_none()) {
-    static const char* kNames[] = {"none", "ref_exponent", "prev_residual", "neighbour", "prev_exponent",
-                                   "ref_exponent_prev_residual"};
+    static const char* kNames[] = {"none",      "ref_exponent",  "prev_residual",
+                                   "neighbour", "prev_exponent", "ref_exponent_prev_residual"};
     in.context_mask = 1u;
     for (const auto& item : contexts) {
       const std::string name = py::str(item);
@@ -127,12 +133,14 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj, c
           in.context_mask |= 1u << s;
           found = true;
         }
-      if (!found) raise_error(tpde::ErrorCode::kInvalidArgument, "unknown context scheme '" + name + "'");
+      if (!found)
+        raise_error(tpde::ErrorCode::kInvalidArgument, "unknown context scheme '" + name + "'");
     }
   }
   py::array reconstruction;
   if (return_reconstruction) {
-    reconstruction = py::array(data.dtype(), std::vector<py::ssize_t>(data.shape(), data.shape() + data.ndim()));
+    reconstruction =
+        py::array(data.dtype(), std::vector<py::ssize_t>(data.shape(), data.shape() + data.ndim()));
     in.reconstruction = reconstruction.mutable_data();
   }
   std::vector<uint8_t> chunk;
@@ -152,7 +160,8 @@ class InputBytes {
     if (PyObject_GetBuffer(obj.ptr(), &view_, PyBUF_SIMPLE) != 0) {
       PyErr_Clear();
       holder_ = py::module_::import("builtins").attr("bytes")(py::memoryview(obj));
-      if (PyObject_GetBuffer(holder_.ptr(), &view_, PyBUF_SIMPLE) != 0) throw py::error_already_set();
+      if (PyObject_GetBuffer(holder_.ptr(), &view_, PyBUF_SIMPLE) != 0)
+        throw py::error_already_set();
     }
   }
   ~InputBytes() { PyBuffer_Release(&view_); }
@@ -178,15 +187,18 @@ py::dict header_dict(const tpde::Header& h) {
   d["reference_fingerprint"] = h.reference_fingerprint;
   d["prev_reference_fingerprint"] = h.prev_reference_fingerprint;
   d["header_size"] = h.header_size;
-  d["lossy"] = h.lossy == tpde::LossyKind::kNone ? py::object(py::none())
-               : py::object(py::str(h.lossy == tpde::LossyKind::kAbsolute ? "absolute" : "log_relative"));
-  d["error_bound"] = h.lossy == tpde::LossyKind::kNone ? py::object(py::none()) : py::object(py::float_(h.error_bound));
+  d["lossy"] = h.lossy == tpde::LossyKind::kNone
+                   ? py::object(py::none())
+                   : py::object(py::str(h.lossy == tpde::LossyKind::kAbsolute ? "absolute"
+                                                                              : "log_relative"));
+  d["error_bound"] = h.lossy == tpde::LossyKind::kNone ? py::object(py::none())
+                                                       : py::object(py::float_(h.error_bound));
   d["payload_size"] = h.payload_size;
   return d;
 }
 
-py::array decode(const py::object& chunk_obj, const py::object& reference_obj, const py::object& prev_obj,
-                 const py::object& out_obj) {
+py::array decode(const py::object& chunk_obj, const py::object& reference_obj,
+                 const py::object& prev_obj, const py::object& out_obj) {
   const InputBytes src(chunk_obj);
   const tpde::Header h = tpde::read_header(src.data(), src.size());
   py::array out;
@@ -261,8 +273,9 @@ std::vector<tpde::Term> prediction_terms(const py::object& terms_obj, const py::
       holders.push_back(contiguous(tup[j + 1]));
       const py::array& a = holders.back();
       if (a.nbytes() != reference.nbytes() || a.itemsize() != reference.itemsize())
-        raise_error(tpde::ErrorCode::kSizeMismatch, "prediction term '" + name + "' array " + std::to_string(j) +
-                                                        " does not match the reference's shape and dtype");
+        raise_error(tpde::ErrorCode::kSizeMismatch,
+                    "prediction term '" + name + "' array " + std::to_string(j) +
+                        " does not match the reference's shape and dtype");
       ptrs[j] = a.data();
     }
     t.a = ptrs[0];
@@ -273,13 +286,14 @@ std::vector<tpde::Term> prediction_terms(const py::object& terms_obj, const py::
   return terms;
 }
 
-py::object fit_prediction(const py::object& data_obj, const py::object& reference_obj, const py::object& terms_obj,
-                          double eps, const py::object& dtype) {
+py::object fit_prediction(const py::object& data_obj, const py::object& reference_obj,
+                          const py::object& terms_obj, double eps, const py::object& dtype) {
   const py::array data = contiguous(data_obj);
   const py::array reference = contiguous(reference_obj);
   const tpde::DType d = resolve_dtype(data, dtype);
   if (reference.nbytes() != data.nbytes() || reference.itemsize() != data.itemsize())
-    raise_error(tpde::ErrorCode::kSizeMismatch, "reference does not match the data's shape and dtype");
+    raise_error(tpde::ErrorCode::kSizeMismatch,
+                "reference does not match the data's shape and dtype");
   std::vector<py::array> holders;
   const std::vector<tpde::Term> terms = prediction_terms(terms_obj, reference, holders);
   const size_t n = static_cast<size_t>(data.size());
@@ -292,13 +306,14 @@ py::object fit_prediction(const py::object& data_obj, const py::object& referenc
   return py::make_tuple(py::cast(fit.coefs), fit.explained);
 }
 
-py::array predict(const py::object& reference_obj, const py::object& terms_obj, const std::vector<double>& coefs,
-                  double eps, const py::object& dtype) {
+py::array predict(const py::object& reference_obj, const py::object& terms_obj,
+                  const std::vector<double>& coefs, double eps, const py::object& dtype) {
   const py::array reference = contiguous(reference_obj);
   const tpde::DType d = resolve_dtype(reference, dtype);
   std::vector<py::array> holders;
   const std::vector<tpde::Term> terms = prediction_terms(terms_obj, reference, holders);
-  py::array out(reference.dtype(), std::vector<py::ssize_t>(reference.shape(), reference.shape() + reference.ndim()));
+  py::array out(reference.dtype(),
+                std::vector<py::ssize_t>(reference.shape(), reference.shape() + reference.ndim()));
   const size_t n = static_cast<size_t>(reference.size());
   void* dst = out.mutable_data();
   {
@@ -331,9 +346,10 @@ PYBIND11_MODULE(_core, m) {
   });
 
   m.def("encode", &encode, py::arg("data"), py::kw_only(), py::arg("reference") = py::none(),
-        py::arg("prev_reference") = py::none(), py::arg("dtype") = py::none(), py::arg("abs_error") = py::none(),
-        py::arg("log_rel_error") = py::none(), py::arg("return_reconstruction") = false,
-        py::arg("contexts") = py::none(), py::arg("extrapolate") = true,
+        py::arg("prev_reference") = py::none(), py::arg("dtype") = py::none(),
+        py::arg("abs_error") = py::none(), py::arg("log_rel_error") = py::none(),
+        py::arg("return_reconstruction") = false, py::arg("contexts") = py::none(),
+        py::arg("extrapolate") = true,
         "Encode one array as a tpde chunk: standalone, or a delta against reference.\n"
         "Lossless unless abs_error (|decoded - x| <= abs_error) or log_rel_error\n"
         "(|decoded - x| <= log_rel_error * |x|) is given; with return_reconstruction=True\n"
@@ -347,11 +363,12 @@ PYBIND11_MODULE(_core, m) {
         py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
         "Decode a tpde chunk; delta chunks need the reference they were coded against.");
   m.def("read_header", &read_header, py::arg("chunk"), "Parse and validate a chunk header.");
-  m.def("fit_prediction", &fit_prediction, py::arg("data"), py::arg("reference"), py::arg("terms"), py::kw_only(),
-        py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
-        "(coefficients, fraction of the squared change explained) of a cross-state prediction of data; None if unusable.");
-  m.def("predict", &predict, py::arg("reference"), py::arg("terms"), py::arg("coefs"), py::kw_only(),
-        py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
+  m.def("fit_prediction", &fit_prediction, py::arg("data"), py::arg("reference"), py::arg("terms"),
+        py::kw_only(), py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
+        "(coefficients, fraction of the squared change explained) of a cross-state prediction of "
+        "data; None if unusable.");
+  m.def("predict", &predict, py::arg("reference"), py::arg("terms"), py::arg("coefs"),
+        py::kw_only(), py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
         "A cross-state prediction: reference + sum of coefficient x term, rounded to the dtype.");
   m.def("fingerprint", &fingerprint, py::arg("array"), "CRC32C of an array's raw bytes.");
 }

@@ -23,7 +23,8 @@ bool read_file(const std::string& path, std::vector<uint8_t>& out) {
 // The data bytes of a .npy file (format versions 1-3: magic, version, header length, header).
 bool read_npy(const std::string& path, std::vector<uint8_t>& data) {
   std::vector<uint8_t> raw;
-  if (!read_file(path, raw) || raw.size() < 10 || std::memcmp(raw.data(), "\x93NUMPY", 6) != 0) return false;
+  if (!read_file(path, raw) || raw.size() < 10 || std::memcmp(raw.data(), "\x93NUMPY", 6) != 0)
+    return false;
   size_t start;
   if (raw[6] == 1) {
     start = 10 + (raw[8] | size_t(raw[9]) << 8);
@@ -46,11 +47,12 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   // Vectors of every mode and transform: decoded bytes must equal decoded.npy (lossy) or
   // input.npy.
-  const char* names[] = {"v5_f32_standalone",    "v5_bf16_standalone",      "v5_i16_standalone",
-                         "v5_u64_standalone",    "v5_bool_standalone",      "v5_f32_delta",
-                         "v5_f32_delta_prev",    "v5_bf16_delta_extrapolated", "v5_f32_delta_scaled_rows",
-                         "v1_f32_delta_prev",    "v2_ctx_prev_exponent_bf16", "v5_f32_lossy_abs_predicted",
-                         "v5_bf16_lossy_abs"};
+  const char* names[] = {
+      "v5_f32_standalone", "v5_bf16_standalone",         "v5_i16_standalone",
+      "v5_u64_standalone", "v5_bool_standalone",         "v5_f32_delta",
+      "v5_f32_delta_prev", "v5_bf16_delta_extrapolated", "v5_f32_delta_scaled_rows",
+      "v1_f32_delta_prev", "v2_ctx_prev_exponent_bf16",  "v5_f32_lossy_abs_predicted",
+      "v5_bf16_lossy_abs"};
   int failures = 0, decoded = 0;
   for (const char* name : names) {
     const std::string base = dir + "/" + name + "/";
@@ -67,8 +69,9 @@ int main(int argc, char** argv) {
     try {
       const tpde::Header h = tpde::read_header(chunk.data(), chunk.size());
       std::vector<uint8_t> out(h.nbytes());
-      tpde::decode(chunk.data(), chunk.size(), out.data(), out.size(), has_ref ? ref.data() : nullptr,
-                   ref.size(), has_prev ? prev.data() : nullptr, prev.size());
+      tpde::decode(chunk.data(), chunk.size(), out.data(), out.size(),
+                   has_ref ? ref.data() : nullptr, ref.size(), has_prev ? prev.data() : nullptr,
+                   prev.size());
       if (out != expected) {
         std::fprintf(stderr, "%s: decoded bytes differ from input.npy\n", name);
         ++failures;

@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "encode/frequencies.hpp"
+#include "encode/rans_encoder.hpp"
 #include "entropy/bitstream.hpp"
 #include "entropy/elias.hpp"
-#include "encode/rans_encoder.hpp"
 #include "entropy/rans.hpp"
 #include "entropy/tables.hpp"
 #include "model/quantize.hpp"
@@ -20,12 +20,12 @@
 #include "predict/scaled.hpp"
 #include "tpde/tpde.hpp"
 
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
+#define CHECK(cond)                                                                 \
+  do {                                                                              \
+    if (!(cond)) {                                                                  \
       std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::exit(1);                                                            \
-    }                                                                          \
+      std::exit(1);                                                                 \
+    }                                                                               \
   } while (0)
 
 using namespace tpde;
@@ -54,7 +54,8 @@ static void test_bitstream_roundtrip() {
 }
 
 static void test_elias_roundtrip() {
-  std::vector<uint64_t> values = {1, 2, 3, 4, 5, 7, 8, 255, 256, 65535, 1ull << 40, ~0ull, (1ull << 63)};
+  std::vector<uint64_t> values = {1,   2,   3,     4,          5,     7,           8,
+                                  255, 256, 65535, 1ull << 40, ~0ull, (1ull << 63)};
   std::mt19937_64 rng(2);
   for (int i = 0; i < 5000; ++i) values.push_back((rng() >> (rng() % 64)) | 1);
   for (int kind = 0; kind < 2; ++kind) {
@@ -146,13 +147,16 @@ static void test_log_bucket_split_join() {
 }
 
 template <typename U>
-static void roundtrip(DType dtype, const std::vector<U>& x, const std::vector<U>* ref, const std::vector<U>* prev) {
-  EncodeInput in{dtype, {x.size()}, x.data(), ref ? ref->data() : nullptr, prev ? prev->data() : nullptr};
+static void roundtrip(DType dtype, const std::vector<U>& x, const std::vector<U>* ref,
+                      const std::vector<U>* prev) {
+  EncodeInput in{
+      dtype, {x.size()}, x.data(), ref ? ref->data() : nullptr, prev ? prev->data() : nullptr};
   const std::vector<uint8_t> chunk = encode(in);
   CHECK(chunk.size() <= encode_bound(x.size() * sizeof(U), 1));
   std::vector<U> out(x.size());
-  decode(chunk.data(), chunk.size(), out.data(), out.size() * sizeof(U), ref ? ref->data() : nullptr,
-         ref ? ref->size() * sizeof(U) : 0, prev ? prev->data() : nullptr, prev ? prev->size() * sizeof(U) : 0);
+  decode(chunk.data(), chunk.size(), out.data(), out.size() * sizeof(U),
+         ref ? ref->data() : nullptr, ref ? ref->size() * sizeof(U) : 0,
+         prev ? prev->data() : nullptr, prev ? prev->size() * sizeof(U) : 0);
   CHECK(out == x);
 }
 
@@ -200,7 +204,8 @@ static void test_chunk_roundtrips() {
   ++tests_run;
 }
 
-static int expect_error(const std::vector<uint8_t>& chunk, size_t out_size, const void* ref, size_t ref_size) {
+static int expect_error(const std::vector<uint8_t>& chunk, size_t out_size, const void* ref,
+                        size_t ref_size) {
   std::vector<uint8_t> out(out_size + 1);
   try {
     decode(chunk.data(), chunk.size(), out.data(), out_size, ref, ref_size, nullptr, 0);
@@ -255,14 +260,16 @@ static void lossy_chain(DType dtype, LossyKind kind, double bound) {
       truth[i] += normal(rng) * 1e-3 * (i % 7 == 0 ? 0.0 : 1.0);
       x[i] = to_bits(kind == LossyKind::kLogRelative ? std::fabs(truth[i]) + 1e-6 : truth[i]);
     }
-    EncodeInput in{dtype, {n}, x.data(), first ? nullptr : ref.data(), step >= 2 ? prev.data() : nullptr,
-                   kind, bound, recon.data()};
+    EncodeInput in{
+        dtype, {n},   x.data(),    first ? nullptr : ref.data(), step >= 2 ? prev.data() : nullptr,
+        kind,  bound, recon.data()};
     const std::vector<uint8_t> chunk = encode(in);
     const Header h = read_header(chunk.data(), chunk.size());
     CHECK(h.lossy == kind);
     std::vector<U> out(n);
-    decode(chunk.data(), chunk.size(), out.data(), n * sizeof(U), in.reference, in.reference ? n * sizeof(U) : 0,
-           in.prev_reference, in.prev_reference ? n * sizeof(U) : 0);
+    decode(chunk.data(), chunk.size(), out.data(), n * sizeof(U), in.reference,
+           in.reference ? n * sizeof(U) : 0, in.prev_reference,
+           in.prev_reference ? n * sizeof(U) : 0);
     CHECK(std::memcmp(out.data(), recon.data(), n * sizeof(U)) == 0);
     for (size_t i = 0; i < n; ++i) {
       const double xd = to_double<U>(x[i], dtype), rd = to_double<U>(out[i], dtype);
@@ -287,23 +294,28 @@ static void test_lossy() {
   lossy_chain<uint16_t>(DType::kFloat16, LossyKind::kAbsolute, 1e-3);
   lossy_chain<uint64_t>(DType::kFloat64, LossyKind::kLogRelative, 1e-3);
   // Half conversions round to nearest even, exactly.
-  for (uint32_t h = 0; h < 0x7C00; ++h) CHECK(double_to_half(half_to_double(static_cast<uint16_t>(h))) == h);
+  for (uint32_t h = 0; h < 0x7C00; ++h)
+    CHECK(double_to_half(half_to_double(static_cast<uint16_t>(h))) == h);
   CHECK(double_to_half(1.0 + 1.0 / 2048) == 0x3C00);  // tie to even
   CHECK(double_to_half(1.0 + 3.0 / 2048) == 0x3C02);
   // Log-relative: zeros and tiny values keep their sign and stay within r x 2N.
   {
-    std::vector<uint32_t> z = {0x00000000u, 0x80000000u, 0x00000001u, 0x80000005u, 0x00800000u}, ref(5), rz(5);
+    std::vector<uint32_t> z = {0x00000000u, 0x80000000u, 0x00000001u, 0x80000005u, 0x00800000u},
+                          ref(5), rz(5);
     for (auto& r : ref) r = 0x3A83126Fu;  // 1e-3
-    EncodeInput zin{DType::kFloat32, {5}, z.data(), ref.data(), nullptr, LossyKind::kLogRelative, 0.3, rz.data()};
+    EncodeInput zin{DType::kFloat32,         {5}, z.data(), ref.data(), nullptr,
+                    LossyKind::kLogRelative, 0.3, rz.data()};
     encode(zin);
     for (size_t i = 0; i < z.size(); ++i) {
       CHECK((rz[i] >> 31) == (z[i] >> 31));
-      CHECK(std::fabs(double(float_from_bits(rz[i])) - double(float_from_bits(z[i]))) <= 0.3 * 2 * 1.1754943508222875e-38);
+      CHECK(std::fabs(double(float_from_bits(rz[i])) - double(float_from_bits(z[i]))) <=
+            0.3 * 2 * 1.1754943508222875e-38);
     }
   }
   // A bound below the dtype's resolution falls back to lossless.
   std::vector<uint32_t> x = {0x3F800001u, 0x3F800003u}, recon(2);
-  EncodeInput in{DType::kFloat32, {2}, x.data(), nullptr, nullptr, LossyKind::kAbsolute, 1e-12, recon.data()};
+  EncodeInput in{DType::kFloat32,      {2},   x.data(),    nullptr, nullptr,
+                 LossyKind::kAbsolute, 1e-12, recon.data()};
   const auto chunk = encode(in);
   CHECK(read_header(chunk.data(), chunk.size()).lossy == LossyKind::kNone);
   CHECK(recon == x);
@@ -320,14 +332,19 @@ static void test_extrapolation_paths_agree() {
   for (int trial = 0; trial < 400; ++trial) {
     for (uint64_t i = 0; i < n; ++i) {
       r[i] = static_cast<uint16_t>(g());
-      q[i] = trial % 2 ? static_cast<uint16_t>(g()) : static_cast<uint16_t>(r[i] + static_cast<int>(g() % 2001) - 1000);
+      q[i] = trial % 2 ? static_cast<uint16_t>(g())
+                       : static_cast<uint16_t>(r[i] + static_cast<int>(g() % 2001) - 1000);
       r32[i] = static_cast<uint32_t>(g());
-      q32[i] = trial % 2 ? static_cast<uint32_t>(g()) : r32[i] + static_cast<uint32_t>(g() % 200001) - 100000u;
+      q32[i] = trial % 2 ? static_cast<uint32_t>(g())
+                         : r32[i] + static_cast<uint32_t>(g() % 200001) - 100000u;
     }
     Extrapolation e;
-    e.slope = trial % 5 == 0 ? kMaxSlope : trial % 5 == 1 ? -kMaxSlope
-                                                          : static_cast<int32_t>(g() % (2 * kMaxSlope + 1)) - kMaxSlope;
-    e.offset = trial % 3 == 0 ? 32768 : trial % 3 == 1 ? -32768 : static_cast<int32_t>(g() % 201) - 100;
+    e.slope = trial % 5 == 0   ? kMaxSlope
+              : trial % 5 == 1 ? -kMaxSlope
+                               : static_cast<int32_t>(g() % (2 * kMaxSlope + 1)) - kMaxSlope;
+    e.offset = trial % 3 == 0   ? 32768
+               : trial % 3 == 1 ? -32768
+                                : static_cast<int32_t>(g() % 201) - 100;
     CHECK(extrapolation_valid<uint16_t>(e));
     bool same = true;
     for (bool avx2 : {true, false}) {  // every vector path this CPU has, then SSE2 alone
@@ -340,7 +357,8 @@ static void test_extrapolation_paths_agree() {
     CHECK(extrapolation_valid<uint32_t>(e32));
     for (bool avx2 : {true, false}) {
       extrapolate<uint32_t>(r32.data(), q32.data(), n, e32, out32.data(), avx2);
-      for (uint64_t i = 0; i < n; ++i) same &= out32[i] == extrapolate_one<uint32_t>(r32[i], q32[i], e32);
+      for (uint64_t i = 0; i < n; ++i)
+        same &= out32[i] == extrapolate_one<uint32_t>(r32[i], q32[i], e32);
     }
     CHECK(same);
   }
@@ -398,14 +416,16 @@ static void test_scaled_reference() {
       bool same = true;
       for (uint32_t i = 0; i < 65536; ++i) {
         const bool selected = segment_selected(s.bitmap, i / s.segment);
-        const uint16_t want = selected ? scale_one<uint16_t>(all[i], s.mantissa, s.shift, m, e) : all[i];
+        const uint16_t want =
+            selected ? scale_one<uint16_t>(all[i], s.mantissa, s.shift, m, e) : all[i];
         same &= pred[i] == want && prev_out[i] == (selected ? want : prev[i]);
       }
       CHECK(same);
     }
   }
   CHECK(scale_valid(0x80000000u, -16) && scale_valid(0xFFFFFFFFu, 96));
-  CHECK(!scale_valid(0x7FFFFFFFu, 0) && !scale_valid(0x80000000u, 97) && !scale_valid(0x80000000u, -17));
+  CHECK(!scale_valid(0x7FFFFFFFu, 0) && !scale_valid(0x80000000u, 97) &&
+        !scale_valid(0x80000000u, -17));
   // Zero, infinity and NaN keep their reference; 1.5 x 0.5 = 0.75.
   CHECK(scale_one<uint32_t>(0x00000000u, 0x80000000u, 0, 23, 8) == 0x00000000u);
   CHECK(scale_one<uint32_t>(0x7F800000u, 0x80000000u, 0, 23, 8) == 0x7F800000u);

@@ -50,7 +50,8 @@ void decode_one(const uint8_t* data, size_t size) {
     std::vector<uint8_t> out(nbytes);
     const std::vector<uint8_t> ref(pattern(false).begin(), pattern(false).begin() + nbytes);
     const std::vector<uint8_t> prev(pattern(true).begin(), pattern(true).begin() + nbytes);
-    tpde::decode(data, size, out.data(), out.size(), ref.data(), ref.size(), prev.data(), prev.size());
+    tpde::decode(data, size, out.data(), out.size(), ref.data(), ref.size(), prev.data(),
+                 prev.size());
   } catch (const tpde::Error&) {
   }
 }
@@ -58,7 +59,8 @@ void decode_one(const uint8_t* data, size_t size) {
 // Rewrites the CRC-covered fields so that the chunk passes every integrity check. Returns
 // false when the bytes are too short or malformed for that to make sense.
 bool reseal(std::vector<uint8_t>& c) {
-  if (c.size() < tpde::kFixedHeaderSize + 4 || std::memcmp(c.data(), tpde::kMagic, 4) != 0) return false;
+  if (c.size() < tpde::kFixedHeaderSize + 4 || std::memcmp(c.data(), tpde::kMagic, 4) != 0)
+    return false;
   const size_t ndim = c[8];
   if (ndim > tpde::kMaxNdim) return false;
   const size_t header_size = tpde::kFixedHeaderSize + 8 * ndim + 4;
@@ -68,12 +70,15 @@ bool reseal(std::vector<uint8_t>& c) {
     for (size_t i = 0; i < ndim && nbytes <= kMaxFuzzBytes; ++i) {
       uint64_t d = 0;
       for (int b = 7; b >= 0; --b) d = (d << 8) | c[32 + 8 * i + b];
-      if (d != 0 && nbytes > kMaxFuzzBytes / d) nbytes = kMaxFuzzBytes + 1;
-      else nbytes *= d;
+      if (d != 0 && nbytes > kMaxFuzzBytes / d)
+        nbytes = kMaxFuzzBytes + 1;
+      else
+        nbytes *= d;
     }
     if (nbytes <= kMaxFuzzBytes) {
       put_le(&c[12], tpde::crc32c(pattern(false).data(), nbytes), 4);
-      if (c[7] & tpde::kFlagPrevReference) put_le(&c[16], tpde::crc32c(pattern(true).data(), nbytes), 4);
+      if (c[7] & tpde::kFlagPrevReference)
+        put_le(&c[16], tpde::crc32c(pattern(true).data(), nbytes), 4);
     }
   }
   put_le(&c[20], c.size() - header_size, 8);

@@ -16,8 +16,8 @@
 #include <cstring>
 #include <vector>
 
-#include "tpde/tpde.hpp"
 #include "../../cpp/src/predict/scaled.hpp"
+#include "tpde/tpde.hpp"
 
 namespace {
 
@@ -28,16 +28,28 @@ namespace {
 
 double value_of(const uint8_t* p, tpde::DType dtype) {
   switch (dtype) {
-    case tpde::DType::kFloat32: { float f; std::memcpy(&f, p, 4); return f; }
-    case tpde::DType::kFloat64: { double d; std::memcpy(&d, p, 8); return d; }
+    case tpde::DType::kFloat32: {
+      float f;
+      std::memcpy(&f, p, 4);
+      return f;
+    }
+    case tpde::DType::kFloat64: {
+      double d;
+      std::memcpy(&d, p, 8);
+      return d;
+    }
     case tpde::DType::kBFloat16: {
       const uint32_t b = uint32_t(p[0]) << 16 | uint32_t(p[1]) << 24;
-      float f; std::memcpy(&f, &b, 4); return f;
+      float f;
+      std::memcpy(&f, &b, 4);
+      return f;
     }
     case tpde::DType::kFloat16: {
       const uint16_t h = static_cast<uint16_t>(p[0] | p[1] << 8);
       const int e = (h >> 10) & 31, m = h & 1023;
-      const double v = e == 0 ? std::ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : std::ldexp(m | 1024, e - 25);
+      const double v = e == 0    ? std::ldexp(m, -24)
+                       : e == 31 ? (m ? NAN : INFINITY)
+                                 : std::ldexp(m | 1024, e - 25);
       return (h >> 15) ? -v : v;
     }
     default: return 0;
@@ -91,12 +103,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (item == 4) {
         uint32_t r;
         std::memcpy(&r, &ref[i * 4], 4);
-        const uint32_t v = tpde::scale_one<uint32_t>(r, mantissa, shift, m, e) + static_cast<uint32_t>(noise);
+        const uint32_t v =
+            tpde::scale_one<uint32_t>(r, mantissa, shift, m, e) + static_cast<uint32_t>(noise);
         std::memcpy(&x[i * 4], &v, 4);
       } else {
         uint16_t r;
         std::memcpy(&r, &ref[i * 2], 2);
-        const uint16_t v = static_cast<uint16_t>(tpde::scale_one<uint16_t>(r, mantissa, shift, m, e) + noise);
+        const uint16_t v =
+            static_cast<uint16_t>(tpde::scale_one<uint16_t>(r, mantissa, shift, m, e) + noise);
         std::memcpy(&x[i * 2], &v, 2);
       }
     }
@@ -114,16 +128,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> recon(nbytes + 1);
   in.reconstruction = recon.data();
   const std::vector<uint8_t> chunk = tpde::encode(in);  // any tpde::Error here is a bug too
-  if (chunk.size() > tpde::encode_bound(nbytes, shape.size())) bug("chunk exceeds encode_bound", int(dtype), mode, n);
+  if (chunk.size() > tpde::encode_bound(nbytes, shape.size()))
+    bug("chunk exceeds encode_bound", int(dtype), mode, n);
   std::vector<uint8_t> out(nbytes + 1);  // +1: never a null pointer for empty chunks
-  tpde::decode(chunk.data(), chunk.size(), out.data(), nbytes, in.reference, in.reference ? nbytes : 0,
-               in.prev_reference, in.prev_reference ? nbytes : 0);
+  tpde::decode(chunk.data(), chunk.size(), out.data(), nbytes, in.reference,
+               in.reference ? nbytes : 0, in.prev_reference, in.prev_reference ? nbytes : 0);
   if (tpde::encode(in) != chunk) bug("encoding is not deterministic", int(dtype), mode, n);
   if (nbytes && std::memcmp(out.data(), recon.data(), nbytes) != 0)
     bug("decoded values differ from the encoder's reconstruction", int(dtype), mode, n);
   const tpde::Header h = tpde::read_header(chunk.data(), chunk.size());
   if (h.lossy == tpde::LossyKind::kNone) {
-    if (nbytes && std::memcmp(out.data(), x.data(), nbytes) != 0) bug("lossless round trip mismatch", int(dtype), mode, n);
+    if (nbytes && std::memcmp(out.data(), x.data(), nbytes) != 0)
+      bug("lossless round trip mismatch", int(dtype), mode, n);
     return 0;
   }
   if (lossy == 0 || lossy == 3) bug("lossy chunk without a lossy request", int(dtype), mode, n);
@@ -138,7 +154,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                   : static_cast<long double>(in.error_bound) *
                                         std::fmax(std::fabs(a), 2 * smallest_normal(dtype));
     if (!(err <= bound * (1 + 1e-12L))) {
-      std::fprintf(stderr, "value %zu: x=%.17g decoded=%.17g bound=%.17g\n", i, a, b, in.error_bound);
+      std::fprintf(stderr, "value %zu: x=%.17g decoded=%.17g bound=%.17g\n", i, a, b,
+                   in.error_bound);
       bug("lossy error bound violated", int(dtype), mode, n);
     }
   }
@@ -149,6 +166,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   in2.reconstruction = again.data();
   tpde::encode(in2);
   if (nbytes && std::memcmp(again.data(), recon.data(), nbytes) != 0)
-    bug("re-encoding the reconstruction changes it (quantizer not idempotent)", int(dtype), mode, n);
+    bug("re-encoding the reconstruction changes it (quantizer not idempotent)", int(dtype), mode,
+        n);
   return 0;
 }

@@ -6,16 +6,27 @@
 namespace tpde {
 
 constexpr uint8_t kMagic[4] = {'T', 'P', 'D', 'E'};
-constexpr uint8_t kFormatVersion = 5;       // written by this build
-constexpr uint8_t kOldestFormatVersion = 1;  // oldest one it still decodes (docs/format.md, version log)
+constexpr uint8_t kFormatVersion = 5;  // written by this build
+constexpr uint8_t kOldestFormatVersion =
+    1;  // oldest one it still decodes (docs/format.md, version log)
 constexpr size_t kMaxNdim = 32;
 constexpr size_t kFixedHeaderSize = 32;  // bytes before the shape
 constexpr uint64_t kMaxChunkBytes = uint64_t(1) << 36;
 
 enum class DType : uint8_t {
-  kFloat32 = 1, kFloat64 = 2, kFloat16 = 3, kBFloat16 = 4,
-  kInt8 = 5, kUInt8 = 6, kInt16 = 7, kUInt16 = 8,
-  kInt32 = 9, kUInt32 = 10, kInt64 = 11, kUInt64 = 12, kBool = 13,
+  kFloat32 = 1,
+  kFloat64 = 2,
+  kFloat16 = 3,
+  kBFloat16 = 4,
+  kInt8 = 5,
+  kUInt8 = 6,
+  kInt16 = 7,
+  kUInt16 = 8,
+  kInt32 = 9,
+  kUInt32 = 10,
+  kInt64 = 11,
+  kUInt64 = 12,
+  kBool = 13,
 };
 
 enum class Mode : uint8_t { kStandalone = 0, kDelta = 1 };
@@ -40,7 +51,7 @@ bool is_float(DType dtype);
 size_t dtype_size(DType dtype);
 bool dtype_valid(uint8_t code);
 const char* dtype_name(DType dtype);
-int exponent_bits(DType dtype);   // 0 for integers
-int mantissa_bits(DType dtype);   // 0 for integers
+int exponent_bits(DType dtype);  // 0 for integers
+int mantissa_bits(DType dtype);  // 0 for integers
 
 }  // namespace tpde

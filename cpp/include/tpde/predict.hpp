@@ -17,7 +17,7 @@ namespace tpde {
 
 enum class TermKind : uint8_t {
   kAdamDirection = 0,  // a / (sqrt(b) + eps): a = exp_avg, b = exp_avg_sq
-  kScaledDelta = 1,    // (a - b) * (sqrt(c) + eps): a = weights, b = their reference, c = exp_avg_sq
+  kScaledDelta = 1,  // (a - b) * (sqrt(c) + eps): a = weights, b = their reference, c = exp_avg_sq
 };
 
 struct Term {
@@ -37,7 +37,7 @@ struct PredictionFit {
 // No coefficients when the fit is not usable (no finite element, singular, or
 // non-finite coefficients). All arrays hold n values of `dtype` (a float dtype).
 PredictionFit fit_prediction(DType dtype, size_t n, const void* x, const void* reference,
-                                   const std::vector<Term>& terms, double eps);
+                             const std::vector<Term>& terms, double eps);
 
 // The prediction (n values of `dtype`) into out.
 void predict(DType dtype, size_t n, const void* reference, const std::vector<Term>& terms,

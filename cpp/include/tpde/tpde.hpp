@@ -38,17 +38,19 @@ struct Header {
 struct EncodeInput {
   DType dtype;
   std::vector<uint64_t> shape;
-  const void* data;                     // count * dtype_size bytes
-  const void* reference = nullptr;      // same size, or null for standalone
-  const void* prev_reference = nullptr; // same size, optional context (needs reference)
-  LossyKind lossy = LossyKind::kNone;   // float dtypes only
+  const void* data;                      // count * dtype_size bytes
+  const void* reference = nullptr;       // same size, or null for standalone
+  const void* prev_reference = nullptr;  // same size, optional context (needs reference)
+  LossyKind lossy = LossyKind::kNone;    // float dtypes only
   double error_bound = 0.0;
-  void* reconstruction = nullptr;       // optional out: what decode() will return (count * size bytes)
-  uint32_t context_mask = ~0u;          // bit s allows ContextScheme s (benchmarks measure each one)
-  bool extrapolate = true;              // may predict from the references: lossless, code against an
-                                        // extrapolation from prev_reference or, row by row, a scaled
-                                        // reference (with or without prev_reference); lossy (absolute), quantize
-                                        // around a fitted a x reference + b x prev_reference
+  // Optional out: what decode() will return (count * size bytes).
+  void* reconstruction = nullptr;
+  // Bit s allows ContextScheme s (benchmarks measure each one).
+  uint32_t context_mask = ~0u;
+  // May predict from the references: lossless, code against an extrapolation from
+  // prev_reference or, row by row, a scaled reference (with or without prev_reference);
+  // lossy (absolute), quantize around a fitted a x reference + b x prev_reference.
+  bool extrapolate = true;
 };
 
 // Largest chunk encode() can produce for nbytes of input and ndim dimensions.
@@ -62,9 +64,8 @@ std::vector<uint8_t> encode(const EncodeInput& input);
 Header read_header(const uint8_t* src, size_t size);
 
 // Decode into out (header.nbytes() bytes). Checks payload CRC, reference fingerprints.
-void decode(const uint8_t* src, size_t size, void* out, size_t out_size,
-            const void* reference, size_t reference_size,
-            const void* prev_reference, size_t prev_reference_size);
+void decode(const uint8_t* src, size_t size, void* out, size_t out_size, const void* reference,
+            size_t reference_size, const void* prev_reference, size_t prev_reference_size);
 
 uint32_t crc32c(const void* data, size_t size, uint32_t crc = 0);
 

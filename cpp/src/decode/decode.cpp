@@ -2,24 +2,23 @@
 // rANS readers never leave their sections, and each section must be consumed exactly.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <type_traits>
-#include <memory>
 #include <vector>
 
 #include "entropy/bitstream.hpp"
-#include "model/contexts16.hpp"
 #include "entropy/elias.hpp"
-#include "predict/extrapolate.hpp"
+#include "entropy/tables.hpp"
 #include "format/header.hpp"
 #include "format/mem.hpp"
-#include "entropy/tables.hpp"
 #include "format/payload.hpp"
+#include "model/contexts16.hpp"
 #include "model/quantize.hpp"
-#include "predict/scaled.hpp"
 #include "model/symbols.hpp"
+#include "predict/extrapolate.hpp"
+#include "predict/scaled.hpp"
 #include "tpde/tpde.hpp"
-
 
 namespace tpde {
 namespace {
@@ -37,7 +36,8 @@ Section take_section(const uint8_t*& p, const uint8_t* end, const char* name) {
   if (end - p < 8) corrupt(std::string("missing length of the ") + name + " section");
   const uint64_t len = load_le<uint64_t>(p);
   p += 8;
-  if (len > static_cast<uint64_t>(end - p)) corrupt(std::string("the ") + name + " section runs past the payload");
+  if (len > static_cast<uint64_t>(end - p))
+    corrupt(std::string("the ") + name + " section runs past the payload");
   Section s{p, static_cast<size_t>(len)};
   p += len;
   return s;
@@ -47,8 +47,15 @@ template <typename U>
 class ChunkDecoder {
  public:
   // lossy_inner: the lossless layer of a lossy chunk, which never extrapolates.
-  ChunkDecoder(const Header& h, const uint8_t* payload, U* out, const U* ref, const U* prev, bool lossy_inner = false)
-      : h_(h), payload_(payload), out_(out), ref_(ref), prev_(prev), n_(h.count()), lossy_inner_(lossy_inner) {}
+  ChunkDecoder(const Header& h, const uint8_t* payload, U* out, const U* ref, const U* prev,
+               bool lossy_inner = false)
+      : h_(h),
+        payload_(payload),
+        out_(out),
+        ref_(ref),
+        prev_(prev),
+        n_(h.count()),
+        lossy_inner_(lossy_inner) {}
 
   void run() {
     const uint8_t* p = payload_;
@@ -62,7 +69,8 @@ class ChunkDecoder {
     const uint8_t transform = h_.version >= 3 ? p[6] : kTransformNone;
     const uint8_t last_transform = h_.version >= 4 ? kTransformScaled : kTransformExtrapolate;
     if (h_.version >= 3 && (transform > last_transform || p[7] != 0))
-      corrupt("unknown reference transform " + std::to_string(transform) + "/" + std::to_string(p[7]));
+      corrupt("unknown reference transform " + std::to_string(transform) + "/" +
+              std::to_string(p[7]));
     p += kPayloadPrefix;
     if (transform != kTransformNone && value_scheme == static_cast<uint8_t>(ValueScheme::kStored))
       corrupt("reference transform on stored values");
@@ -73,17 +81,19 @@ class ChunkDecoder {
       return;
     }
     if (payload_[3] > 1) corrupt("unknown reference flag " + std::to_string(payload_[3]));
-    if (payload_[3] == 1 && h_.mode != Mode::kDelta) corrupt("reference flag on a standalone chunk");
+    if (payload_[3] == 1 && h_.mode != Mode::kDelta)
+      corrupt("reference flag on a standalone chunk");
     // A delta chunk may code its values without the reference (payload byte 3 = 1).
     const bool is_delta = h_.mode == Mode::kDelta && payload_[3] == 0;
     use_reference_ = is_delta;
     // Transform 1 needs the prev-reference; transform 2 too before format 5.
     const bool needs_prev = transform == kTransformExtrapolate || h_.version < 5;
     if (transform != kTransformNone &&
-        (!is_delta || (needs_prev && !prev_) || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 || lossy_inner_))
+        (!is_delta || (needs_prev && !prev_) || !extrapolation_allowed(h_.dtype) || kBits<U> > 32 ||
+         lossy_inner_))
       corrupt(std::string(transform == kTransformExtrapolate ? "extrapolated" : "scaled") +
-              " reference on a chunk without a reference" + (needs_prev ? " and prev-reference" : "") +
-              " of a 16/32-bit float dtype");
+              " reference on a chunk without a reference" +
+              (needs_prev ? " and prev-reference" : "") + " of a 16/32-bit float dtype");
     if constexpr (kBits<U> <= 32) {
       if (transform == kTransformExtrapolate) apply_extrapolation(p, end);
       if (transform == kTransformScaled) apply_scaling(p, end);
@@ -91,9 +101,11 @@ class ChunkDecoder {
     float_split_ = value_scheme == static_cast<uint8_t>(ValueScheme::kFloatSplit);
 
     if (value_scheme > 2) corrupt("unknown value scheme " + std::to_string(value_scheme));
-    if (float_split_ && (is_delta || !is_float(h_.dtype))) corrupt("float-split scheme on a delta or integer chunk");
+    if (float_split_ && (is_delta || !is_float(h_.dtype)))
+      corrupt("float-split scheme on a delta or integer chunk");
     if (position_scheme > 1) corrupt("unknown position scheme " + std::to_string(position_scheme));
-    if (context_scheme >= kContextSchemeCount) corrupt("unknown context scheme " + std::to_string(context_scheme));
+    if (context_scheme >= kContextSchemeCount)
+      corrupt("unknown context scheme " + std::to_string(context_scheme));
     scheme_ = static_cast<ContextScheme>(context_scheme);
     const bool ok_scheme =
         scheme_ == ContextScheme::kNone ||
@@ -101,8 +113,10 @@ class ChunkDecoder {
         (scheme_ == ContextScheme::kPrevResidual && is_delta && prev_) ||
         (scheme_ == ContextScheme::kNeighbour && !float_split_) ||
         (scheme_ == ContextScheme::kPrevExponent && float_split_) ||
-        (scheme_ == ContextScheme::kRefExponentPrevResidual && is_delta && prev_ && is_float(h_.dtype));
-    if (!ok_scheme) corrupt("context scheme " + std::to_string(context_scheme) + " does not fit this chunk");
+        (scheme_ == ContextScheme::kRefExponentPrevResidual && is_delta && prev_ &&
+         is_float(h_.dtype));
+    if (!ok_scheme)
+      corrupt("context scheme " + std::to_string(context_scheme) + " does not fit this chunk");
     if (is_float(h_.dtype) && context_param_ >= (1 << exponent_bits(h_.dtype)))
       corrupt("context parameter out of range");
     elias_ = position_scheme == static_cast<uint8_t>(PositionScheme::kEliasGaps);
@@ -136,7 +150,8 @@ class ChunkDecoder {
   // Transform 1: reads the parameters after the prefix and swaps in the extrapolated
   // reference; the chunk's own reference becomes the prev-reference of the contexts.
   void apply_extrapolation(const uint8_t*& p, const uint8_t* end) {
-    if (end - p < static_cast<ptrdiff_t>(kExtrapolationBytes)) corrupt("extrapolation parameters cut short");
+    if (end - p < static_cast<ptrdiff_t>(kExtrapolationBytes))
+      corrupt("extrapolation parameters cut short");
     Extrapolation e;
     e.slope = static_cast<int32_t>(load_le<uint32_t>(p));
     e.offset = static_cast<int32_t>(load_le<uint32_t>(p + 4));
@@ -151,7 +166,8 @@ class ChunkDecoder {
   // Transform 2: reads the scale, segment length and bitmap after the prefix and swaps in
   // the prediction (scaled reference on selected segments) and its prev-reference.
   void apply_scaling(const uint8_t*& p, const uint8_t* end) {
-    if (end - p < static_cast<ptrdiff_t>(kScaledFixedBytes)) corrupt("scaled-reference parameters cut short");
+    if (end - p < static_cast<ptrdiff_t>(kScaledFixedBytes))
+      corrupt("scaled-reference parameters cut short");
     ScaledSegments s;
     s.mantissa = load_le<uint32_t>(p);
     s.shift = static_cast<int32_t>(load_le<uint32_t>(p + 4));
@@ -163,7 +179,8 @@ class ChunkDecoder {
     if (static_cast<uint64_t>(end - p) < bitmap_bytes) corrupt("scaled-reference bitmap cut short");
     s.bitmap.assign(p, p + bitmap_bytes);
     p += bitmap_bytes;
-    if ((segments & 7) && (s.bitmap.back() >> (segments & 7))) corrupt("scaled-reference bitmap padding not zero");
+    if ((segments & 7) && (s.bitmap.back() >> (segments & 7)))
+      corrupt("scaled-reference bitmap padding not zero");
     predicted_.reset(new U[n_]);  // every element written by apply_scaled: no zero-fill
     if (prev_) scaled_prev_.reset(new U[n_]);  // format 5 allows no prev-reference
     apply_scaled<U>(ref_, prev_, n_, s, mant_, expb_, predicted_.get(), scaled_prev_.get());
@@ -182,30 +199,35 @@ class ChunkDecoder {
       return exp_ctx[float_exponent(ref_[i], mant_, expb_)] * 4 +
              class_bucket(magnitude_class(zigzag<U>(static_cast<U>(ref_[i] - prev_[i]))));
     } else {
-      return context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, previous_v);
+      return context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i,
+                              previous_v);
     }
   }
 
 #if defined(TPDE_SSE2_CONTEXTS)
-  // Contexts of positions [begin, n) into out[0, n - begin), for the schemes that depend on reference and prev-reference,
-  // 16-bit values: one vector pass (the same values as context_of), so the decode loop loads
-  // one byte instead of computing them next to the rANS chain (kRefExponent alone is one
-  // table load already: precomputing it measured slower).
+  // Contexts of positions [begin, n) into out[0, n - begin), for the schemes that depend on
+  // reference and prev-reference, 16-bit values: one vector pass (the same values as context_of),
+  // so the decode loop loads one byte instead of computing them next to the rANS chain
+  // (kRefExponent alone is one table load already: precomputing it measured slower).
   template <ContextScheme S>
   void precompute_contexts16(uint64_t begin, uint64_t n, uint8_t* out) const {
     const Contexts16 contexts(context_param_, mant_, expb_);
     uint64_t i = begin;
     for (; i + 16 <= n; i += 16) {
       const __m128i ctx[2] = {contexts.at<S>(ref_, prev_, i), contexts.at<S>(ref_, prev_, i + 8)};
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (i - begin)), _mm_packus_epi16(ctx[0], ctx[1]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + (i - begin)),
+                       _mm_packus_epi16(ctx[0], ctx[1]));
     }
     for (; i < n; ++i)
-      out[i - begin] = static_cast<uint8_t>(context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, 0));
+      out[i - begin] = static_cast<uint8_t>(
+          context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, 0));
   }
 #endif
 
   void decode_values(uint64_t coded, Section gaps, Section rans, Section tails) {
-    const Values values = use_reference_ ? Values::kResidual : float_split_ ? Values::kFloatSplit : Values::kNeighbourDiff;
+    const Values values = use_reference_ ? Values::kResidual
+                          : float_split_ ? Values::kFloatSplit
+                                         : Values::kNeighbourDiff;
     auto with_values = [&](auto scheme) {
       auto with_elias = [&](auto elias) {
         constexpr ContextScheme S = decltype(scheme)::value;
@@ -217,24 +239,32 @@ class ChunkDecoder {
           constexpr int N = decltype(states)::value;
           switch (values) {
             case Values::kResidual:
-              decode_loop<S, E, N, Values::kResidual, S == ContextScheme::kNeighbour>(coded, gaps, rans, tails);
+              decode_loop<S, E, N, Values::kResidual, S == ContextScheme::kNeighbour>(coded, gaps,
+                                                                                      rans, tails);
               break;
             case Values::kFloatSplit:
               if (S == ContextScheme::kPrevExponent && expb_ <= 8)
-                decode_loop<S, E, N, Values::kFloatSplit, S == ContextScheme::kPrevExponent>(coded, gaps, rans, tails);
+                decode_loop<S, E, N, Values::kFloatSplit, S == ContextScheme::kPrevExponent>(
+                    coded, gaps, rans, tails);
               else
                 decode_loop<S, E, N, Values::kFloatSplit, false>(coded, gaps, rans, tails);
               break;
             case Values::kNeighbourDiff:
-              decode_loop<S, E, N, Values::kNeighbourDiff, S == ContextScheme::kNeighbour>(coded, gaps, rans, tails);
+              decode_loop<S, E, N, Values::kNeighbourDiff, S == ContextScheme::kNeighbour>(
+                  coded, gaps, rans, tails);
               break;
           }
         };
         // Format 5 interleaves two rANS states; formats 1-4 have one.
-        if (h_.version >= 5) with_states(std::integral_constant<int, 2>{});
-        else with_states(std::integral_constant<int, 1>{});
+        if (h_.version >= 5)
+          with_states(std::integral_constant<int, 2>{});
+        else
+          with_states(std::integral_constant<int, 1>{});
       };
-      if (elias_) with_elias(std::true_type{}); else with_elias(std::false_type{});
+      if (elias_)
+        with_elias(std::true_type{});
+      else
+        with_elias(std::false_type{});
     };
     with_context_scheme(scheme_, with_values);
   }
@@ -267,8 +297,10 @@ class ChunkDecoder {
     // Per-chunk lookup tables: exponent -> context, LogBucket symbol -> tail width and the
     // value bits above the tail (log_bucket_tail_bits / log_bucket_join, tabulated).
     uint8_t exp_ctx[1 << 11];
-    if constexpr (S == ContextScheme::kRefExponent || S == ContextScheme::kRefExponentPrevResidual) {
-      for (int e = 0; e < (1 << expb_); ++e) exp_ctx[e] = static_cast<uint8_t>(exponent_context(context_param_, e));
+    if constexpr (S == ContextScheme::kRefExponent ||
+                  S == ContextScheme::kRefExponentPrevResidual) {
+      for (int e = 0; e < (1 << expb_); ++e)
+        exp_ctx[e] = static_cast<uint8_t>(exponent_context(context_param_, e));
     }
     static const LogBucketTable log_bucket;  // built once per width
     const uint8_t* tail_bits = log_bucket.tail_bits;
@@ -283,7 +315,9 @@ class ChunkDecoder {
     int next_context = 0;
     if constexpr (kSymbolContext) {
       for (uint32_t sym = 0; sym < 256; ++sym) {
-        const U v = kValues == Values::kFloatSplit ? static_cast<U>(static_cast<U>(sym) << (kBits<U> - 8)) : value_base[sym];
+        const U v = kValues == Values::kFloatSplit
+                        ? static_cast<U>(static_cast<U>(sym) << (kBits<U> - 8))
+                        : value_base[sym];
         symbol_ctx[sym] = static_cast<uint8_t>(context_at<S>(0, v, exp_ctx));
       }
       next_context = context_at<S>(0, previous, exp_ctx);
@@ -328,7 +362,8 @@ class ChunkDecoder {
       if constexpr (kSymbolContext) next_context = symbol_ctx[sym];
       U v;
       if constexpr (kValues == Values::kFloatSplit) {
-        v = static_cast<U>((static_cast<U>(sym) << (kBits<U> - 8)) | read_tail(tail_reader, kBits<U> - 8));
+        v = static_cast<U>((static_cast<U>(sym) << (kBits<U> - 8)) |
+                           read_tail(tail_reader, kBits<U> - 8));
         out[i] = rotr1<U>(v);
       } else {
         v = static_cast<U>(value_base[sym] | read_tail(tail_reader, tail_bits[sym]));
@@ -365,7 +400,7 @@ class ChunkDecoder {
   const U* ref_;
   const U* prev_;
   const uint64_t n_;
-  std::unique_ptr<U[]> predicted_;  // the extrapolated (transform 1) or scaled (2) reference
+  std::unique_ptr<U[]> predicted_;    // the extrapolated (transform 1) or scaled (2) reference
   std::unique_ptr<U[]> scaled_prev_;  // the prev-reference of a scaled chunk (transform 2)
   const bool lossy_inner_;
   bool float_split_ = false;
@@ -403,12 +438,14 @@ void decode_lossy(const Header& h, const uint8_t* payload, void* out_bytes, cons
   ChunkDecoder<U>(inner, payload + block, out, ref, prev ? prev_q.data() : nullptr, true).run();
   if (p.predictor) {
     for (uint64_t i = 0; i < n; ++i) {
-      const double base = predicted_base(p, to_double<U>(ref[i], h.dtype), prev ? to_double<U>(prev[i], h.dtype) : 0.0);
+      const double base = predicted_base(p, to_double<U>(ref[i], h.dtype),
+                                         prev ? to_double<U>(prev[i], h.dtype) : 0.0);
       out[i] = dequantize_absolute<U>(base, static_cast<U>(out[i] - ref[i]), p, h.dtype);
     }
     return;
   }
-  for (uint64_t i = 0; i < n; ++i) out[i] = dequantize<U>(ref[i], static_cast<U>(out[i] - ref[i]), p, h.dtype);
+  for (uint64_t i = 0; i < n; ++i)
+    out[i] = dequantize<U>(ref[i], static_cast<U>(out[i] - ref[i]), p, h.dtype);
 }
 
 }  // namespace
@@ -419,8 +456,8 @@ void decode(const uint8_t* src, size_t size, void* out, size_t out_size, const v
   const uint8_t* payload = src + h.header_size;
   const uint64_t nbytes = h.nbytes();
   if (out_size != nbytes)
-    fail(ErrorCode::kSizeMismatch, "output buffer is " + std::to_string(out_size) + " bytes, chunk decodes to " +
-                                       std::to_string(nbytes));
+    fail(ErrorCode::kSizeMismatch, "output buffer is " + std::to_string(out_size) +
+                                       " bytes, chunk decodes to " + std::to_string(nbytes));
   if (crc32c(payload, h.payload_size) != h.payload_crc)
     fail(ErrorCode::kChecksum, "chunk payload checksum (CRC32C) mismatch: chunk is corrupted");
   if (h.mode == Mode::kDelta) {
@@ -429,19 +466,22 @@ void decode(const uint8_t* src, size_t size, void* out, size_t out_size, const v
            "delta chunk needs its reference (the predecessor's reconstruction); decode it through "
            "tpde.CheckpointStore or pass reference=");
     if (reference_size != nbytes)
-      fail(ErrorCode::kSizeMismatch, "reference is " + std::to_string(reference_size) + " bytes, chunk has " +
-                                         std::to_string(nbytes));
+      fail(ErrorCode::kSizeMismatch, "reference is " + std::to_string(reference_size) +
+                                         " bytes, chunk has " + std::to_string(nbytes));
     if (crc32c(reference, nbytes) != h.reference_fingerprint)
       fail(ErrorCode::kReferenceMismatch,
-           "reference does not match the one this delta chunk was coded against (fingerprint mismatch)");
+           "reference does not match the one this delta chunk was coded against (fingerprint "
+           "mismatch)");
     if (h.flags & kFlagPrevReference) {
       if (!prev_reference)
-        fail(ErrorCode::kMissingReference, "delta chunk was coded with a prev_reference context; pass prev_reference=");
+        fail(ErrorCode::kMissingReference,
+             "delta chunk was coded with a prev_reference context; pass prev_reference=");
       if (prev_reference_size != nbytes)
         fail(ErrorCode::kSizeMismatch, "prev_reference is " + std::to_string(prev_reference_size) +
                                            " bytes, chunk has " + std::to_string(nbytes));
       if (crc32c(prev_reference, nbytes) != h.prev_reference_fingerprint)
-        fail(ErrorCode::kReferenceMismatch, "prev_reference does not match this delta chunk (fingerprint mismatch)");
+        fail(ErrorCode::kReferenceMismatch,
+             "prev_reference does not match this delta chunk (fingerprint mismatch)");
     } else {
       prev_reference = nullptr;
     }
@@ -457,10 +497,30 @@ void decode(const uint8_t* src, size_t size, void* out, size_t out_size, const v
     }
   }
   switch (dtype_size(h.dtype)) {
-    case 1: ChunkDecoder<uint8_t>(h, payload, static_cast<uint8_t*>(out), static_cast<const uint8_t*>(reference), static_cast<const uint8_t*>(prev_reference)).run(); break;
-    case 2: ChunkDecoder<uint16_t>(h, payload, static_cast<uint16_t*>(out), static_cast<const uint16_t*>(reference), static_cast<const uint16_t*>(prev_reference)).run(); break;
-    case 4: ChunkDecoder<uint32_t>(h, payload, static_cast<uint32_t*>(out), static_cast<const uint32_t*>(reference), static_cast<const uint32_t*>(prev_reference)).run(); break;
-    case 8: ChunkDecoder<uint64_t>(h, payload, static_cast<uint64_t*>(out), static_cast<const uint64_t*>(reference), static_cast<const uint64_t*>(prev_reference)).run(); break;
+    case 1:
+      ChunkDecoder<uint8_t>(h, payload, static_cast<uint8_t*>(out),
+                            static_cast<const uint8_t*>(reference),
+                            static_cast<const uint8_t*>(prev_reference))
+          .run();
+      break;
+    case 2:
+      ChunkDecoder<uint16_t>(h, payload, static_cast<uint16_t*>(out),
+                             static_cast<const uint16_t*>(reference),
+                             static_cast<const uint16_t*>(prev_reference))
+          .run();
+      break;
+    case 4:
+      ChunkDecoder<uint32_t>(h, payload, static_cast<uint32_t*>(out),
+                             static_cast<const uint32_t*>(reference),
+                             static_cast<const uint32_t*>(prev_reference))
+          .run();
+      break;
+    case 8:
+      ChunkDecoder<uint64_t>(h, payload, static_cast<uint64_t*>(out),
+                             static_cast<const uint64_t*>(reference),
+                             static_cast<const uint64_t*>(prev_reference))
+          .run();
+      break;
   }
 }
 

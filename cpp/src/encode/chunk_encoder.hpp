@@ -133,7 +133,8 @@ class ChunkEncoder {
   // LogBucket symbols of four 32-bit lanes holding 16-bit values: v < 8 -> v; else the
   // float's exponent and top two mantissa bits, (bits >> 21) - 512 = 4 (b - 2) + top2.
   static __m128i log_bucket32(__m128i v) {
-    const __m128i f = _mm_sub_epi32(_mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(v)), 21), _mm_set1_epi32(512));
+    const __m128i f = _mm_sub_epi32(_mm_srli_epi32(_mm_castps_si128(_mm_cvtepi32_ps(v)), 21),
+                                    _mm_set1_epi32(512));
     const __m128i small = _mm_cmplt_epi32(v, _mm_set1_epi32(8));
     return _mm_or_si128(_mm_and_si128(small, v), _mm_andnot_si128(small, f));
   }
@@ -219,7 +220,8 @@ class ChunkEncoder {
   // Context of position i given the previously coded value (compile-time scheme).
   template <ContextScheme S>
   int context_at(uint64_t i, U previous_v) const {
-    return context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i, previous_v);
+    return context_of<S, U>(ContextSources<U>{ref_, prev_, context_param_, mant_, expb_}, i,
+                            previous_v);
   }
 
   U initial_previous(ContextScheme scheme) const {
@@ -237,10 +239,12 @@ class ChunkEncoder {
   // keys. LogBucket gives symbol 0 to zero values only, so when the context does not depend
   // on the previous coded value, the non-zero histogram is the full one without symbol 0.
   template <ContextScheme S>
-  void histogram_pass(uint64_t* all, uint64_t* nonzero, uint8_t* used_all, uint8_t* used_nonzero) const {
+  void histogram_pass(uint64_t* all, uint64_t* nonzero, uint8_t* used_all,
+                      uint8_t* used_nonzero) const {
     // Only the rows of contexts that occur are cleared and counted (small chunks: the
     // tables of 33 or 64 contexts would cost more than the values).
-    auto count_keys = [](const uint16_t* keys, uint64_t count, uint64_t* h, uint8_t* used, bool skip_zero_symbol) {
+    auto count_keys = [](const uint16_t* keys, uint64_t count, uint64_t* h, uint8_t* used,
+                         bool skip_zero_symbol) {
       std::memset(used, 0, kMaxContexts);
       for (uint64_t k = 0; k < count; ++k) used[keys[k] >> 8] = 1;
       for (int c = 0; c < kMaxContexts; ++c)
@@ -269,7 +273,8 @@ class ChunkEncoder {
     uint64_t tail_counts[2] = {0, 0};
     uint64_t sym_counts[kAlphabet] = {0};
     for (uint64_t i = 0; i < n_; ++i) ++sym_counts[symbols_[i]];
-    for (int s = 0; s < kAlphabet; ++s) tail_counts[0] += sym_counts[s] * tail_bits_of(static_cast<uint8_t>(s));
+    for (int s = 0; s < kAlphabet; ++s)
+      tail_counts[0] += sym_counts[s] * tail_bits_of(static_cast<uint8_t>(s));
     // Zero values have no tail in LogBucket; in FloatSplit a zero (+0.0) has a full tail.
     tail_counts[1] = float_split_ ? tail_counts[0] - zeros_ * (kBits<U> - 8) : tail_counts[0];
     double gap_bits = 0;
@@ -324,13 +329,15 @@ class ChunkEncoder {
       if (float_split_) return false;
       for (int sym = 0; sym < kAlphabet; ++sym) {
         const bool valid = sym <= log_bucket_max_symbol(kBits<U>);
-        table[sym] = static_cast<uint8_t>(valid ? context_at<S>(0, static_cast<U>(log_bucket_join(sym, 0))) : 0);
+        table[sym] = static_cast<uint8_t>(
+            valid ? context_at<S>(0, static_cast<U>(log_bucket_join(sym, 0))) : 0);
       }
       return true;
     } else if constexpr (S == ContextScheme::kPrevExponent) {
       if (!float_split_ || mant_ + 1 < kBits<U> - 8) return false;
       for (int sym = 0; sym < kAlphabet; ++sym)
-        table[sym] = static_cast<uint8_t>(context_at<S>(0, static_cast<U>(static_cast<U>(sym) << (kBits<U> - 8))));
+        table[sym] = static_cast<uint8_t>(
+            context_at<S>(0, static_cast<U>(static_cast<U>(sym) << (kBits<U> - 8))));
       return true;
     } else {
       (void)table;
@@ -346,14 +353,16 @@ class ChunkEncoder {
     const uint64_t n = n_;
     uint64_t k = 0;
 #if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
-    if constexpr (sizeof(U) == 2 && S != ContextScheme::kNeighbour && S != ContextScheme::kPrevExponent) {
+    if constexpr (sizeof(U) == 2 && S != ContextScheme::kNeighbour &&
+                  S != ContextScheme::kPrevExponent) {
       if (!float_split_) {
         const __m128i zero = _mm_setzero_si128();
         const Contexts16 contexts(context_param_, mant_, expb_);
         uint64_t i = 0;
         for (; i + 8 <= n; i += 8) {
           const __m128i ctx = contexts.at<S>(ref_, prev_, i);
-          const __m128i sym = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(symbols + i)), zero);
+          const __m128i sym = _mm_unpacklo_epi8(
+              _mm_loadl_epi64(reinterpret_cast<const __m128i*>(symbols + i)), zero);
           const __m128i key = _mm_or_si128(_mm_slli_epi16(ctx, 8), sym);
           if constexpr (kElias) {
             alignas(16) uint16_t lanes[8];
@@ -441,7 +450,8 @@ class ChunkEncoder {
 
     const size_t start = out.size();
     const size_t transform_bytes = transform_params_.size();
-    out.resize(start + kPayloadPrefix + transform_bytes + 32 + gaps_size + tables.size() + rans_size + tails_size);
+    out.resize(start + kPayloadPrefix + transform_bytes + 32 + gaps_size + tables.size() +
+               rans_size + tails_size);
     uint8_t* p = out.data() + start;
     std::memset(p, 0, kPayloadPrefix);
     p[0] = static_cast<uint8_t>(float_split_ ? ValueScheme::kFloatSplit : ValueScheme::kLogBucket);
@@ -456,8 +466,10 @@ class ChunkEncoder {
       std::memcpy(p, transform_params_.data(), transform_bytes);
       p += transform_bytes;
     }
-    const std::pair<const uint8_t*, size_t> sections[] = {
-        {gaps.get(), gaps_size}, {tables.data(), tables.size()}, {rp, rans_size}, {tails.get(), tails_size}};
+    const std::pair<const uint8_t*, size_t> sections[] = {{gaps.get(), gaps_size},
+                                                          {tables.data(), tables.size()},
+                                                          {rp, rans_size},
+                                                          {tails.get(), tails_size}};
     for (const auto& section : sections) {
       store_le<uint64_t>(p, section.second);
       p += 8;

@@ -3,9 +3,9 @@
 #include <cstring>
 #include <string>
 
+#include "encode/header_writer.hpp"
 #include "encode/lossy.hpp"
 #include "encode/plan.hpp"
-#include "encode/header_writer.hpp"
 #include "format/header.hpp"
 #include "format/payload.hpp"
 #include "tpde/tpde.hpp"
@@ -27,10 +27,8 @@ bool encode_any_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>&
   return false;
 }
 
-
 }  // namespace
 }  // namespace encoder
-
 
 size_t encode_bound(size_t nbytes, size_t ndim) {
   return header_size(ndim) + kPayloadPrefix + nbytes;
@@ -40,7 +38,8 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   using encoder::encode_any_payload;
   using encoder::lossy_params;
   if (in.shape.size() > kMaxNdim)
-    fail(ErrorCode::kInvalidArgument, "array has " + std::to_string(in.shape.size()) + " dimensions; tpde chunks hold at most 32");
+    fail(ErrorCode::kInvalidArgument, "array has " + std::to_string(in.shape.size()) +
+                                          " dimensions; tpde chunks hold at most 32");
   if (in.prev_reference && !in.reference)
     fail(ErrorCode::kInvalidArgument, "prev_reference given without reference");
   Header h;
@@ -48,7 +47,8 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   h.shape = in.shape;
   uint64_t nbytes = dtype_size(in.dtype);
   for (uint64_t d : in.shape) {
-    if (d != 0 && nbytes > kMaxChunkBytes / d) fail(ErrorCode::kTooLarge, "chunk larger than the 64 GiB limit");
+    if (d != 0 && nbytes > kMaxChunkBytes / d)
+      fail(ErrorCode::kTooLarge, "chunk larger than the 64 GiB limit");
     nbytes *= d;
   }
   const uint64_t n = h.count();
@@ -82,4 +82,3 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
 }
 
 }  // namespace tpde
-

@@ -6,8 +6,8 @@
 #include <string>
 #include <type_traits>
 
-#include "encode/plan.hpp"
 #include "encode/header_writer.hpp"
+#include "encode/plan.hpp"
 #include "format/header.hpp"
 
 namespace tpde {
@@ -29,7 +29,8 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
                     std::vector<U>& coded, U* recon, const double* base = nullptr) {
   using S = std::make_signed_t<U>;
   const double limit = std::ldexp(1.0, kBits<U> - 2);
-  const double smallest_normal = std::ldexp(1.0, min_subnormal_exponent(dtype) + mantissa_bits(dtype));
+  const double smallest_normal =
+      std::ldexp(1.0, min_subnormal_exponent(dtype) + mantissa_bits(dtype));
   const double floor_value = 2 * smallest_normal;  // below it the log-relative bound is absolute
   const bool absolute = p.kind == Quantizer::kAbsolute;
   const double bound = absolute ? p.value / (2 * (1 - absolute_step_margin(dtype))) : p.value;
@@ -43,7 +44,9 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
     U q = 0, r = 0;
     for (int attempt = 0; attempt < (absolute ? 3 : 1) && !kept; ++attempt) {
       if (absolute) {
-        const double qd = std::nearbyint((xd - rd) / p.value) + (attempt == 0 ? 0.0 : attempt == 1 ? -1.0 : 1.0);
+        const double qd = std::nearbyint((xd - rd) / p.value) + (attempt == 0   ? 0.0
+                                                                 : attempt == 1 ? -1.0
+                                                                                : 1.0);
         if (!(std::fabs(qd) < limit)) return false;
         q = static_cast<U>(static_cast<S>(static_cast<int64_t>(qd)));
       } else {
@@ -61,7 +64,9 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
       const double allowed = absolute ? bound : bound * std::max(std::fabs(xd), floor_value);
       if (!(std::fabs(rec - xd) <= allowed)) continue;
       // Idempotent: quantizing the rebuilt value again must give the same q.
-      if (absolute && std::nearbyint((rec - rd) / p.value) != static_cast<double>(static_cast<S>(q))) continue;
+      if (absolute &&
+          std::nearbyint((rec - rd) / p.value) != static_cast<double>(static_cast<S>(q)))
+        continue;
       kept = true;
     }
     if (!kept) return false;
@@ -73,7 +78,8 @@ bool quantize_chunk(const U* x, const U* ref, uint64_t n, DType dtype, const Los
 
 LossyParams lossy_params(const EncodeInput& in) {
   if (!is_float(in.dtype))
-    fail(ErrorCode::kInvalidArgument, std::string("lossy mode needs a float dtype, not ") + dtype_name(in.dtype));
+    fail(ErrorCode::kInvalidArgument,
+         std::string("lossy mode needs a float dtype, not ") + dtype_name(in.dtype));
   if (!(std::isfinite(in.error_bound) && in.error_bound > 0))
     fail(ErrorCode::kInvalidArgument, "lossy error bound must be a positive finite number");
   LossyParams p;
@@ -143,12 +149,14 @@ bool encode_lossy_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t
     if (p.predictor) {
       base.resize(n);
       for (uint64_t i = 0; i < n; ++i)
-        base[i] = predicted_base(p, to_double<U>(ref[i], in.dtype), prev ? to_double<U>(prev[i], in.dtype) : 0.0);
+        base[i] = predicted_base(p, to_double<U>(ref[i], in.dtype),
+                                 prev ? to_double<U>(prev[i], in.dtype) : 0.0);
     }
   }
   std::vector<U> coded;
   U* recon = static_cast<U*>(in.reconstruction);
-  if (!quantize_chunk<U>(x, ref, n, in.dtype, p, coded, recon, base.empty() ? nullptr : base.data())) {
+  if (!quantize_chunk<U>(x, ref, n, in.dtype, p, coded, recon,
+                         base.empty() ? nullptr : base.data())) {
     if (!p.predictor) return false;
     p = lossy_params(in);  // a prediction out of the dtype's range: quantize around ref itself
     if (!quantize_chunk<U>(x, ref, n, in.dtype, p, coded, recon)) return false;
@@ -160,13 +168,13 @@ bool encode_lossy_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t
   inner.extrapolate = false;  // lossy chunks code q against the reference itself
   std::vector<U> prev_q;
   if (in.prev_reference) {
-    quantized_prev_reference<U>(ref, static_cast<const U*>(in.prev_reference), n, p, in.dtype, prev_q);
+    quantized_prev_reference<U>(ref, static_cast<const U*>(in.prev_reference), n, p, in.dtype,
+                                prev_q);
     inner.prev_reference = prev_q.data();
   }
   encode_payload<U>(inner, n, out);
   return true;
 }
-
 
 template bool encode_lossy_payload<uint8_t>(const EncodeInput&, uint64_t, std::vector<uint8_t>&);
 template bool encode_lossy_payload<uint16_t>(const EncodeInput&, uint64_t, std::vector<uint8_t>&);

@@ -44,7 +44,6 @@ struct Sample {
   }
 };
 
-
 }  // namespace
 
 // Chooses, on a sample, between coding a delta chunk against its reference, against an
@@ -54,7 +53,8 @@ struct Sample {
 template <typename U>
 void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out) {
   Sample<U> sample(in, n);
-  const double scale = sample.count ? static_cast<double>(n) / static_cast<double>(sample.count) : 1.0;
+  const double scale =
+      sample.count ? static_cast<double>(n) / static_cast<double>(sample.count) : 1.0;
   const bool delta = in.reference != nullptr;
   EncodeInput standalone = in, sample_standalone = sample.input;
   standalone.reference = standalone.prev_reference = nullptr;
@@ -86,7 +86,8 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
       const uint64_t count = sample.count;
       auto residual_bits = [&](const U* p) {
         uint64_t bits = 0;
-        for (uint64_t i = 0; i < count; ++i) bits += bit_length(zigzag<U>(static_cast<U>(sx[i] - p[i])));
+        for (uint64_t i = 0; i < count; ++i)
+          bits += bit_length(zigzag<U>(static_cast<U>(sx[i] - p[i])));
         return static_cast<double>(bits);
       };
       double best_bits = residual_bits(sref) - 8.0 * kExtrapolationBytes / scale;
@@ -124,15 +125,19 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
       full.reference = scaled_pred.get();
       full.prev_reference = scaled_prev.get();
       Sample<U> scaled_sample(full, n);
-      Candidate c{true, false, ChunkEncoder<U>(scaled_sample.input, scaled_sample.count, false, false).plan(scale)};
+      Candidate c{
+          true, false,
+          ChunkEncoder<U>(scaled_sample.input, scaled_sample.count, false, false).plan(scale)};
       c.plan.bits += 8.0 * static_cast<double>(kScaledFixedBytes + scaled.bitmap.size());
       c.scaled = true;
       candidates.push_back(c);
     }
   }
   if (is_float(in.dtype))
-    candidates.push_back({false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan(scale)});
-  candidates.push_back({false, false, ChunkEncoder<U>(sample_standalone, sample.count, delta, false).plan(scale)});
+    candidates.push_back(
+        {false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan(scale)});
+  candidates.push_back(
+      {false, false, ChunkEncoder<U>(sample_standalone, sample.count, delta, false).plan(scale)});
   const Candidate* best = &candidates[0];
   for (const Candidate& c : candidates)
     if (c.plan.bits < best->plan.bits) best = &c;
@@ -148,13 +153,14 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
   };
   if constexpr (sizeof(U) <= 4) {
     if (best->scaled) {
-      encode_predicted(scaled_pred.get(), scaled_prev.get(), kTransformScaled, scaled_params(scaled));
+      encode_predicted(scaled_pred.get(), scaled_prev.get(), kTransformScaled,
+                       scaled_params(scaled));
       return;
     }
     if (best->extrapolated) {
       std::unique_ptr<U[]> predicted_chunk(new U[n]);  // every element written: no zero-fill
-      extrapolate<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference), n,
-                     best->extrapolation, predicted_chunk.get());
+      extrapolate<U>(static_cast<const U*>(in.reference), static_cast<const U*>(in.prev_reference),
+                     n, best->extrapolation, predicted_chunk.get());
       encode_predicted(predicted_chunk.get(), in.reference, kTransformExtrapolate,
                        extrapolation_params(best->extrapolation));
       return;
@@ -166,7 +172,6 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     ChunkEncoder<U>(standalone, n, delta, best->float_split).encode_payload(best->plan, out);
   }
 }
-
 
 template void encode_payload<uint8_t>(const EncodeInput&, uint64_t, std::vector<uint8_t>&);
 template void encode_payload<uint16_t>(const EncodeInput&, uint64_t, std::vector<uint8_t>&);

@@ -47,11 +47,13 @@ class RansEncoder {
 
  public:
   // At most 2 bytes leave per symbol (x < 2^31, x_max >= 2^19), plus 4 bytes per final state.
-  explicit RansEncoder(uint64_t max_symbols) : buf_(2 * max_symbols + 4 * kStates), pos_(buf_.size()) {}
+  explicit RansEncoder(uint64_t max_symbols)
+      : buf_(2 * max_symbols + 4 * kStates), pos_(buf_.size()) {}
 
   void put(const RansEncSymbol& s) {
     uint32_t x = renormalize(s);
-    const uint32_t q = static_cast<uint32_t>((static_cast<uint64_t>(x) * s.rcp_freq) >> 32) >> s.rcp_shift;
+    const uint32_t q =
+        static_cast<uint32_t>((static_cast<uint64_t>(x) * s.rcp_freq) >> 32) >> s.rcp_shift;
     advance(x + s.bias + q * s.cmpl_freq);
   }
 

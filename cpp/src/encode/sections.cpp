@@ -61,19 +61,22 @@ void build_symbols(const Histogram& hist, int contexts, std::vector<uint32_t>& f
 // RansEncoder<2>::put, renormalised without a branch: at most two bytes leave per symbol
 // since x < 2^31 and x_max >= 2^19. Two interleaved states: x codes value k, then the states
 // swap (value k - 1 uses the other one).
-uint8_t* rans_encode_keys(const uint16_t* keys, uint64_t coded, const EncSym* e, uint8_t* buf, size_t cap) {
+uint8_t* rans_encode_keys(const uint16_t* keys, uint64_t coded, const EncSym* e, uint8_t* buf,
+                          size_t cap) {
   uint8_t* rp = buf + cap;
   const uint16_t* kp = keys;
   uint32_t x = kRansLow, other = kRansLow;
   for (uint64_t k = coded; k-- > 0;) {
     const EncSym& s = e[kp[k]];
-    const uint32_t out_bytes = static_cast<uint32_t>(x >= s.x_max) +
-                               static_cast<uint32_t>(static_cast<uint64_t>(x) >= (static_cast<uint64_t>(s.x_max) << 8));
+    const uint32_t out_bytes =
+        static_cast<uint32_t>(x >= s.x_max) +
+        static_cast<uint32_t>(static_cast<uint64_t>(x) >= (static_cast<uint64_t>(s.x_max) << 8));
     const uint16_t two = __builtin_bswap16(static_cast<uint16_t>(x));
     std::memcpy(rp - 2, &two, 2);
     rp -= out_bytes;
     x >>= 8 * out_bytes;
-    const uint32_t q = static_cast<uint32_t>((static_cast<uint64_t>(x) * s.rcp_freq) >> 32) >> s.rcp_shift;
+    const uint32_t q =
+        static_cast<uint32_t>((static_cast<uint64_t>(x) * s.rcp_freq) >> 32) >> s.rcp_shift;
     const uint32_t coded_state = x + s.bias + q * s.cmpl_freq;
     x = other;
     other = coded_state;

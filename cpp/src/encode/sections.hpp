@@ -31,8 +31,8 @@ size_t write_gaps(const U* values, uint64_t n, uint8_t* out) {
 // Tails: at most W - 3 bits a value (n * sizeof(U) + 16 bytes of buffer). With elias, zero
 // values are not coded. Returns the bytes written.
 template <typename U>
-size_t write_tails(const U* values, const uint8_t* symbols, uint64_t n, bool elias, bool float_split,
-                   uint8_t* out) {
+size_t write_tails(const U* values, const uint8_t* symbols, uint64_t n, bool elias,
+                   bool float_split, uint8_t* out) {
   BitWriter w(out);
   if (float_split) {
     constexpr int tb = kBits<U> - 8;
@@ -50,7 +50,8 @@ size_t write_tails(const U* values, const uint8_t* symbols, uint64_t n, bool eli
   } else {
     // Zeros (and all v < 8) have no tail bits, so elias needs no skip.
     uint8_t tail_bits[kAlphabet];
-    for (int sym = 0; sym < kAlphabet; ++sym) tail_bits[sym] = static_cast<uint8_t>(log_bucket_tail_bits(sym));
+    for (int sym = 0; sym < kAlphabet; ++sym)
+      tail_bits[sym] = static_cast<uint8_t>(log_bucket_tail_bits(sym));
     for (uint64_t i = 0; i < n; ++i) {
       const int tb = tail_bits[symbols[i]];
       const uint64_t v = values[i];
@@ -83,7 +84,8 @@ void build_symbols(const Histogram& hist, int contexts, std::vector<uint32_t>& f
 
 // rANS over keys[0..coded) with two interleaved states, written backwards so that it ends at
 // buf + cap (cap >= 2 coded + 16); returns where the section starts.
-uint8_t* rans_encode_keys(const uint16_t* keys, uint64_t coded, const EncSym* e, uint8_t* buf, size_t cap);
+uint8_t* rans_encode_keys(const uint16_t* keys, uint64_t coded, const EncSym* e, uint8_t* buf,
+                          size_t cap);
 
 }  // namespace encoder
 }  // namespace tpde

@@ -25,10 +25,10 @@ std::vector<uint8_t> scaled_params(const ScaledSegments& s) {
   store_le<uint32_t>(p.data(), s.mantissa);
   store_le<uint32_t>(p.data() + 4, static_cast<uint32_t>(s.shift));
   store_le<uint32_t>(p.data() + 8, s.segment);
-  if (!s.bitmap.empty()) std::memcpy(p.data() + kScaledFixedBytes, s.bitmap.data(), s.bitmap.size());
+  if (!s.bitmap.empty())
+    std::memcpy(p.data() + kScaledFixedBytes, s.bitmap.data(), s.bitmap.size());
   return p;
 }
-
 
 // Extrapolations to try, fitted on positions where value, reference and prev-reference are
 // finite and share a sign: (a) slope by least squares on the values (an absolute-error fit,
@@ -36,11 +36,13 @@ std::vector<uint8_t> scaled_params(const ScaledSegments& s) {
 // is left in bit units; (b) slope and offset by least squares on the bit patterns (a fit in
 // the log domain, which suits the second moment).
 template <typename U>
-std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U* prev, uint64_t n, DType dtype) {
+std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U* prev, uint64_t n,
+                                              DType dtype) {
   constexpr int s = kBits<U> - 1;
   const int mant = mantissa_bits(dtype), expb = exponent_bits(dtype);
   const int all_ones = (1 << expb) - 1;
-  std::vector<int64_t> d(n), y(n);  // bit-pattern moves: reference - prev-reference, value - reference
+  std::vector<int64_t> d(n),
+      y(n);  // bit-pattern moves: reference - prev-reference, value - reference
   std::vector<double> vd(n), vy(n);  // the same moves in value units
   auto collect = [&](auto as_double) {
     size_t k = 0;
@@ -63,7 +65,8 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
   if (dtype == DType::kFloat32) {
     collect([](U b) { return static_cast<double>(float_from_bits(static_cast<uint32_t>(b))); });
   } else if (dtype == DType::kBFloat16) {
-    collect([](U b) { return static_cast<double>(float_from_bits(static_cast<uint32_t>(b) << 16)); });
+    collect(
+        [](U b) { return static_cast<double>(float_from_bits(static_cast<uint32_t>(b) << 16)); });
   } else {
     collect([dtype](U b) { return to_double<U>(b, dtype); });
   }
@@ -82,7 +85,8 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
     std::nth_element(m.begin(), m.begin() + m.size() / 2, m.end());
     return m[m.size() / 2];
   };
-  const uint64_t d_limit = 16 * std::max<uint64_t>(median_abs(d), 1), y_limit = 16 * std::max<uint64_t>(median_abs(y), 1);
+  const uint64_t d_limit = 16 * std::max<uint64_t>(median_abs(d), 1),
+                 y_limit = 16 * std::max<uint64_t>(median_abs(y), 1);
   double vdd = 0, vdy = 0;  // value-domain least squares over the positions kept
   {
     size_t kept = 0;
@@ -143,8 +147,8 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
 // When one is, pred and pred_prev (null without a prev-reference) hold what apply_scaled
 // makes of the selection (the prediction and its prev-reference), computed while selecting.
 template <typename U>
-bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out, std::unique_ptr<U[]>& pred,
-                          std::unique_ptr<U[]>& pred_prev) {
+bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out,
+                          std::unique_ptr<U[]>& pred, std::unique_ptr<U[]>& pred_prev) {
   const U* x = static_cast<const U*>(in.data);
   const U* ref = static_cast<const U*>(in.reference);
   const U* prev = static_cast<const U*>(in.prev_reference);
@@ -157,7 +161,9 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
     const int e = float_exponent(b, mant, expb);
     return e != 0 && e != (1 << expb) - 1;
   };
-  auto ratio = [&](uint64_t i) { return to_double<U>(x[i], in.dtype) / to_double<U>(ref[i], in.dtype); };
+  auto ratio = [&](uint64_t i) {
+    return to_double<U>(x[i], in.dtype) / to_double<U>(ref[i], in.dtype);
+  };
   // Probes agree within the tolerance (loose enough for rows that had a little gradient);
   // a common ratio within 8 ulps of 1 is no decay to code: unchanged or noisy rows, which
   // 16-bit floats show often.
@@ -174,8 +180,10 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
     for (uint64_t i : probes) {
       if (!normal(x[i]) || !normal(ref[i])) continue;
       const double r = ratio(i);
-      if (seen == 0) first = r;
-      else if (std::fabs(r / first - 1) > tolerance) agree = false;
+      if (seen == 0)
+        first = r;
+      else if (std::fabs(r / first - 1) > tolerance)
+        agree = false;
       ++seen;
     }
     if (seen >= 2 && agree && first > 0 && std::fabs(first - 1) > near_one && first < 0x1p16) {
@@ -200,7 +208,7 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
   if (!scale_valid(out.mantissa, out.shift)) return false;
   out.bitmap.assign((segments + 7) / 8, 0);
   pred.reset(new U[n]);
-  pred_prev.reset(prev ? new U[n] : nullptr);  // none without a prev-reference
+  pred_prev.reset(prev ? new U[n] : nullptr);   // none without a prev-reference
   std::memcpy(pred.get(), ref, n * sizeof(U));  // segments not selected keep ref and prev
   if (prev) std::memcpy(pred_prev.get(), prev, n * sizeof(U));
   bool any = false;
@@ -225,16 +233,21 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
   return any;
 }
 
-
-template std::vector<Extrapolation> fit_extrapolations<uint8_t>(const uint8_t*, const uint8_t*, const uint8_t*, uint64_t, DType);
-template bool find_scaled_segments<uint8_t>(const EncodeInput&, uint64_t, ScaledSegments&, std::unique_ptr<uint8_t[]>&,
-                                         std::unique_ptr<uint8_t[]>&);
-template std::vector<Extrapolation> fit_extrapolations<uint16_t>(const uint16_t*, const uint16_t*, const uint16_t*, uint64_t, DType);
-template bool find_scaled_segments<uint16_t>(const EncodeInput&, uint64_t, ScaledSegments&, std::unique_ptr<uint16_t[]>&,
-                                         std::unique_ptr<uint16_t[]>&);
-template std::vector<Extrapolation> fit_extrapolations<uint32_t>(const uint32_t*, const uint32_t*, const uint32_t*, uint64_t, DType);
-template bool find_scaled_segments<uint32_t>(const EncodeInput&, uint64_t, ScaledSegments&, std::unique_ptr<uint32_t[]>&,
-                                         std::unique_ptr<uint32_t[]>&);
+template std::vector<Extrapolation> fit_extrapolations<uint8_t>(const uint8_t*, const uint8_t*,
+                                                                const uint8_t*, uint64_t, DType);
+template bool find_scaled_segments<uint8_t>(const EncodeInput&, uint64_t, ScaledSegments&,
+                                            std::unique_ptr<uint8_t[]>&,
+                                            std::unique_ptr<uint8_t[]>&);
+template std::vector<Extrapolation> fit_extrapolations<uint16_t>(const uint16_t*, const uint16_t*,
+                                                                 const uint16_t*, uint64_t, DType);
+template bool find_scaled_segments<uint16_t>(const EncodeInput&, uint64_t, ScaledSegments&,
+                                             std::unique_ptr<uint16_t[]>&,
+                                             std::unique_ptr<uint16_t[]>&);
+template std::vector<Extrapolation> fit_extrapolations<uint32_t>(const uint32_t*, const uint32_t*,
+                                                                 const uint32_t*, uint64_t, DType);
+template bool find_scaled_segments<uint32_t>(const EncodeInput&, uint64_t, ScaledSegments&,
+                                             std::unique_ptr<uint32_t[]>&,
+                                             std::unique_ptr<uint32_t[]>&);
 
 }  // namespace encoder
 }  // namespace tpde

@@ -18,12 +18,13 @@ std::vector<uint8_t> scaled_params(const ScaledSegments& s);
 
 // Extrapolations worth trying for values x against ref and prev (n positions; may be none).
 template <typename U>
-std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U* prev, uint64_t n, DType dtype);
+std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U* prev, uint64_t n,
+                                              DType dtype);
 
 // Selects the segments of in that are their reference scaled by one factor; see the .cpp.
 template <typename U>
-bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out, std::unique_ptr<U[]>& pred,
-                          std::unique_ptr<U[]>& pred_prev);
+bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out,
+                          std::unique_ptr<U[]>& pred, std::unique_ptr<U[]>& pred_prev);
 
 }  // namespace encoder
 }  // namespace tpde

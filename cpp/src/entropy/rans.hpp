@@ -20,7 +20,6 @@ constexpr int kProbBits = 12;
 constexpr uint32_t kProbScale = 1u << kProbBits;
 constexpr uint32_t kRansLow = 1u << 23;
 
-
 // Decode table of one context: slot -> symbol, and each used symbol's frequency and start.
 // 5 KiB, so the tables of many contexts stay in cache. Filled only for used contexts.
 struct DecTable {
@@ -39,7 +38,8 @@ class RansDecoder {
  public:
   // Inlined, like get(): a decoder whose address escapes into a call keeps its states in
   // memory, on the dependency chain (measured: bf16 decode 234 -> 174 MB/s with two states).
-  __attribute__((always_inline)) RansDecoder(const uint8_t* data, size_t size) : p_(data), end_(data + size) {
+  __attribute__((always_inline)) RansDecoder(const uint8_t* data, size_t size)
+      : p_(data), end_(data + size) {
     state_ = read_state();
     if constexpr (kStates == 2) other_ = read_state();
   }

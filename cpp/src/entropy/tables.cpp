@@ -21,7 +21,8 @@ bool read_tables(const uint8_t* src, size_t size, int contexts, int max_symbol,
                  std::unique_ptr<DecTable[]>& tables, std::vector<uint8_t>& used) {
   const uint8_t* p = src;
   const uint8_t* end = src + size;
-  tables.reset(new DecTable[static_cast<size_t>(contexts)]);  // left uninitialised: filled per used context
+  tables.reset(
+      new DecTable[static_cast<size_t>(contexts)]);  // left uninitialised: filled per used context
   used.assign(static_cast<size_t>(contexts), 0);
   for (int c = 0; c < contexts; ++c) {
     uint64_t nsym;

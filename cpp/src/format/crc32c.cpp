@@ -30,9 +30,8 @@ uint32_t crc32c_soft(const uint8_t* p, size_t n, uint32_t crc) {
     uint64_t v;
     std::memcpy(&v, p, 8);
     v ^= crc;
-    crc = t[7][v & 0xFF] ^ t[6][(v >> 8) & 0xFF] ^ t[5][(v >> 16) & 0xFF] ^
-          t[4][(v >> 24) & 0xFF] ^ t[3][(v >> 32) & 0xFF] ^ t[2][(v >> 40) & 0xFF] ^
-          t[1][(v >> 48) & 0xFF] ^ t[0][v >> 56];
+    crc = t[7][v & 0xFF] ^ t[6][(v >> 8) & 0xFF] ^ t[5][(v >> 16) & 0xFF] ^ t[4][(v >> 24) & 0xFF] ^
+          t[3][(v >> 32) & 0xFF] ^ t[2][(v >> 40) & 0xFF] ^ t[1][(v >> 48) & 0xFF] ^ t[0][v >> 56];
     p += 8;
     n -= 8;
   }
@@ -80,8 +79,9 @@ struct ShiftTable {
 };
 
 template <size_t kBlock>
-__attribute__((target("sse4.2"))) inline uint64_t crc32c_hw_3way(const uint8_t*& p, size_t& n, uint64_t c0,
-                                                                  const ShiftTable& shift) {
+__attribute__((target("sse4.2"))) inline uint64_t crc32c_hw_3way(const uint8_t*& p, size_t& n,
+                                                                 uint64_t c0,
+                                                                 const ShiftTable& shift) {
   while (n >= 3 * kBlock) {
     uint64_t c1 = 0, c2 = 0;
     for (size_t i = 0; i < kBlock; i += 8) {

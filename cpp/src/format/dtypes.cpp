@@ -13,10 +13,19 @@ bool is_float(DType d) {
 
 size_t dtype_size(DType d) {
   switch (d) {
-    case DType::kInt8: case DType::kUInt8: case DType::kBool: return 1;
-    case DType::kFloat16: case DType::kBFloat16: case DType::kInt16: case DType::kUInt16: return 2;
-    case DType::kFloat32: case DType::kInt32: case DType::kUInt32: return 4;
-    case DType::kFloat64: case DType::kInt64: case DType::kUInt64: return 8;
+    case DType::kInt8:
+    case DType::kUInt8:
+    case DType::kBool: return 1;
+    case DType::kFloat16:
+    case DType::kBFloat16:
+    case DType::kInt16:
+    case DType::kUInt16: return 2;
+    case DType::kFloat32:
+    case DType::kInt32:
+    case DType::kUInt32: return 4;
+    case DType::kFloat64:
+    case DType::kInt64:
+    case DType::kUInt64: return 8;
   }
   return 0;
 }

@@ -19,10 +19,12 @@ uint64_t Header::count() const {
 
 LossyParams read_lossy_block(const Header& h, const uint8_t* payload) {
   if (!is_float(h.dtype)) fail(ErrorCode::kCorrupt, "lossy flag on a chunk of integer dtype");
-  if (h.payload_size < lossy_block_size(h.version)) fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
+  if (h.payload_size < lossy_block_size(h.version))
+    fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
   LossyParams p;
   const uint8_t kind = payload[0];
-  if (kind != 1 && kind != 2) fail(ErrorCode::kCorrupt, "lossy block has unknown quantizer " + std::to_string(kind));
+  if (kind != 1 && kind != 2)
+    fail(ErrorCode::kCorrupt, "lossy block has unknown quantizer " + std::to_string(kind));
   p.kind = static_cast<Quantizer>(kind);
   std::memcpy(&p.value, payload + 8, 8);
   if (h.version == 1) {
@@ -33,9 +35,11 @@ LossyParams read_lossy_block(const Header& h, const uint8_t* payload) {
     std::memcpy(&p.step, payload + 16, 8);
   }
   if (h.version >= 3 && payload[1] != 0) {
-    if (payload[1] != 1) fail(ErrorCode::kCorrupt, "lossy block has unknown predictor " + std::to_string(payload[1]));
+    if (payload[1] != 1)
+      fail(ErrorCode::kCorrupt, "lossy block has unknown predictor " + std::to_string(payload[1]));
     if (p.kind != Quantizer::kAbsolute || h.mode != Mode::kDelta)
-      fail(ErrorCode::kCorrupt, "lossy predictor on a chunk without a reference or with a log-relative quantizer");
+      fail(ErrorCode::kCorrupt,
+           "lossy predictor on a chunk without a reference or with a log-relative quantizer");
     p.predictor = 1;
     if (h.payload_size < lossy_block_size(h.version, p))
       fail(ErrorCode::kCorrupt, "lossy chunk shorter than its lossy block");
@@ -63,9 +67,10 @@ Header read_header(const uint8_t* src, size_t size) {
   Header h;
   h.version = src[4];
   if (h.version < kOldestFormatVersion || h.version > kFormatVersion)
-    fail(ErrorCode::kUnsupportedVersion,
-         "chunk has format version " + std::to_string(h.version) + "; this build of tpde reads versions " +
-             std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion));
+    fail(ErrorCode::kUnsupportedVersion, "chunk has format version " + std::to_string(h.version) +
+                                             "; this build of tpde reads versions " +
+                                             std::to_string(kOldestFormatVersion) + " to " +
+                                             std::to_string(kFormatVersion));
   const size_t ndim = src[8];
   if (ndim > kMaxNdim)
     fail(ErrorCode::kBadShape, "chunk header says ndim=" + std::to_string(ndim) + " (max 32)");
@@ -79,7 +84,8 @@ Header read_header(const uint8_t* src, size_t size) {
   if (!dtype_valid(src[5]))
     fail(ErrorCode::kBadDtype, "chunk header has unknown dtype code " + std::to_string(src[5]));
   h.dtype = static_cast<DType>(src[5]);
-  if (src[6] > 1) fail(ErrorCode::kCorrupt, "chunk header has unknown mode " + std::to_string(src[6]));
+  if (src[6] > 1)
+    fail(ErrorCode::kCorrupt, "chunk header has unknown mode " + std::to_string(src[6]));
   h.mode = static_cast<Mode>(src[6]);
   h.flags = src[7];
   if (h.flags & ~(kFlagPrevReference | kFlagLossy))
@@ -99,18 +105,21 @@ Header read_header(const uint8_t* src, size_t size) {
       fail(ErrorCode::kTooLarge, "chunk shape exceeds the 64 GiB chunk limit");
     nbytes *= d;
   }
-  if (nbytes > kMaxChunkBytes) fail(ErrorCode::kTooLarge, "chunk shape exceeds the 64 GiB chunk limit");
+  if (nbytes > kMaxChunkBytes)
+    fail(ErrorCode::kTooLarge, "chunk shape exceeds the 64 GiB chunk limit");
   const uint64_t left = size - h.header_size;
   if (h.payload_size > left)
-    fail(ErrorCode::kTruncated, "chunk payload is " + std::to_string(left) + " bytes, header says " +
-                                    std::to_string(h.payload_size));
+    fail(ErrorCode::kTruncated, "chunk payload is " + std::to_string(left) +
+                                    " bytes, header says " + std::to_string(h.payload_size));
   if (h.payload_size < left)
     fail(ErrorCode::kCorrupt, "chunk has " + std::to_string(left - h.payload_size) +
                                   " trailing bytes after its payload");
   if (h.flags & kFlagLossy) {
     const LossyParams p = read_lossy_block(h, src + h.header_size);
     h.lossy = p.kind == Quantizer::kAbsolute ? LossyKind::kAbsolute : LossyKind::kLogRelative;
-    h.error_bound = p.kind == Quantizer::kAbsolute ? p.value / (2 * (1 - absolute_step_margin(h.dtype))) : p.value;
+    h.error_bound = p.kind == Quantizer::kAbsolute
+                        ? p.value / (2 * (1 - absolute_step_margin(h.dtype)))
+                        : p.value;
   }
   return h;
 }

@@ -53,7 +53,9 @@ inline size_t lossy_block_size(uint8_t version, const LossyParams& p) {
 
 // The value an absolute-quantized element is rebuilt around: binary64, each product and the
 // sum rounded once (no fused multiply-add), prev = 0 without a prev-reference.
-inline double predicted_base(const LossyParams& p, double ref, double prev) { return p.a * ref + p.b * prev; }
+inline double predicted_base(const LossyParams& p, double ref, double prev) {
+  return p.a * ref + p.b * prev;
+}
 
 inline float float_from_bits(uint32_t b) {
   float f;
@@ -69,9 +71,12 @@ inline uint32_t bits_from_float(float f) {
 inline double half_to_double(uint16_t h) {
   const int sign = h >> 15, exp = (h >> 10) & 31, mant = h & 1023;
   double v;
-  if (exp == 0) v = std::ldexp(static_cast<double>(mant), -24);
-  else if (exp == 31) v = mant ? NAN : INFINITY;
-  else v = std::ldexp(static_cast<double>(mant | 1024), exp - 25);
+  if (exp == 0)
+    v = std::ldexp(static_cast<double>(mant), -24);
+  else if (exp == 31)
+    v = mant ? NAN : INFINITY;
+  else
+    v = std::ldexp(static_cast<double>(mant | 1024), exp - 25);
   return sign ? -v : v;
 }
 
@@ -152,7 +157,8 @@ inline U from_ordered(U ord) {
 // Nearest multiple of `step` ordered steps from ref to x: floor((2d + step) / (2 step)).
 template <typename U>
 inline U log_quantize(U x, U ref, uint64_t step) {
-  const __int128 d = static_cast<__int128>(to_ordered<U>(x)) - static_cast<__int128>(to_ordered<U>(ref));
+  const __int128 d =
+      static_cast<__int128>(to_ordered<U>(x)) - static_cast<__int128>(to_ordered<U>(ref));
   const __int128 s = static_cast<__int128>(step);
   __int128 num = 2 * d + s, den = 2 * s;
   __int128 q = num / den;
@@ -172,15 +178,16 @@ inline U dequantize_absolute(double base, U q_bits, const LossyParams& p, DType 
 template <typename U>
 inline U dequantize(U ref, U q_bits, const LossyParams& p, DType dtype) {
   if (p.kind == Quantizer::kLogRelative)
-    return from_ordered<U>(static_cast<U>(to_ordered<U>(ref) + static_cast<U>(q_bits * static_cast<U>(p.step))));
+    return from_ordered<U>(
+        static_cast<U>(to_ordered<U>(ref) + static_cast<U>(q_bits * static_cast<U>(p.step))));
   return dequantize_absolute<U>(to_double<U>(ref, dtype), q_bits, p, dtype);
 }
 
 // The previous step's quantized residual, as a "previous reference" for the lossless layer:
 // ref - q_prev, so that its prev-residual context sees |q_prev| (not raw bit differences).
 template <typename U>
-inline void quantized_prev_reference(const U* ref, const U* prev, uint64_t n, const LossyParams& p, DType dtype,
-                                     std::vector<U>& out) {
+inline void quantized_prev_reference(const U* ref, const U* prev, uint64_t n, const LossyParams& p,
+                                     DType dtype, std::vector<U>& out) {
   using S = std::make_signed_t<U>;
   out.resize(n);
   const double limit = std::ldexp(1.0, kBits<U> - 2);
@@ -189,7 +196,8 @@ inline void quantized_prev_reference(const U* ref, const U* prev, uint64_t n, co
     if (p.kind == Quantizer::kLogRelative) {
       q = log_quantize<U>(ref[i], prev[i], p.step);
     } else {
-      const double qd = std::nearbyint((to_double<U>(ref[i], dtype) - to_double<U>(prev[i], dtype)) / p.value);
+      const double qd =
+          std::nearbyint((to_double<U>(ref[i], dtype) - to_double<U>(prev[i], dtype)) / p.value);
       if (std::fabs(qd) < limit) q = static_cast<U>(static_cast<S>(static_cast<int64_t>(qd)));
     }
     out[i] = static_cast<U>(ref[i] - q);

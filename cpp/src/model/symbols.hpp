@@ -95,7 +95,9 @@ inline int exponent_context(int top, int e) {
 }
 
 // Four buckets of a magnitude class: 0, 1-4, 5-8, 9 and above.
-inline int class_bucket(int magnitude) { return magnitude == 0 ? 0 : magnitude <= 4 ? 1 : magnitude <= 8 ? 2 : 3; }
+inline int class_bucket(int magnitude) {
+  return magnitude == 0 ? 0 : magnitude <= 4 ? 1 : magnitude <= 8 ? 2 : 3;
+}
 
 inline int context_count(ContextScheme scheme) {
   switch (scheme) {
@@ -120,7 +122,9 @@ inline void with_context_scheme(ContextScheme scheme, F&& f) {
     case CS::kPrevResidual: f(std::integral_constant<CS, CS::kPrevResidual>{}); break;
     case CS::kNeighbour: f(std::integral_constant<CS, CS::kNeighbour>{}); break;
     case CS::kPrevExponent: f(std::integral_constant<CS, CS::kPrevExponent>{}); break;
-    case CS::kRefExponentPrevResidual: f(std::integral_constant<CS, CS::kRefExponentPrevResidual>{}); break;
+    case CS::kRefExponentPrevResidual:
+      f(std::integral_constant<CS, CS::kRefExponentPrevResidual>{});
+      break;
   }
 }
 

@@ -17,9 +17,11 @@ constexpr size_t kMaxTerms = 4;
 
 void check(DType dtype, const std::vector<Term>& terms) {
   if (!is_float(dtype))
-    fail(ErrorCode::kBadDtype, std::string("prediction needs a float dtype, not ") + dtype_name(dtype));
+    fail(ErrorCode::kBadDtype,
+         std::string("prediction needs a float dtype, not ") + dtype_name(dtype));
   if (terms.empty() || terms.size() > kMaxTerms)
-    fail(ErrorCode::kInvalidArgument, "prediction takes 1 to " + std::to_string(kMaxTerms) + " terms");
+    fail(ErrorCode::kInvalidArgument,
+         "prediction takes 1 to " + std::to_string(kMaxTerms) + " terms");
   for (const Term& t : terms) {
     if (t.kind != TermKind::kAdamDirection && t.kind != TermKind::kScaledDelta)
       fail(ErrorCode::kInvalidArgument, "unknown prediction term");
@@ -31,7 +33,8 @@ void check(DType dtype, const std::vector<Term>& terms) {
 template <typename U>
 class Terms {
  public:
-  Terms(DType dtype, const std::vector<Term>& terms, double eps) : dtype_(dtype), terms_(terms), eps_(eps) {}
+  Terms(DType dtype, const std::vector<Term>& terms, double eps)
+      : dtype_(dtype), terms_(terms), eps_(eps) {}
 
   double value(size_t j, size_t i) const {
     const Term& t = terms_[j];
@@ -39,7 +42,9 @@ class Terms {
     if (t.kind == TermKind::kAdamDirection) return a / (std::sqrt(b) + eps_);
     return (a - b) * (std::sqrt(at(t.c, i)) + eps_);
   }
-  double at(const void* p, size_t i) const { return to_double<U>(static_cast<const U*>(p)[i], dtype_); }
+  double at(const void* p, size_t i) const {
+    return to_double<U>(static_cast<const U*>(p)[i], dtype_);
+  }
   size_t size() const { return terms_.size(); }
 
  private:
@@ -62,7 +67,8 @@ bool solve(std::vector<double>& A, std::vector<double>& b, size_t m) {
     for (size_t r = col + 1; r < m; ++r)
       if (std::fabs(A[r * m + col]) > std::fabs(A[piv * m + col])) piv = r;
     const double scale = std::fabs(A[col * m + col]) + std::fabs(A[piv * m + col]);
-    if (!(std::fabs(A[piv * m + col]) > 1e-12 * scale) || !std::isfinite(A[piv * m + col])) return false;
+    if (!(std::fabs(A[piv * m + col]) > 1e-12 * scale) || !std::isfinite(A[piv * m + col]))
+      return false;
     if (piv != col) {
       for (size_t k = 0; k < m; ++k) std::swap(A[col * m + k], A[piv * m + k]);
       std::swap(b[col], b[piv]);
@@ -83,7 +89,7 @@ bool solve(std::vector<double>& A, std::vector<double>& b, size_t m) {
 
 template <typename U>
 PredictionFit fit_typed(DType dtype, size_t n, const void* x, const void* reference,
-                              const std::vector<Term>& terms, double eps) {
+                        const std::vector<Term>& terms, double eps) {
   const Terms<U> t(dtype, terms, eps);
   const size_t k = t.size(), m = k + 1;
   std::vector<double> A(m * m, 0.0), b(m, 0.0);
@@ -152,8 +158,8 @@ void predict(DType dtype, size_t n, const void* reference, const std::vector<Ter
              const std::vector<double>& coefs, double eps, void* out) {
   check(dtype, terms);
   if (coefs.size() != terms.size() + 1)
-    fail(ErrorCode::kInvalidArgument, "prediction needs " + std::to_string(terms.size() + 1) + " coefficients, got " +
-                                          std::to_string(coefs.size()));
+    fail(ErrorCode::kInvalidArgument, "prediction needs " + std::to_string(terms.size() + 1) +
+                                          " coefficients, got " + std::to_string(coefs.size()));
   switch (dtype_size(dtype)) {
     case 2: return predict_typed<uint16_t>(dtype, n, reference, terms, coefs, eps, out);
     case 4: return predict_typed<uint32_t>(dtype, n, reference, terms, coefs, eps, out);

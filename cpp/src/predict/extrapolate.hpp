@@ -41,7 +41,8 @@ inline U extrapolate_one(U r, U q, const Extrapolation& e) {
   constexpr int s = kBits<U> - 1;
   const int64_t ri = static_cast<int64_t>(r);
   const int64_t d = (r >> s) == (q >> s) ? ri - static_cast<int64_t>(q) : 0;
-  const int64_t t = ri + ((d * e.slope + (int64_t(1) << (kSlopeShift - 1))) >> kSlopeShift) + e.offset;
+  const int64_t t =
+      ri + ((d * e.slope + (int64_t(1) << (kSlopeShift - 1))) >> kSlopeShift) + e.offset;
   const bool inside = t >= 0 && t < (int64_t(1) << kBits<U>) && (t >> s) == (ri >> s);
   return inside ? static_cast<U>(t) : r;
 }
@@ -50,10 +51,10 @@ inline U extrapolate_one(U r, U q, const Extrapolation& e) {
 #define TPDE_AVX2_EXTRAPOLATE 1
 bool cpu_has_avx2();
 // Sixteen values at a time where the CPU has AVX2 (extrapolate.cpp); returns how many it did.
-uint64_t extrapolate16_avx2(const uint16_t* ref, const uint16_t* prev, uint64_t n, const Extrapolation& e,
-                            uint16_t* out);
-uint64_t extrapolate32_avx2(const uint32_t* ref, const uint32_t* prev, uint64_t n, const Extrapolation& e,
-                            uint32_t* out);
+uint64_t extrapolate16_avx2(const uint16_t* ref, const uint16_t* prev, uint64_t n,
+                            const Extrapolation& e, uint16_t* out);
+uint64_t extrapolate32_avx2(const uint32_t* ref, const uint32_t* prev, uint64_t n,
+                            const Extrapolation& e, uint32_t* out);
 #endif
 
 #if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
@@ -91,14 +92,16 @@ class Extrapolate16 {
       // t = r + d hi + floor((d lo + 2^15) / 2^16) + offset
       const __m128i moved = _mm_srai_epi32(_mm_add_epi32(dlo, rounding_), 16);
       __m128i t = _mm_add_epi32(rr, _mm_add_epi32(moved, offset_));
-      if constexpr (kHi) t = _mm_add_epi32(t, h ? _mm_unpackhi_epi16(qlo, qhi) : _mm_unpacklo_epi16(qlo, qhi));
+      if constexpr (kHi)
+        t = _mm_add_epi32(t, h ? _mm_unpackhi_epi16(qlo, qhi) : _mm_unpacklo_epi16(qlo, qhi));
       // inside: t >> 15 (arithmetic) equals r >> 15, which also excludes t < 0 and t >= 2^16
       const __m128i inside = _mm_cmpeq_epi32(_mm_srai_epi32(t, 15), _mm_srli_epi32(rr, 15));
       const __m128i v = _mm_or_si128(_mm_and_si128(inside, t), _mm_andnot_si128(inside, rr));
       // to signed 16-bit range for the saturating pack
       out[h] = _mm_sub_epi32(v, rounding_);
     }
-    return _mm_xor_si128(_mm_packs_epi32(out[0], out[1]), _mm_set1_epi16(static_cast<short>(0x8000)));
+    return _mm_xor_si128(_mm_packs_epi32(out[0], out[1]),
+                         _mm_set1_epi16(static_cast<short>(0x8000)));
   }
 
  private:
@@ -129,18 +132,20 @@ inline void extrapolate(const U* ref, const U* prev, uint64_t n, const Extrapola
       for (; i + 8 <= n; i += 8) {
         const __m128i r = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ref + i));
         const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(prev + i));
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), x.step<decltype(with_hi)::value>(r, q));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                         x.step<decltype(with_hi)::value>(r, q));
       }
     };
-    if (x.needs_hi()) run(std::true_type{}); else run(std::false_type{});
+    if (x.needs_hi())
+      run(std::true_type{});
+    else
+      run(std::false_type{});
   }
 #endif
   for (; i < n; ++i) out[i] = extrapolate_one<U>(ref[i], prev[i], e);
 }
 
 // Widths the transform is defined for: 16- and 32-bit floats.
-inline bool extrapolation_allowed(DType dtype) {
-  return is_float(dtype) && dtype_size(dtype) <= 4;
-}
+inline bool extrapolation_allowed(DType dtype) { return is_float(dtype) && dtype_size(dtype) <= 4; }
 
 }  // namespace tpde
