@@ -16,3 +16,12 @@ class TPDEError(ValueError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.code))
+
+
+class StorageError(TPDEError, OSError):
+    """The storage under a store failed: unreachable endpoint, missing bucket, permission
+    denied, full disk. A `TPDEError` (code "storage") that is also an `OSError`; its
+    message is one line naming the store's URL or path and the cause."""
+
+    def __init__(self, message: str, code: str = "storage"):
+        super().__init__(message, code)

@@ -7,6 +7,7 @@ command lines); no tracebacks for user mistakes.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -80,20 +81,24 @@ def _parser() -> argparse.ArgumentParser:
                         "checkpoint (smaller; restoring a weight then decodes its moments too)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="pickle objects that are not tensors or JSON scalars")
+    _storage_arg(p)
     p.set_defaults(run=_pack)
 
     p = sub.add_parser("unpack", help="write one step back as .pt or .safetensors")
     _store_step(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--allow-pickle", action="store_true", help="unpickle pickled objects")
+    _storage_arg(p)
     p.set_defaults(run=_unpack)
 
     p = sub.add_parser("ls", help="list steps: kind, base, stored size, ratio")
     p.add_argument("store", metavar="STORE")
+    _storage_arg(p)
     p.set_defaults(run=_ls)
 
     p = sub.add_parser("info", help="per-tensor sizes and ratios of one step")
     _store_step(p)
+    _storage_arg(p)
     p.set_defaults(run=_info)
 
     p = sub.add_parser("get", help="extract one tensor (or a slice) of one step")
@@ -101,15 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor", required=True, metavar="NAME")
     p.add_argument("--slice", metavar="SPEC", help='numpy-style, e.g. "0:128,:" or "3"')
     p.add_argument("-o", "--output", metavar="OUT", help=".npy or .pt (default: print it)")
+    _storage_arg(p)
     p.set_defaults(run=_get)
 
     p = sub.add_parser("stats", help="ratio and changed fraction per step and tensor group")
     p.add_argument("store", metavar="STORE")
     p.add_argument("--plot", metavar="PNG", help="also plot them into an image")
+    _storage_arg(p)
     p.set_defaults(run=_stats)
 
     p = sub.add_parser("verify", help="reconstruct every step and check every content hash")
     p.add_argument("store", metavar="STORE")
+    _storage_arg(p)
     p.set_defaults(run=_verify)
 
     p = sub.add_parser("prune", help="delete old steps, keeping what kept deltas need")
@@ -117,12 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-last", type=int, metavar="N")
     p.add_argument("--keep-every", type=int, metavar="M", help="also keep multiples of M")
     p.add_argument("--dry-run", action="store_true")
+    _storage_arg(p)
     p.set_defaults(run=_prune)
 
     p = sub.add_parser("clean", help="remove leftovers of interrupted saves")
     p.add_argument("store", metavar="STORE")
+    _storage_arg(p)
     p.set_defaults(run=_clean)
     return parser
+
+
+def _storage_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec option for a URL store (repeatable), e.g. endpoint_url=http://127.0.0.1:9000")
 
 
 def _store_step(p: argparse.ArgumentParser) -> None:
@@ -130,10 +145,27 @@ def _store_step(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step", type=int, required=True, metavar="N")
 
 
-def _open(path: str, mode: str = "r") -> CheckpointStore:
+def _open(path: str, mode: str = "r", options: list[str] | None = None) -> CheckpointStore:
     if "://" not in path and not Path(path).exists():
         raise TPDEError(f"{path}: no such tpde store", "not_a_store")
-    return CheckpointStore(path, mode=mode)
+    return CheckpointStore(path, mode=mode, storage_options=storage_options(options))
+
+
+def storage_options(pairs: list[str] | None) -> dict | None:
+    """`--storage-option KEY=VALUE` pairs as fsspec options; a VALUE that parses as JSON
+    (true, 3, {"region_name": "x"}) is taken as such, else as a string."""
+    if not pairs:
+        return None
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise TPDEError(f"bad --storage-option {pair!r}: expected KEY=VALUE", "invalid_argument")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
 
 
 # ---------------------------------------------------------------------------- commands
@@ -144,7 +176,8 @@ def _pack(args: argparse.Namespace) -> None:
     files = find_checkpoints(args.checkpoints)
     first_state = read_checkpoint(files[0])  # fail before creating a store
     store = CheckpointStore(
-        args.output, mode="a", keyframe_every=args.keyframe_every, chunk_elements=args.chunk_elements
+        args.output, mode="a", keyframe_every=args.keyframe_every, chunk_elements=args.chunk_elements,
+        storage_options=storage_options(args.storage_option),
     )
     existing = store.steps()
     first = existing[-1] + 1 if existing else 0
@@ -171,7 +204,7 @@ def _pack(args: argparse.Namespace) -> None:
 
 
 def _unpack(args: argparse.Namespace) -> None:
-    store = _open(args.store)
+    store = _open(args.store, options=args.storage_option)
     state = store.load(args.step, allow_pickle=args.allow_pickle)
     out = Path(args.output)
     write_checkpoint(out, state, store.info(args.step).meta or {})
@@ -179,7 +212,7 @@ def _unpack(args: argparse.Namespace) -> None:
 
 
 def _ls(args: argparse.Namespace) -> None:
-    store = _open(args.store)
+    store = _open(args.store, options=args.storage_option)
     history = store.history()
     print(f"{'step':>10}  {'kind':<8}  {'base':>8}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  coding")
     for h in history:
@@ -194,7 +227,7 @@ def _ls(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    store = _open(args.store)
+    store = _open(args.store, options=args.storage_option)
     info = store.info(args.step)
     base = "" if info.base_step is None else f" against step {info.base_step}"
     print(f"step {info.step}: {info.kind}{base}, depth {info.depth}, {len(info.tensors)} tensor(s), "
@@ -220,7 +253,7 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _get(args: argparse.Namespace) -> None:
-    store = _open(args.store)
+    store = _open(args.store, options=args.storage_option)
     index = parse_slice(args.slice) if args.slice else None
     tensor = store.load_tensor(args.step, args.tensor, index)
     if args.output is None:
@@ -243,7 +276,7 @@ def _get(args: argparse.Namespace) -> None:
 
 
 def _stats(args: argparse.Namespace) -> None:
-    store = _open(args.store)
+    store = _open(args.store, options=args.storage_option)
     infos = [store.info(s) for s in store.steps()]
     print(f"{'step':>10}  {'kind':<8}  {'ratio':>7}  changed")
     for info in infos:
@@ -266,7 +299,7 @@ def _stats(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    store = _open(args.store)
+    store = _open(args.store, options=args.storage_option)
     steps = store.steps()
     problems = store.verify()
     for line in problems:
@@ -282,7 +315,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> None:
-    store = _open(args.store, mode="r+")
+    store = _open(args.store, mode="r+", options=args.storage_option)
     deleted = store.prune(keep_last=args.keep_last, keep_every=args.keep_every, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {len(deleted)} step(s): {', '.join(map(str, deleted)) or '-'}; "
@@ -290,7 +323,7 @@ def _prune(args: argparse.Namespace) -> None:
 
 
 def _clean(args: argparse.Namespace) -> None:
-    removed = _open(args.store, mode="r+").clean()
+    removed = _open(args.store, mode="r+", options=args.storage_option).clean()
     print(f"removed {len(removed)} leftover(s)" + (": " + ", ".join(removed) if removed else ""))
 
 

@@ -53,7 +53,8 @@ class CheckpointStore:
     "w-" create, failing if something is there. `keyframe_every` and `chunk_elements`
     apply to steps this object saves (None: the store's setting, else the default).
     `workers` threads code chunks in parallel. `progress`: None shows a bar for large
-    saves and loads on a terminal, True/False forces it.
+    saves and loads on a terminal, True/False forces it. `storage_options` go to fsspec
+    for a URL (`{"endpoint_url": ..., "key": ..., "secret": ...}` for an S3 server).
     """
 
     def __init__(
@@ -65,13 +66,14 @@ class CheckpointStore:
         chunk_elements: int | None = None,
         workers: int | None = None,
         progress: bool | None = None,
+        storage_options: dict | None = None,
     ):
         self.mode = check_mode(mode)
         for what, value in (("keyframe_every", keyframe_every), ("chunk_elements", chunk_elements),
                             ("workers", workers)):
             if value is not None:
                 positive(what, value)
-        self._kv = KeyValueAccess(open_zarr_store(store, read_only=mode == "r"))
+        self._kv = KeyValueAccess(open_zarr_store(store, read_only=mode == "r", storage_options=storage_options))
         self._catalog = Catalog(self._kv)
         self._pool = Pool(workers or min(32, os.cpu_count() or 1), progress)
         self._reader = Reader(self._catalog, self._pool)

@@ -55,7 +55,7 @@ class BackgroundSaves:
         if first is not None:
             step, error = first
             if isinstance(error, TPDEError):
-                raise TPDEError(f"background save of step {step} failed: {error}", error.code) from error
+                raise type(error)(f"background save of step {step} failed: {error}", error.code) from error
             raise error
 
     def shutdown(self) -> None:

@@ -9,6 +9,7 @@ calls that work from worker threads. Stores with zarr's own synchronous methods
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from pathlib import Path
 
@@ -17,17 +18,26 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import collect_aiterator, sync
 from zarr.storage import FsspecStore, LocalStore
 
-from ..errors import TPDEError
+from ..errors import StorageError, TPDEError
 
 
-def open_zarr_store(target: object, *, read_only: bool) -> Store:
-    """A zarr store for `target`: a Store instance, a local path, or an fsspec URL."""
+def open_zarr_store(target: object, *, read_only: bool, storage_options: dict | None = None) -> Store:
+    """A zarr store for `target`: a Store instance, a local path, or an fsspec URL (opened
+    with `storage_options`: endpoint, credentials, ... as fsspec's filesystem takes them)."""
     if isinstance(target, Store):
+        if storage_options:
+            raise TPDEError("storage_options apply to URLs, not to a zarr Store object", "invalid_argument")
         return target
     if isinstance(target, (str, os.PathLike)):
         text = os.fspath(target)
         if "://" in text and not text.startswith("file://"):
-            return FsspecStore.from_url(text, read_only=read_only)
+            try:
+                return FsspecStore.from_url(text, read_only=read_only, storage_options=storage_options or None)
+            except Exception as error:  # noqa: BLE001  (fsspec: unknown protocol, missing package, bad option)
+                raise StorageError(f"cannot open {text}: {one_line(error)}") from None
+        if storage_options:
+            raise TPDEError(f"storage_options apply to fsspec URLs, not the local path {text!r}",
+                            "invalid_argument")
         path = Path(text.removeprefix("file://"))
         if path.exists() and not path.is_dir():
             raise TPDEError(f"{text!r} is a file, not a tpde store (a directory)", "not_a_store")
@@ -36,6 +46,45 @@ def open_zarr_store(target: object, *, read_only: bool) -> Store:
         f"cannot open a store from {type(target).__name__}; give a path, URL or zarr Store",
         "invalid_argument",
     )
+
+
+def describe_store(store: Store) -> str:
+    """The path or URL of a zarr store, else its repr."""
+    root = getattr(store, "root", None)
+    if root is not None:
+        return str(root)
+    fs, path = getattr(store, "fs", None), getattr(store, "path", None)
+    if fs is not None and isinstance(path, str):
+        protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        return f"{protocol}://{path}"
+    return str(store)
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an exception's message, with its type when the message is bare."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if isinstance(error, PermissionError):
+        return f"permission denied ({text})" if text else "permission denied"
+    return text if text and len(text) > 12 else f"{type(error).__name__}: {text}".rstrip(": ")
+
+
+def _storage_errors(method):
+    """Turn any failure of the underlying store into one StorageError line naming the store."""
+    verb = "read" if method.__name__ in ("get", "get_many", "list_dir", "exists", "is_empty") else "write to"
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except TPDEError:
+            raise
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except Exception as error:  # noqa: BLE001  (botocore, aiohttp, OSError...: one line each)
+            raise StorageError(f"cannot {verb} {self.describe()}: {one_line(error)}") from error
+
+    return wrapper
 
 
 class KeyValueAccess:
@@ -47,6 +96,7 @@ class KeyValueAccess:
         self._get_sync = getattr(store, "get_sync", None)
         self._set_sync = getattr(store, "set_sync", None)
 
+    @_storage_errors
     def get(self, key: str) -> bytes | None:
         """The bytes under `key`, or None when there is no such key."""
         if self._get_sync is not None:
@@ -55,6 +105,7 @@ class KeyValueAccess:
             buf = sync(self.store.get(key, self._prototype))
         return None if buf is None else buf.to_bytes()
 
+    @_storage_errors
     def get_many(self, keys: list[str]) -> list[bytes | None]:
         """Values of several keys, fetched concurrently on stores without sync access."""
         if self._get_sync is not None or len(keys) <= 1:
@@ -65,6 +116,7 @@ class KeyValueAccess:
 
         return [None if b is None else b.to_bytes() for b in sync(fetch())]
 
+    @_storage_errors
     def set(self, key: str, value: bytes) -> None:
         """Write `value` under `key` (whole-object write)."""
         buf = self._prototype.buffer.from_bytes(value)
@@ -73,6 +125,7 @@ class KeyValueAccess:
         else:
             sync(self.store.set(key, buf))
 
+    @_storage_errors
     def set_uncommitted(self, key: str, value: bytes) -> None:
         """Write `value` under a key of a step that is not committed yet.
 
@@ -96,30 +149,34 @@ class KeyValueAccess:
         with f:
             f.write(value)
 
+    @_storage_errors
     def delete(self, key: str) -> None:
         """Remove `key` if present."""
         sync(self.store.delete(key))
 
+    @_storage_errors
     def delete_prefix(self, prefix: str) -> None:
         """Remove every key under the folder `prefix` (no trailing slash)."""
         sync(self.store.delete_dir(prefix))
 
+    @_storage_errors
     def list_dir(self, prefix: str) -> list[str]:
         """Names directly under the folder `prefix` (keys and sub-folders)."""
         return sorted(set(collect_aiterator(self.store.list_dir(prefix))))
 
+    @_storage_errors
     def exists(self, key: str) -> bool:
         """Whether `key` holds a value."""
         return sync(self.store.exists(key))
 
+    @_storage_errors
     def is_empty(self) -> bool:
         """Whether the store holds no keys at all."""
         return sync(self.store.is_empty(""))
 
     def describe(self) -> str:
-        """A short human name for the store, for error messages."""
-        root = getattr(self.store, "root", None)
-        return str(root) if root is not None else str(self.store)
+        """A short human name for the store (its path or URL), for error messages."""
+        return describe_store(self.store)
 
 
 KeyValueStore = KeyValueAccess  # the name before the store package split
