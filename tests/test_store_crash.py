@@ -37,6 +37,7 @@ CHILD = textwrap.dedent(
     if __name__ == "__main__":
         store = CheckpointStore(sys.argv[1], keyframe_every=4, chunk_elements=2048, workers=2)
         done = store.steps()
+        print("ready", flush=True)
         for step, state in states():
             if done and step <= done[-1]:
                 continue
@@ -53,9 +54,14 @@ def expected_states() -> object:
 
 
 def run_and_kill(script: Path, store: Path, delay: float) -> list[int]:
-    """Start the saver, SIGKILL it after `delay` seconds, return the steps it reported."""
+    """Start the saver, SIGKILL it `delay` seconds after it is ready to save, return the steps it reported.
+
+    The clock starts when the child has imported tpde and opened the store: on a loaded machine the
+    import alone can take longer than any fixed delay, and a kill before the first save tests nothing.
+    """
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     child = subprocess.Popen([sys.executable, str(script), str(store)], stdout=subprocess.PIPE, env=env)
+    assert child.stdout.readline().strip() == b"ready"
     time.sleep(delay)
     child.send_signal(signal.SIGKILL)
     out, _ = child.communicate()
@@ -71,7 +77,7 @@ def test_sigkill_mid_save_keeps_committed_steps_bit_exact(tmp_path):
     reported: list[int] = []
     killed_mid_save = 0
     for _ in range(5):
-        reported += run_and_kill(script, path, rng.uniform(1.2, 2.5))
+        reported += run_and_kill(script, path, rng.uniform(0.4, 1.5))
         store = CheckpointStore(path)
         steps = store.steps()
         # what the child reported as saved is committed; at most one more made it
