@@ -284,10 +284,14 @@ def read_header(c: bytes):
         fail("corrupt", "mode/flags")
     shape = [u("Q", c, 32 + 8 * k) for k in range(ndim)]
     t = DTYPES[code][1]
-    for d in shape:
-        if d != 0 and t > (1 << 36) // d:
+    for d in shape:  # zero dimensions are skipped: they do not excuse a huge other one
+        if d == 0:
+            continue
+        if t > (1 << 36) // d:
             fail("too_large")
         t *= d
+    if 0 in shape:
+        t = 0
     if t > 1 << 36:
         fail("too_large")
     payload_size = u("Q", c, 20)

@@ -4,6 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstring>
 #include <string>
 
@@ -197,14 +200,82 @@ py::dict header_dict(const tpde::Header& h) {
   return d;
 }
 
+std::string shape_text(const std::vector<uint64_t>& shape) {
+  std::string text = "(";
+  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + (shape.size() == 1 ? ",)" : ")");
+}
+
+uint64_t physical_memory() {
+#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page);
+#endif
+  return UINT64_MAX;
+}
+
+// What the caller expects of the chunk, checked against its header before anything is
+// allocated: a hostile chunk of a few bytes may claim up to 64 GiB.
+void check_expected(const tpde::Header& h, uint64_t nbytes, const py::object& max_bytes,
+                    const py::object& shape, const py::object& dtype) {
+  if (!dtype.is_none()) {
+    const tpde::DType want = dtype_from_name(py::str(dtype));
+    if (want != h.dtype)
+      raise_error(tpde::ErrorCode::kBadDtype, std::string("chunk holds ") +
+                                                  tpde::dtype_name(h.dtype) + " values, expected " +
+                                                  tpde::dtype_name(want));
+  }
+  if (!shape.is_none()) {
+    std::vector<uint64_t> want;
+    for (const auto& d : shape) {
+      const py::int_ value = py::reinterpret_borrow<py::object>(d);
+      if (value < py::int_(0))
+        raise_error(tpde::ErrorCode::kInvalidArgument, "expected shape has a negative extent");
+      want.push_back(value.cast<uint64_t>());
+    }
+    if (want != h.shape)
+      raise_error(tpde::ErrorCode::kBadShape,
+                  "chunk has shape " + shape_text(h.shape) + ", expected " + shape_text(want));
+  }
+  if (!max_bytes.is_none()) {
+    const py::int_ limit = max_bytes.cast<py::int_>();
+    if (limit < py::int_(0))
+      raise_error(tpde::ErrorCode::kInvalidArgument, "max_bytes must be >= 0");
+    if (py::int_(nbytes) > limit)
+      raise_error(tpde::ErrorCode::kTooLarge,
+                  "chunk decodes to " + std::to_string(nbytes) +
+                      " bytes, more than max_bytes=" + std::string(py::str(limit)));
+  }
+}
+
+// The output array of a chunk; an allocation that fails is the chunk's fault (too_large),
+// never a MemoryError.
+py::array allocate_output(const tpde::Header& h, uint64_t nbytes) {
+  const std::string what = "chunk of shape " + shape_text(h.shape) + " and dtype " +
+                           tpde::dtype_name(h.dtype) + " decodes to " + std::to_string(nbytes) +
+                           " bytes";
+  if (nbytes > physical_memory())
+    raise_error(tpde::ErrorCode::kTooLarge, what + ", more than this machine's memory");
+  std::vector<py::ssize_t> shape(h.shape.begin(), h.shape.end());
+  try {
+    return py::array(py::dtype(dtype_entry(h.dtype).numpy), shape);
+  } catch (py::error_already_set& e) {
+    if (!e.matches(PyExc_MemoryError) && !e.matches(PyExc_ValueError)) throw;
+    raise_error(tpde::ErrorCode::kTooLarge,
+                what + " that cannot be allocated; pass max_bytes or the expected shape");
+  }
+}
+
 py::array decode(const py::object& chunk_obj, const py::object& reference_obj,
-                 const py::object& prev_obj, const py::object& out_obj) {
+                 const py::object& prev_obj, const py::object& out_obj, const py::object& max_bytes,
+                 const py::object& shape, const py::object& dtype) {
   const InputBytes src(chunk_obj);
   const tpde::Header h = tpde::read_header(src.data(), src.size());
+  const uint64_t nbytes = h.count() * tpde::dtype_size(h.dtype);  // at most 64 GiB (read_header)
+  check_expected(h, nbytes, max_bytes, shape, dtype);
   py::array out;
   if (out_obj.is_none()) {
-    std::vector<py::ssize_t> shape(h.shape.begin(), h.shape.end());
-    out = py::array(py::dtype(dtype_entry(h.dtype).numpy), shape);
+    out = allocate_output(h, nbytes);
   } else {
     out = out_obj.cast<py::array>();
     if (!(out.flags() & py::array::c_style) || !out.writeable())
@@ -361,7 +432,12 @@ PYBIND11_MODULE(_core, m) {
         "around the reference itself); benchmarks measure what it buys.");
   m.def("decode", &decode, py::arg("chunk"), py::kw_only(), py::arg("reference") = py::none(),
         py::arg("prev_reference") = py::none(), py::arg("out") = py::none(),
-        "Decode a tpde chunk; delta chunks need the reference they were coded against.");
+        py::arg("max_bytes") = py::none(), py::arg("shape") = py::none(),
+        py::arg("dtype") = py::none(),
+        "Decode a tpde chunk; delta chunks need the reference they were coded against.\n"
+        "max_bytes, shape and dtype (a codec dtype name such as 'bfloat16') are checked against\n"
+        "the header before anything is allocated: TPDEError too_large, bad_shape, bad_dtype.\n"
+        "A chunk that claims more memory than can be allocated is too_large too.");
   m.def("read_header", &read_header, py::arg("chunk"), "Parse and validate a chunk header.");
   m.def("fit_prediction", &fit_prediction, py::arg("data"), py::arg("reference"), py::arg("terms"),
         py::kw_only(), py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),

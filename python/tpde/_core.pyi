@@ -58,8 +58,16 @@ def decode(
     reference: npt.ArrayLike | None = None,
     prev_reference: npt.ArrayLike | None = None,
     out: np.ndarray | None = None,
+    max_bytes: int | None = None,
+    shape: Sequence[int] | None = None,
+    dtype: DTypeName | None = None,
 ) -> np.ndarray:
-    """Decode a tpde chunk; delta chunks need the reference they were coded against."""
+    """Decode a tpde chunk; delta chunks need the reference they were coded against.
+
+    max_bytes, shape and dtype (a codec dtype name such as 'bfloat16') are checked against
+    the header before anything is allocated: TPDEError too_large, bad_shape, bad_dtype.
+    A chunk that claims more memory than can be allocated is too_large too.
+    """
 
 def read_header(chunk: Buffer) -> Header:
     """Parse and validate a chunk header."""

@@ -46,9 +46,12 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   h.dtype = in.dtype;
   h.shape = in.shape;
   uint64_t nbytes = dtype_size(in.dtype);
+  uint64_t limited =
+      nbytes;  // product of the non-zero dimensions, as decoders check it (format.md 10)
   for (uint64_t d : in.shape) {
-    if (d != 0 && nbytes > kMaxChunkBytes / d)
+    if (d != 0 && limited > kMaxChunkBytes / d)
       fail(ErrorCode::kTooLarge, "chunk larger than the 64 GiB limit");
+    if (d != 0) limited *= d;
     nbytes *= d;
   }
   const uint64_t n = h.count();

@@ -96,12 +96,15 @@ Header read_header(const uint8_t* src, size_t size) {
   h.prev_reference_fingerprint = load_le<uint32_t>(src + 16);
   h.payload_size = load_le<uint64_t>(src + 20);
   h.payload_crc = load_le<uint32_t>(src + 28);
+  // The limit applies to the product of the non-zero dimensions: a zero dimension does not
+  // excuse a huge other one (no array has shape (0, 2^62)).
   uint64_t nbytes = dtype_size(h.dtype);
   h.shape.resize(ndim);
   for (size_t i = 0; i < ndim; ++i) {
     const uint64_t d = load_le<uint64_t>(src + 32 + 8 * i);
     h.shape[i] = d;
-    if (d != 0 && nbytes > kMaxChunkBytes / d)
+    if (d == 0) continue;
+    if (nbytes > kMaxChunkBytes / d)
       fail(ErrorCode::kTooLarge, "chunk shape exceeds the 64 GiB chunk limit");
     nbytes *= d;
   }
