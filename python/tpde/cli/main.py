@@ -27,24 +27,35 @@ from .checkpoint_files import find_checkpoints, read_checkpoint, step_numbers, w
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tpde-pack` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # a bad command line exits 2 with one line (_Parser.error)
     try:
         return args.run(args) or 0
     except TPDEError as e:
-        print(f"tpde-pack: error: {e}", file=sys.stderr)
+        _error(str(e))
     except BrokenPipeError:  # output piped into `head` & co: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except (OSError, MemoryError) as e:
-        print(f"tpde-pack: error: {e}", file=sys.stderr)
+        _error(str(e) or type(e).__name__)
     except KeyboardInterrupt:
         print("tpde-pack: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a library's own error or a bug: still one line, no traceback
+        _error(f"{type(e).__name__}: {e}")
     return 1
+
+
+def one_line(text: str) -> str:
+    """`text` on one line (error messages of other libraries span paragraphs)."""
+    return " ".join(text.split())
+
+
+def _error(message: str) -> None:
+    print(f"tpde-pack: error: {one_line(message)}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,9 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{kind.replace('_', '-')}-error", type=_bound_arg, metavar="SPEC",
                        help=f"with --lossy: bound of {which}: abs:E, rms:F, log:R or none "
                             "(overrides --abs-error/--rel-error)")
-    p.add_argument("--keyframe-every", type=int, metavar="K")
-    p.add_argument("--chunk-elements", type=int, metavar="N")
-    p.add_argument("--first-step", type=int, metavar="N",
+    p.add_argument("--keyframe-every", type=_count, metavar="K")
+    p.add_argument("--chunk-elements", type=_count, metavar="N")
+    p.add_argument("--first-step", type=_step_number, metavar="N",
                    help="number the files N, N+1, ... (default: numbers in the file names "
                         "when they increase, else the store's next step)")
     p.add_argument("--cross-state", action="store_true",
@@ -148,7 +159,13 @@ def _store_step(p: argparse.ArgumentParser) -> None:
 def _open(path: str, mode: str = "r", options: list[str] | None = None) -> CheckpointStore:
     if "://" not in path and not Path(path).exists():
         raise TPDEError(f"{path}: no such tpde store", "not_a_store")
-    return CheckpointStore(path, mode=mode, storage_options=storage_options(options))
+    try:
+        return CheckpointStore(path, mode=mode, storage_options=storage_options(options))
+    except TPDEError:
+        raise
+    except (ValueError, ImportError) as e:  # fsspec: unknown protocol, missing driver, bad URL
+        raise TPDEError(f"{path}: cannot open a store there ({type(e).__name__}: {one_line(str(e))})",
+                        "not_a_store") from e
 
 
 def storage_options(pairs: list[str] | None) -> dict | None:
@@ -204,9 +221,9 @@ def _pack(args: argparse.Namespace) -> None:
 
 
 def _unpack(args: argparse.Namespace) -> None:
+    out = output_path(args.output, (".pt", ".pth", ".bin", ".safetensors"), ".pt, .pth, .bin or .safetensors")
     store = _open(args.store, options=args.storage_option)
     state = store.load(args.step, allow_pickle=args.allow_pickle)
-    out = Path(args.output)
     write_checkpoint(out, state, store.info(args.step).meta or {})
     print(f"wrote step {args.step} to {out} ({_size(out.stat().st_size)})")
 
@@ -253,6 +270,8 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _get(args: argparse.Namespace) -> None:
+    if args.output is not None:
+        output_path(args.output, (".npy", ".pt", ".pth"), ".npy or .pt")
     store = _open(args.store, options=args.storage_option)
     index = parse_slice(args.slice) if args.slice else None
     tensor = store.load_tensor(args.step, args.tensor, index)
@@ -383,6 +402,42 @@ def describe_bound(t: TensorInfo) -> str:
     return t.bound
 
 
+def output_path(text: str, suffixes: tuple[str, ...], names: str) -> Path:
+    """An output file path checked before any work: a known suffix, an existing folder,
+    not a folder itself."""
+    path = Path(text)
+    if path.suffix not in suffixes:
+        raise TPDEError(f"{text}: unknown output type; name it {names}", "invalid_argument")
+    if path.is_dir():
+        raise TPDEError(f"{text}: is a folder; give a file name", "invalid_argument")
+    parent = path.parent
+    if not parent.exists():
+        raise TPDEError(f"{text}: folder {parent} does not exist", "not_found")
+    if not parent.is_dir():
+        raise TPDEError(f"{text}: {parent} is not a folder", "invalid_argument")
+    return path
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _step_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"steps are numbered from 0, not {value}")
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -417,6 +472,8 @@ def parse_slice(spec: str) -> tuple:
         except ValueError:
             raise TPDEError(f"bad slice {spec!r}: {part!r} is not an int or start:stop:step",
                             "invalid_argument") from None
+        if isinstance(items[-1], slice) and items[-1].step == 0:
+            raise TPDEError(f"bad slice {spec!r}: {part!r} has a step of 0", "invalid_argument")
     return tuple(items)
 
 

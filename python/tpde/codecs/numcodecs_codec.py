@@ -4,19 +4,55 @@ from __future__ import annotations
 
 import numpy as np
 from numcodecs.abc import Codec
-from numcodecs.compat import ensure_contiguous_ndarray_like, ndarray_copy
+from numcodecs.compat import ensure_contiguous_ndarray_like
 from numcodecs.registry import register_codec
 
 from .. import _core
+from ..dtypes import STORAGE_DTYPES
+from ..errors import TPDEError
+
+# typed out buffers and chunks whose dtypes must match (8-bit ones stand for raw bytes:
+# numcodecs decodes a chunk coded from bytes into a typed array)
+_TYPED_OUTS = {d for d in STORAGE_DTYPES.values() if d.itemsize > 1}
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def codable_view(arr: np.ndarray) -> np.ndarray:
+    """`arr` (C-contiguous) as an array of a codec dtype: itself when the core codes its
+    dtype, else a view of the same bytes (see TPDECodec)."""
+    dtype = arr.dtype
+    if dtype.kind == "O":
+        raise TypeError("object arrays cannot be coded by tpde")
+    if dtype.name in STORAGE_DTYPES and dtype.isnative:
+        return arr
+    flat = arr.reshape(-1)
+    if dtype.kind == "c" and dtype.isnative and dtype.itemsize in (8, 16):
+        return flat.view(np.dtype(f"f{dtype.itemsize // 2}"))
+    if dtype.kind in "Mm":
+        return flat.view(np.int64)
+    return flat.view(_UNSIGNED.get(dtype.itemsize, np.uint8))
 
 
 class TPDECodec(Codec):
     """Lossless standalone tpde coding of one chunk (zero masking, Elias gaps, rANS).
 
     ``dtype`` overrides how the chunk's bits are read, e.g. ``"bfloat16"`` for a uint16
-    view of bf16 values; by default the array's own dtype is used. Delta chunks written
-    by :class:`tpde.CheckpointStore` cannot be decoded here: they need their predecessor,
-    and decoding one raises :class:`tpde.TPDEError` saying so.
+    view of bf16 values; by default the array's own dtype is used. When set, it is also the
+    dtype every decoded chunk must have: a chunk of another dtype raises
+    :class:`tpde.TPDEError` ("bad_dtype"). Under zarr v2, whose compressors are not told
+    the array's dtype, set it to the array's dtype (``TPDECodec(dtype="float32")``) to have
+    a chunk of another dtype refused. A typed ``out`` buffer is checked the same way,
+    except against chunks of 8-bit values, which numcodecs treats as raw bytes.
+
+    Arrays of dtypes the core does not code are coded by their bytes: complex as pairs of
+    floats, datetimes and timedeltas as int64, and other fixed-size dtypes (fixed-width
+    bytes ``S``, unicode ``U``, structured/void ``V``, ...) as unsigned integers of their
+    item size (uint8 when it is not 1, 2, 4 or 8 bytes); decoding returns those arrays,
+    which zarr and numcodecs view back as the array's dtype. Object arrays raise TypeError.
+    F-ordered arrays are coded in memory order (as one dimension).
+
+    Delta chunks written by :class:`tpde.CheckpointStore` cannot be decoded here: they need
+    their predecessor, and decoding one raises :class:`tpde.TPDEError` saying so.
     """
 
     codec_id = "tpde"
@@ -26,17 +62,28 @@ class TPDECodec(Codec):
 
     def encode(self, buf):
         """Encode an array (its dtype and shape go into the chunk header)."""
-        arr = ensure_contiguous_ndarray_like(buf, flatten=False)
+        arr = ensure_contiguous_ndarray_like(buf, flatten=False)  # TypeError for object arrays
         if not isinstance(arr, np.ndarray):
             arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:  # F order: the bytes in memory order, as zarr v2 expects
+            arr = arr.reshape(-1, order="A")
+        if self.dtype is None:
+            arr = codable_view(arr)
         return _core.encode(arr, dtype=self.dtype)
 
     def decode(self, buf, out=None):
         """Decode a chunk; ``out``, if given, receives the values and is returned."""
-        decoded = _core.decode(ensure_contiguous_ndarray_like(buf))
-        if out is not None:
-            return ndarray_copy(decoded.reshape(-1).view(np.uint8), out)
-        return decoded
+        chunk = ensure_contiguous_ndarray_like(buf)
+        if out is None:
+            return _core.decode(chunk, dtype=self.dtype)
+        target = ensure_contiguous_ndarray_like(out)  # TypeError for object arrays
+        if isinstance(out, np.ndarray) and self.dtype is None:
+            held = STORAGE_DTYPES[_core.read_header(chunk)["dtype"]]
+            wanted = out.dtype.newbyteorder("=") if out.dtype.byteorder == ">" else out.dtype
+            if wanted in _TYPED_OUTS and held in _TYPED_OUTS and wanted != held:
+                raise TPDEError(f"chunk holds {held} values, out is {out.dtype}", "bad_dtype")
+        _core.decode(chunk, dtype=self.dtype, out=target)
+        return out
 
     def get_config(self):
         """JSON config: ``{"id": "tpde"}`` plus ``dtype`` when set."""

@@ -12,6 +12,8 @@ from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
 from .. import _core
+from ..dtypes import STORAGE_DTYPES
+from ..errors import TPDEError
 
 if TYPE_CHECKING:
     from typing import Self
@@ -40,13 +42,22 @@ class TPDEZarrCodec(ArrayBytesCodec):
         return {"name": "tpde"}
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        decoded = _core.decode(chunk_bytes.as_numpy_array())
+        # The array's shape and dtype go to the decoder, which checks them against the
+        # chunk's header before allocating: a chunk of another dtype or shape is refused.
         native = chunk_spec.dtype.to_native_dtype()
-        array = decoded.reshape(-1).view(native).reshape(chunk_spec.shape)
+        dtype = native.name if native.name in STORAGE_DTYPES and native.isnative else None
+        shape = tuple(chunk_spec.shape)
+        if shape:
+            decoded = _core.decode(chunk_bytes.as_numpy_array(), shape=shape, dtype=dtype)
+        else:  # a 0-d chunk (earlier releases coded it with shape (1,))
+            decoded = _core.decode(chunk_bytes.as_numpy_array(), max_bytes=native.itemsize, dtype=dtype)
+            if decoded.size != 1:
+                raise TPDEError(f"chunk of a 0-d array holds {decoded.size} values", "bad_shape")
+        array = decoded.reshape(-1).view(native).reshape(shape)
         return chunk_spec.prototype.nd_buffer.from_ndarray_like(array)
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        array = np.ascontiguousarray(chunk_array.as_numpy_array())
+        array = np.asarray(chunk_array.as_numpy_array(), order="C")  # keeps 0-d chunks 0-d
         return chunk_spec.prototype.buffer.from_bytes(_core.encode(array))
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:

@@ -7,6 +7,7 @@ module converts numpy arrays and pickled objects, torch_adapter.py converts tens
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,27 +25,84 @@ class ArraySpec:
     shape: tuple[int, ...]  # the user's shape
     codec_dtype: str  # dtype string given to tpde.encode
     storage_shape: tuple[int, ...]  # shape of the stored array
+    tensor_type: str | None = None  # "parameter": a torch.nn.Parameter (None: a plain tensor or array)
+    requires_grad: bool = False  # the tensor required gradients
 
     def to_json(self) -> dict:
-        """The spec as JSON fields of a manifest entry."""
-        return {
+        """The spec as JSON fields of a manifest entry (tensor_type and requires_grad only
+        when set, so other entries stay as before)."""
+        fields = {
             "kind": self.kind,
             "dtype": self.dtype,
             "shape": list(self.shape),
             "codec_dtype": self.codec_dtype,
             "storage_shape": list(self.storage_shape),
         }
+        if self.tensor_type is not None:
+            fields["tensor_type"] = self.tensor_type
+        if self.requires_grad:
+            fields["requires_grad"] = True
+        return fields
 
     @classmethod
     def from_json(cls, entry: dict) -> ArraySpec:
-        """Inverse of `to_json`."""
-        return cls(
-            kind=entry["kind"],
-            dtype=entry["dtype"],
-            shape=tuple(entry["shape"]),
-            codec_dtype=entry["codec_dtype"],
-            storage_shape=tuple(entry["storage_shape"]),
-        )
+        """Inverse of `to_json`; a manifest entry read from a store is untrusted, so every
+        field is checked (TPDEError "corrupt")."""
+        try:
+            spec = cls(
+                kind=entry["kind"],
+                dtype=entry["dtype"],
+                shape=_extents(entry["shape"]),
+                codec_dtype=entry["codec_dtype"],
+                storage_shape=_extents(entry["storage_shape"]),
+                tensor_type=entry.get("tensor_type"),
+                requires_grad=entry.get("requires_grad", False),
+            )
+        except (KeyError, TypeError, AttributeError) as e:
+            raise TPDEError(f"array spec {_brief(entry)} is malformed ({type(e).__name__}: {e})", "corrupt") from None
+        problem = spec._problem()
+        if problem:
+            raise TPDEError(f"array spec {_brief(entry)}: {problem}", "corrupt")
+        return spec
+
+    def _problem(self) -> str | None:
+        """What is inconsistent in a spec read from a store (None: nothing)."""
+        if self.kind not in ("torch", "numpy", "pickle"):
+            return f"unknown kind {self.kind!r}"
+        if not isinstance(self.dtype, str) or self.codec_dtype not in STORAGE_DTYPES:
+            return f"unknown dtype {self.dtype!r} / codec dtype {self.codec_dtype!r}"
+        if self.tensor_type not in (None, "parameter") or type(self.requires_grad) is not bool:
+            return f"unknown tensor type {self.tensor_type!r} / requires_grad {self.requires_grad!r}"
+        if self.kind != "torch" and (self.tensor_type is not None or self.requires_grad):
+            return "tensor_type or requires_grad on an array that is not a tensor"
+        parts = 1
+        if self.kind == "numpy":
+            try:
+                dtype = np.dtype(self.dtype)
+            except TypeError:
+                return f"unknown numpy dtype {self.dtype!r}"
+            if dtype.kind not in "biufc":
+                return f"numpy dtype {self.dtype!r} is not numeric"
+            parts = 2 if dtype.kind == "c" else 1
+        elif self.kind == "pickle" and (self.codec_dtype != "uint8" or len(self.storage_shape) != 1):
+            return "a pickled object is not a 1-d uint8 array"
+        elif self.kind == "torch" and self.dtype.startswith("complex"):
+            parts = 2
+        if math.prod(self.storage_shape) != parts * math.prod(self.shape):
+            return f"shape {self.shape} does not fit the stored shape {self.storage_shape}"
+        return None
+
+
+def _extents(value: object) -> tuple[int, ...]:
+    """A shape read from a store: a list of at most 32 non-negative ints."""
+    if not isinstance(value, list) or len(value) > 32 or any(type(d) is not int or d < 0 for d in value):
+        raise TypeError(f"shape {str(value)[:40]} is not a list of at most 32 non-negative ints")
+    return tuple(value)
+
+
+def _brief(entry: object) -> str:
+    text = repr(entry)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def pickle_to_storage(data: bytes) -> tuple[np.ndarray, ArraySpec]:

@@ -176,7 +176,10 @@ def decode_chunk(
                     terms = xs.term_arrays(plan[name], chunk_of)
                     ref = xs.predicted_reference(ref, terms, coefs, steps.codec_dtype(name))
                     ctx = None
-                arr = _core.decode(blob, reference=ref, prev_reference=ctx)
+                # the expected shape and dtype are checked before the decoder allocates:
+                # a few hostile bytes may claim up to 64 GiB
+                arr = _core.decode(blob, reference=ref, prev_reference=ctx, shape=grid.chunks,
+                                   dtype=steps.codec_dtype(name))
             except KeyError as e:
                 raise TPDEError(f"{where}: prediction input {e} is not in the chain", "corrupt") from e
             except TPDEError as e:

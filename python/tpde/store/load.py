@@ -90,9 +90,13 @@ class Reader:
         for n in names:
             dtype = storage_dtype(manifest.arrays[n].spec.codec_dtype)
             shape = tuple(hi - lo for lo, hi in boxes[n])
-            out[n] = np.empty(shape, dtype)
-            if keep_base and len(chain) > 1:
-                out_base[n] = np.empty(shape, dtype)
+            try:
+                out[n] = np.empty(shape, dtype)
+                if keep_base and len(chain) > 1:
+                    out_base[n] = np.empty(shape, dtype)
+            except (MemoryError, ValueError):  # the manifest's shape is untrusted
+                raise TPDEError(f"step {manifest.step}, tensor {n!r}: its stored shape {shape} of {dtype} "
+                                "cannot be allocated", "too_large") from None
         tasks = []
         for group in xs.groups(list(names), steps.plans()):
             wanted_here = [n for n in group if n in out]

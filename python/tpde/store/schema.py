@@ -219,7 +219,10 @@ class Manifest:
             raise TPDEError(f"step {step} is committed but its manifest is missing", "corrupt")
         if zlib.crc32(data) != marker.manifest_crc32:
             raise TPDEError(f"manifest of step {step} does not match its commit marker", "corrupt")
-        body = json.loads(data)["tpde_step"]
+        try:
+            body = json.loads(data)["tpde_step"]
+        except (ValueError, KeyError, TypeError, RecursionError) as e:  # RecursionError: nested too deep
+            raise TPDEError(f"manifest of step {step} is unreadable ({type(e).__name__})", "corrupt") from None
         if body.get("format") not in READABLE_FORMATS:
             raise TPDEError(
                 f"step {step} uses store format {body.get('format')}; this tpde reads "
