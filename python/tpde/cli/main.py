@@ -22,6 +22,7 @@ from ..errors import TPDEError
 from ..kinds import KINDS
 from ..progress import byte_progress
 from ..store import CheckpointStore, StepInfo, TensorInfo
+from .args import bound_arg, count, one_line, output_path, parse_slice, positive, step_number
 from .checkpoint_files import find_checkpoints, read_checkpoint, step_numbers, write_checkpoint
 
 
@@ -49,11 +50,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
-def one_line(text: str) -> str:
-    """`text` on one line (error messages of other libraries span paragraphs)."""
-    return " ".join(text.split())
-
-
 def _error(message: str) -> None:
     print(f"tpde-pack: error: {one_line(message)}", file=sys.stderr)
 
@@ -70,21 +66,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="code float tensors within error bounds (needs --abs-error, --rel-error "
                         "or a per-kind --*-error; every other tensor stays bit-exact)")
     level = p.add_mutually_exclusive_group()
-    level.add_argument("--abs-error", type=_positive, metavar="E",
+    level.add_argument("--abs-error", type=positive, metavar="E",
                        help="with --lossy: weights and exp_avg within E (abs:E); exp_avg_sq "
                             "stays exact unless --exp-avg-sq-error is given")
-    level.add_argument("--rel-error", type=_positive, metavar="R",
+    level.add_argument("--rel-error", type=positive, metavar="R",
                        help="with --lossy: weights and exp_avg within R x their RMS at the "
                             "keyframe (rms:R), exp_avg_sq within R x |x| (log:R, R < 1)")
     for kind in KINDS:
         which = {"weights": "parameters and buffers", "other": "other optimizer tensors (momentum_buffer, ...)"}.get(
             kind, f"{kind} tensors")
-        p.add_argument(f"--{kind.replace('_', '-')}-error", type=_bound_arg, metavar="SPEC",
+        p.add_argument(f"--{kind.replace('_', '-')}-error", type=bound_arg, metavar="SPEC",
                        help=f"with --lossy: bound of {which}: abs:E, rms:F, log:R or none "
                             "(overrides --abs-error/--rel-error)")
-    p.add_argument("--keyframe-every", type=_count, metavar="K")
-    p.add_argument("--chunk-elements", type=_count, metavar="N")
-    p.add_argument("--first-step", type=_step_number, metavar="N",
+    p.add_argument("--keyframe-every", type=count, metavar="K")
+    p.add_argument("--chunk-elements", type=count, metavar="N")
+    p.add_argument("--first-step", type=step_number, metavar="N",
                    help="number the files N, N+1, ... (default: numbers in the file names "
                         "when they increase, else the store's next step)")
     p.add_argument("--cross-state", action="store_true",
@@ -400,81 +396,6 @@ def describe_bound(t: TensorInfo) -> str:
     if t.bound.startswith("rms:"):
         return f"{t.bound} -> abs:{t.error_bound['abs_error']:.3g}"
     return t.bound
-
-
-def output_path(text: str, suffixes: tuple[str, ...], names: str) -> Path:
-    """An output file path checked before any work: a known suffix, an existing folder,
-    not a folder itself."""
-    path = Path(text)
-    if path.suffix not in suffixes:
-        raise TPDEError(f"{text}: unknown output type; name it {names}", "invalid_argument")
-    if path.is_dir():
-        raise TPDEError(f"{text}: is a folder; give a file name", "invalid_argument")
-    parent = path.parent
-    if not parent.exists():
-        raise TPDEError(f"{text}: folder {parent} does not exist", "not_found")
-    if not parent.is_dir():
-        raise TPDEError(f"{text}: {parent} is not a folder", "invalid_argument")
-    return path
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return value
-
-
-def _step_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"steps are numbered from 0, not {value}")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
-    return value
-
-
-def _bound_arg(text: str) -> str:
-    try:
-        parse_bound(text)
-    except TPDEError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
-
-
-def parse_slice(spec: str) -> tuple:
-    """Parse a numpy-style index like "0:128,:" or "3,::2" into a tuple of ints/slices."""
-    items = []
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if ":" in part:
-                fields = part.split(":")
-                if len(fields) > 3:
-                    raise ValueError
-                items.append(slice(*(int(f) if f.strip() else None for f in fields)))
-            else:
-                items.append(int(part))
-        except ValueError:
-            raise TPDEError(f"bad slice {spec!r}: {part!r} is not an int or start:stop:step",
-                            "invalid_argument") from None
-        if isinstance(items[-1], slice) and items[-1].step == 0:
-            raise TPDEError(f"bad slice {spec!r}: {part!r} has a step of 0", "invalid_argument")
-    return tuple(items)
 
 
 def tensor_group(name: str) -> str:
