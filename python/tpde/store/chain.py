@@ -183,6 +183,11 @@ def decode_chunk(
             except KeyError as e:
                 raise TPDEError(f"{where}: prediction input {e} is not in the chain", "corrupt") from e
             except TPDEError as e:
+                if e.code in ("bad_shape", "bad_dtype"):  # not what the manifest says this chunk is
+                    held = _held(blob)
+                    if held is not None:
+                        raise TPDEError(f"{where}: chunk holds {held}, expected {steps.codec_dtype(name)} "
+                                        f"{grid.chunks}", "corrupt") from e
                 raise TPDEError(f"{where}: {e}", e.code) from e
             if arr.dtype.itemsize != dtype.itemsize or arr.size != math.prod(grid.chunks):
                 raise TPDEError(
@@ -193,3 +198,12 @@ def decode_chunk(
         for name, arr in decoded.items():
             recon[name] = [*recon.get(name, [])[-1:], arr]
     return recon
+
+
+def _held(blob: bytes) -> str | None:
+    """"float32 (4,)": what a chunk's header says it holds (None: no readable header)."""
+    try:
+        header = _core.read_header(blob)
+    except TPDEError:
+        return None
+    return f"{header['dtype']} {tuple(header['shape'])}"
