@@ -110,7 +110,7 @@ def test_a_bomb_with_limits_allocates_nothing():
     tracemalloc.start()
     try:
         for kw in ({"shape": (10, 10)}, {"max_bytes": 1 << 20}):
-            assert code_of(lambda: _core.decode(bomb, **kw)) in ("bad_shape", "too_large")
+            assert code_of(lambda kw=kw: _core.decode(bomb, **kw)) in ("bad_shape", "too_large")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

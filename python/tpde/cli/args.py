@@ -88,7 +88,8 @@ def parse_slice(spec: str) -> tuple:
             else:
                 items.append(int(part))
         except ValueError:
-            raise TPDEError(f"bad slice {spec!r}: {part!r} is not an int or start:stop:step", "invalid_argument") from None
+            raise TPDEError(f"bad slice {spec!r}: {part!r} is not an int or start:stop:step",
+                            "invalid_argument") from None
         if isinstance(items[-1], slice) and items[-1].step == 0:
             raise TPDEError(f"bad slice {spec!r}: {part!r} has a step of 0", "invalid_argument")
     return tuple(items)
