@@ -178,8 +178,10 @@ def decode_chunk(
                     ctx = None
                 # the expected shape and dtype are checked before the decoder allocates:
                 # a few hostile bytes may claim up to 64 GiB
-                arr = _core.decode(blob, reference=ref, prev_reference=ctx, shape=grid.chunks,
-                                   dtype=steps.codec_dtype(name))
+                # (0-d arrays: the first writer coded their one value with shape (1,))
+                shape = grid.chunks if grid.chunks else None
+                arr = _core.decode(blob, reference=ref, prev_reference=ctx, shape=shape,
+                                   dtype=steps.codec_dtype(name), max_bytes=dtype.itemsize * math.prod(grid.chunks))
             except KeyError as e:
                 raise TPDEError(f"{where}: prediction input {e} is not in the chain", "corrupt") from e
             except TPDEError as e:
