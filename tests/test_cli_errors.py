@@ -116,6 +116,9 @@ BAD = [
     ("memory URL of no store", ("ls", "memory://no/such/store")),
     ("file URL of no store", ("ls", "file://{missing}")),
     ("unpack from an unknown URL scheme", ("unpack", "bogus+x://h/s", "--step", "0", "-o", "{root}/x.pt")),
+    ("storage option without =", ("ls", "memory://x", "--storage-option", "novalue")),
+    ("storage option with no key", ("ls", "memory://x", "--storage-option", "=1")),
+    ("storage option the driver refuses", ("ls", "memory://x", "--storage-option", "bogus_option=1")),
     # steps and tensors
     ("unknown step", ("info", "{store}", "--step", "7")),
     ("negative step", ("info", "{store}", "--step", "-1")),
