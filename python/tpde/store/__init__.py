@@ -28,7 +28,6 @@ from ..errors import TPDEError
 from . import retention
 from .background import BackgroundSaves
 from .catalog import Catalog
-from .chain import chain_markers
 from .info import StepInfo, TensorInfo, step_info
 from .kv import KeyValueAccess, open_zarr_store
 from .load import Reader
@@ -274,9 +273,6 @@ class CheckpointStore:
 
     def _manifest(self, step: int, marker: Marker | None = None) -> Manifest:
         return self._catalog.manifest(step, marker)
-
-    def _chain(self, step: int) -> list[Marker]:
-        return chain_markers(self._catalog, step)
 
     def _check_writable(self) -> None:
         if self.mode == "r":
