@@ -267,7 +267,7 @@ def read_header(c: bytes):
         fail("truncated", "shorter than 36 bytes")
     if c[:4] != b"TPDE":
         fail("bad_magic")
-    if c[4] not in (1, 2, 3, 4, 5):
+    if c[4] not in (1, 2, 3, 4, 5, 6):
         fail("unsupported_version", f"version {c[4]}")
     ndim = c[8]
     if ndim > 32:
@@ -438,6 +438,10 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy
     mask = (1 << w) - 1
     if len(p) < 16:
         fail("corrupt", "prefix")
+    if p[0] == 3:  # section 14: FastPlanes, version 6
+        if version < 6 or lossy:
+            fail("corrupt", "FastPlanes in a lossy chunk or before version 6")
+        return decode_fast(p, n, w, E, delta, ref)
     vs, ps, cs, wo = p[0], p[1], p[2], p[3]
     P = u("H", p, 4)
     coded = u("Q", p, 8)
@@ -590,4 +594,113 @@ def decode_payload(p: bytes, n, w, code, E, Mb, delta, ref, prev, version, lossy
     for v in v_all:
         x = (x + unzigzag(v, w)) & mask
         out.append(x)
+    return out
+
+
+# --- section 14: FastPlanes ------------------------------------------------------------------
+
+FAST_L = 1 << 15
+
+
+def fast_table(p, off, end):
+    """Section 14.3: a section-6.2 table with at least two symbols; returns (slots, offset)."""
+    used, off = varint(p, off, end)
+    if not 2 <= used <= 256:
+        fail("corrupt", "FastPlanes table needs 2 to 256 symbols")
+    slots, last, cum = [None] * M, -1, 0
+    for _ in range(used):
+        gap, off = varint(p, off, end)
+        fm1, off = varint(p, off, end)
+        sym = last + 1 + gap
+        if gap > 255 or sym > 255 or fm1 >= M:
+            fail("corrupt", "bad table entry")
+        freq = fm1 + 1
+        if cum + freq > M:
+            fail("corrupt", "frequencies above 4096")
+        for s in range(cum, cum + freq):
+            slots[s] = (sym, cum, freq)
+        cum += freq
+        last = sym
+    if cum != M:
+        fail("corrupt", "frequencies do not sum to 4096")
+    return slots, off
+
+
+def fast_rans_plane(p, off, n, slots):
+    """Section 14.4: two streams of 32 lanes; value i in stream (i // 32) % 2, lane i % 32."""
+    streams = []
+    for _ in range(2):
+        if len(p) - off < 8:
+            fail("corrupt", "missing stream length")
+        size = u("Q", p, off)
+        off += 8
+        if size > len(p) - off:
+            fail("corrupt", "stream past the payload")
+        if size < 128 or size % 2:
+            fail("corrupt", "stream shorter than its states or of odd length")
+        states = [u("I", p, off + 4 * j) for j in range(32)]
+        if not all(FAST_L <= x < 1 << 31 for x in states):
+            fail("corrupt", "initial state out of range")
+        streams.append({"x": states, "pos": off + 128, "end": off + size})
+        off += size
+    out = bytearray(n)
+    for i in range(n):
+        st = streams[(i // 32) % 2]
+        j = i % 32
+        x = st["x"][j]
+        slot = x & (M - 1)
+        sym, start, freq = slots[slot]
+        out[i] = sym
+        x = freq * (x >> 12) + slot - start
+        if x < FAST_L:
+            if st["end"] - st["pos"] < 2:
+                fail("corrupt", "stream cut short")
+            x = (x << 16) | u("H", p, st["pos"])
+            st["pos"] += 2
+        st["x"][j] = x
+    for st in streams:
+        if st["pos"] != st["end"] or any(x != FAST_L for x in st["x"]):
+            fail("corrupt", "stream not ending cleanly")
+    return out, off
+
+
+def decode_fast(p: bytes, n, w, E, delta, ref):
+    if any(p[1:8]):
+        fail("corrupt", "FastPlanes prefix bytes 1-7")
+    if u("Q", p, 8) != n:
+        fail("corrupt", "coded count")
+    off, planes = 16, []
+    for _ in range(w // 8):
+        if off >= len(p):
+            fail("corrupt", "missing plane mode")
+        mode = p[off]
+        off += 1
+        if mode == 0:
+            if len(p) - off < n:
+                fail("corrupt", "raw plane cut short")
+            planes.append(p[off:off + n])
+            off += n
+        elif mode == 1:
+            if off >= len(p):
+                fail("corrupt", "constant plane cut short")
+            planes.append(bytes([p[off]]) * n)
+            off += 1
+        elif mode == 2:
+            slots, off = fast_table(p, off, len(p))
+            plane, off = fast_rans_plane(p, off, n, slots)
+            planes.append(plane)
+        else:
+            fail("corrupt", "plane mode")
+    if off != len(p):
+        fail("corrupt", "bytes after the planes")
+    mask = (1 << w) - 1
+    out = []
+    for i in range(n):
+        v = sum(planes[k][i] << (8 * k) for k in range(w // 8))
+        if delta:
+            out.append((ref[i] + unzigzag(v, w)) & mask)
+        elif E:
+            out.append(rotr1(v, w))
+        else:
+            out.append(v)
     return out

@@ -232,7 +232,8 @@ def bad_chunks():
         # version_3.bin (format 2 era) became valid with format 3; replaced by version_4.bin.
         # version_4.bin (format 3 era) became valid with format 4; replaced by version_5.bin.
         # version_5.bin (format 4 era) became valid with format 5; replaced by version_6.bin.
-        ("version_6.bin", chunkfmt.patch(std, 4, "<B", 6), "unsupported_version", None),
+        # version_6.bin (format 5 era) became valid with format 6 (the fast level); replaced by version_7.bin.
+        ("version_7.bin", chunkfmt.patch(std, 4, "<B", 7), "unsupported_version", None),
         ("header_crc.bin", std[:12] + bytes([std[12] ^ 1]) + std[13:], "checksum", None),
         ("payload_crc.bin", std[:-1] + bytes([std[-1] ^ 0x80]), "checksum", None),
         ("dtype_code_14.bin", chunkfmt.patch(std, 5, "<B", 14), "bad_dtype", None),
@@ -309,7 +310,7 @@ def main() -> int:
     bad.mkdir(exist_ok=True)
     expected_path = bad / "expected.json"
     expected = json.loads(expected_path.read_text()) if expected_path.exists() else {}
-    for valid in ("version_3.bin", "version_4.bin", "version_5.bin"):  # valid since formats 3, 4, 5
+    for valid in ("version_3.bin", "version_4.bin", "version_5.bin", "version_6.bin"):  # valid since formats 3-6
         if expected.pop(valid, None) is not None:
             (bad / valid).unlink(missing_ok=True)
     for fname, chunk, code, decode_with in bad_chunks():

@@ -1,0 +1,360 @@
+// Fast level encoder: residual -> byte planes -> per plane raw, constant or static rANS
+// with 32 interleaved states (docs/format.md section 14).
+//
+// READ ME FIRST (rANS): symbols are encoded in reverse (last value first) and the
+// renormalisation words are written backwards from the end of a buffer, so that the
+// decoder reads values and words forwards. Value i always uses state i mod 32.
+#include "fast_encode.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#include "fast_format.hpp"
+#include "fast_planes.hpp"
+#include "tpde/error.hpp"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TPDE_NO_SIMD)
+#include <immintrin.h>
+#define TPDE_FAST_AVX2 1
+#endif
+
+namespace tpde {
+namespace fast {
+namespace {
+
+// A rANS plane must save at least this share of the raw plane (estimated from the
+// frequencies): planes that barely compress cost decode time for almost nothing.
+constexpr double kMinPlaneGain = 0.05;
+
+// Precomputed encoder symbol (ryg_rans "RansEncSymbol"): x / freq by a multiply and a
+// shift, exact for x < 2^31.
+struct EncSymbol {
+  uint32_t x_max;  // renormalise (emit a word) when x >= x_max
+  uint32_t rcp;
+  uint32_t bias;
+  uint16_t cmpl;   // 4096 - freq
+  uint16_t shift;
+};
+
+EncSymbol make_symbol(uint32_t start, uint32_t freq) {
+  EncSymbol e;
+  e.x_max = ((kStateLow >> kProbBits) << 16) * freq;
+  e.cmpl = static_cast<uint16_t>(kProbScale - freq);
+  if (freq < 2) {
+    e.rcp = ~0u;
+    e.shift = 0;
+    e.bias = start + kProbScale - 1;
+  } else {
+    uint32_t shift = 0;
+    while (freq > (1u << shift)) ++shift;
+    e.rcp = static_cast<uint32_t>(((uint64_t(1) << (shift + 31)) + freq - 1) / freq);
+    e.shift = static_cast<uint16_t>(shift - 1);
+    e.bias = start;
+  }
+  return e;
+}
+
+inline void put_symbol(uint32_t& state, const EncSymbol& e, uint16_t*& w) {
+  uint32_t x = state;
+  const bool emit = x >= e.x_max;
+  w[-1] = static_cast<uint16_t>(x);  // harmless when not emitted: the slot is rewritten or unused
+  w -= emit;
+  x = emit ? x >> 16 : x;
+  const uint32_t q = static_cast<uint32_t>((uint64_t(x) * e.rcp) >> 32) >> e.shift;
+  state = x + e.bias + q * e.cmpl;
+}
+
+void put_varint(std::vector<uint8_t>& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<uint8_t>(v | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+void put_u64(std::vector<uint8_t>& out, uint64_t v) {
+  uint8_t b[8];
+  std::memcpy(b, &v, 8);
+  out.insert(out.end(), b, b + 8);
+}
+
+void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
+  uint32_t h[4][256] = {};
+  uint64_t i = 0;
+  // 32-bit sub-counts: flush every 2^31 values so they never overflow.
+  while (i < n) {
+    const uint64_t stop = std::min<uint64_t>(n, i + (uint64_t(1) << 31));
+    for (; i + 4 <= stop; i += 4) {
+      ++h[0][p[i]];
+      ++h[1][p[i + 1]];
+      ++h[2][p[i + 2]];
+      ++h[3][p[i + 3]];
+    }
+    for (; i < stop; ++i) ++h[0][p[i]];
+    for (int s = 0; s < 256; ++s) {
+      count[s] += uint64_t(h[0][s]) + h[1][s] + h[2][s] + h[3][s];
+      h[0][s] = h[1][s] = h[2][s] = h[3][s] = 0;
+    }
+  }
+}
+
+// Counts -> frequencies summing to 4096, every present symbol at least 1 (at least two
+// symbols present, so none reaches 4096). Deterministic.
+void normalize(const uint64_t* count, uint64_t n, uint32_t* freq) {
+  int64_t sum = 0;
+  int largest = -1;
+  for (int s = 0; s < 256; ++s) {
+    freq[s] = 0;
+    if (!count[s]) continue;
+    uint64_t f = (static_cast<unsigned __int128>(count[s]) * kProbScale + n / 2) / n;
+    freq[s] = static_cast<uint32_t>(f ? f : 1);
+    sum += freq[s];
+    if (largest < 0 || count[s] > count[largest]) largest = s;
+  }
+  int64_t diff = int64_t(kProbScale) - sum;
+  if (int64_t(freq[largest]) + diff >= 1) {
+    freq[largest] = static_cast<uint32_t>(freq[largest] + diff);
+    return;
+  }
+  while (diff < 0) {  // rare: many symbols rounded up; take from the largest frequencies
+    int big = 0;
+    for (int s = 1; s < 256; ++s)
+      if (freq[s] > freq[big]) big = s;
+    const int64_t take = std::min<int64_t>(-diff, int64_t(freq[big]) - 1);
+    freq[big] = static_cast<uint32_t>(freq[big] - take);
+    diff += take;
+  }
+}
+
+// Estimated bytes of a rANS plane: entropy under the normalised frequencies + tables + states.
+double rans_plane_cost(const uint64_t* count, const uint32_t* freq) {
+  double bits = 0;
+  int used = 0;
+  for (int s = 0; s < 256; ++s) {
+    if (!count[s]) continue;
+    ++used;
+    bits += double(count[s]) * (kProbBits - std::log2(double(freq[s])));
+  }
+  return bits / 8 + 3.0 * used + 8 + kStatesBytes + 16;
+}
+
+// Whether a plane may be worth coding, from 32 blocks of 1 KiB spread over it (planes
+// under 64 KiB: always): a plane that looks incompressible is stored without a full count.
+bool worth_counting(const uint8_t* p, uint64_t n) {
+  constexpr uint64_t kBlock = 1024, kBlocks = 32;
+  if (n < 2 * kBlock * kBlocks) return true;
+  uint64_t count[256] = {};
+  for (uint64_t b = 0; b < kBlocks; ++b) histogram(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
+  double bits = 0;
+  const double total = double(kBlock * kBlocks);
+  for (int s = 0; s < 256; ++s)
+    if (count[s]) bits -= double(count[s]) * std::log2(double(count[s]) / total);
+  return bits / 8 < (1.0 - kMinPlaneGain / 2) * total;
+}
+
+thread_local std::vector<uint8_t> t_planes;
+thread_local std::vector<uint16_t> t_words;
+
+// Scalar full rounds of one stream: rounds top, top - 2, ... down to 0 or 1 (32 values
+// each, at sym + 32 r), last value first.
+void rounds_scalar(uint32_t* x, const uint8_t* sym, int64_t top, const EncSymbol* table, uint16_t*& w) {
+  for (int64_t r = top; r >= 0; r -= kStreams) {
+    const uint8_t* s = sym + kLanes * r;
+    for (int j = kLanes - 1; j >= 0; --j) put_symbol(x[j], table[s[j]], w);
+  }
+}
+
+#ifdef TPDE_FAST_AVX2
+// For each 8-bit mask of lanes that emit a word: a pshufb control that packs the emitted
+// lanes' 16-bit words, in lane order, into the top slots of 8 (the rest is don't-care).
+struct PackTable {
+  alignas(16) uint8_t c[256][16];
+  PackTable() {
+    for (int m = 0; m < 256; ++m) {
+      const int count = __builtin_popcount(m);
+      for (int b = 0; b < 16; ++b) c[m][b] = 0x80;
+      int k = 8 - count;
+      for (int l = 0; l < 8; ++l) {
+        if (m >> l & 1) {
+          c[m][2 * k] = static_cast<uint8_t>(2 * l);
+          c[m][2 * k + 1] = static_cast<uint8_t>(2 * l + 1);
+          ++k;
+        }
+      }
+    }
+  }
+};
+const PackTable kPack;
+
+// The same rounds, 8 lanes a vector (groups 3, 2, 1, 0 of a round, as the scalar loop
+// visits lanes 31 down to 0). Two gathers a group: the reciprocal, and freq | shift << 12 |
+// bias << 16. Words are stored 8 at a time below w, so w needs 8 slots of slack in front.
+__attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8_t* sym, int64_t top,
+                                                        const EncSymbol* table, uint16_t*& w) {
+  alignas(32) int rcp[256];
+  alignas(32) int packed[256];
+  for (int s = 0; s < 256; ++s) {
+    const EncSymbol& e = table[s];
+    const uint32_t freq = kProbScale - e.cmpl;
+    rcp[s] = static_cast<int>(e.rcp);
+    packed[s] = static_cast<int>((freq & 0xFFF) | (uint32_t(e.shift) << 12) | (e.bias << 16));
+  }
+  __m256i st[4];
+  for (int g = 0; g < 4; ++g) st[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * g));
+  const __m256i m12 = _mm256_set1_epi32(0xFFF);
+  const __m256i m4 = _mm256_set1_epi32(0xF);
+  const __m256i scale = _mm256_set1_epi32(static_cast<int>(kProbScale));
+  const __m256i lo16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9,
+                                        12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+  for (int64_t round = top; round >= 0; round -= kStreams) {
+    const uint8_t* s = sym + kLanes * round;
+    for (int g = 3; g >= 0; --g) {
+      const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + 8 * g)));
+      const __m256i r = _mm256_i32gather_epi32(rcp, idx, 4);
+      const __m256i p = _mm256_i32gather_epi32(packed, idx, 4);
+      const __m256i freq = _mm256_and_si256(p, m12);
+      __m256i v = st[g];
+      // emit when x >= freq << 19 (both below 2^31: a signed compare is exact)
+      const __m256i emit = _mm256_cmpgt_epi32(v, _mm256_sub_epi32(_mm256_slli_epi32(freq, 19), _mm256_set1_epi32(1)));
+      const int m = _mm256_movemask_ps(_mm256_castsi256_ps(emit));
+      const __m256i packed16 = _mm256_shuffle_epi8(v, lo16);
+      const __m128i words = _mm_unpacklo_epi64(_mm256_castsi256_si128(packed16), _mm256_extracti128_si256(packed16, 1));
+      const __m128i ctl = _mm_load_si128(reinterpret_cast<const __m128i*>(kPack.c[m]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(w - 8), _mm_shuffle_epi8(words, ctl));
+      w -= _mm_popcnt_u32(static_cast<unsigned>(m));
+      v = _mm256_blendv_epi8(v, _mm256_srli_epi32(v, 16), emit);
+      // q = (x * rcp) >> 32 >> shift, exact for x < 2^31
+      const __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(v, r), 32);
+      const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(v, 32), _mm256_srli_epi64(r, 32));
+      __m256i q = _mm256_blend_epi32(even, odd, 0xAA);
+      q = _mm256_srlv_epi32(q, _mm256_and_si256(_mm256_srli_epi32(p, 12), m4));
+      const __m256i bias = _mm256_srli_epi32(p, 16);
+      st[g] = _mm256_add_epi32(_mm256_add_epi32(v, bias), _mm256_mullo_epi32(q, _mm256_sub_epi32(scale, freq)));
+    }
+  }
+  for (int g = 0; g < 4; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + 8 * g), st[g]);
+}
+
+bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  return yes;
+}
+#endif
+
+// Appends one rANS plane body: table, then per stream its u64 length and its bytes.
+void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq, std::vector<uint8_t>& out) {
+  EncSymbol table[256] = {};
+  int used = 0;
+  uint32_t start = 0;
+  for (int s = 0; s < 256; ++s) {
+    if (!freq[s]) continue;
+    table[s] = make_symbol(start, freq[s]);
+    start += freq[s];
+    ++used;
+  }
+  put_varint(out, used);
+  int last = -1;
+  for (int s = 0; s < 256; ++s) {
+    if (!freq[s]) continue;
+    put_varint(out, s - last - 1);
+    put_varint(out, freq[s] - 1);
+    last = s;
+  }
+  constexpr size_t kSlack = 8;  // the vector loop stores 8 words below w
+  if (t_words.size() < n + kSlack + 1) t_words.resize(n + kSlack + 1);
+  const int64_t rounds = static_cast<int64_t>((n + kLanes - 1) / kLanes);
+  for (int stream = 0; stream < kStreams; ++stream) {
+    uint16_t* end = t_words.data() + n + kSlack + 1;
+    uint16_t* w = end;
+    uint32_t x[kLanes];
+    for (auto& v : x) v = kStateLow;
+    // The stream's last round: round r belongs to stream r mod kStreams.
+    int64_t top = rounds - 1;
+    while (top >= 0 && top % kStreams != stream) --top;
+    if (top >= 0 && static_cast<uint64_t>(kLanes * (top + 1)) > n) {  // the partial last round
+      for (uint64_t i = n; i-- > static_cast<uint64_t>(kLanes * top);) put_symbol(x[i & (kLanes - 1)], table[sym[i]], w);
+      top -= kStreams;
+    }
+    if (top >= 0) {
+#ifdef TPDE_FAST_AVX2
+      if (has_avx2())
+        rounds_avx2(x, sym, top, table, w);
+      else
+#endif
+        rounds_scalar(x, sym, top, table, w);
+    }
+    const size_t words = static_cast<size_t>(end - w);
+    put_u64(out, kStatesBytes + 2 * words);
+    const size_t at = out.size();
+    out.resize(at + kStatesBytes + 2 * words);
+    std::memcpy(out.data() + at, x, kStatesBytes);
+    std::memcpy(out.data() + at + kStatesBytes, w, 2 * words);
+  }
+}
+
+void put_prefix(std::vector<uint8_t>& out, uint8_t value_scheme, uint64_t n) {
+  const uint8_t prefix[8] = {value_scheme, 0, 0, 0, 0, 0, 0, 0};
+  out.insert(out.end(), prefix, prefix + 8);
+  put_u64(out, n);
+}
+
+template <typename U>
+void encode_planes(const U* x, const U* ref, Residual kind, uint64_t n, std::vector<uint8_t>& out) {
+  constexpr int W = sizeof(U);
+  const size_t start = out.size();
+  const uint64_t raw = n * W;
+  put_prefix(out, kValueSchemeFastPlanes, n);
+  if (t_planes.size() < raw) t_planes.resize(raw);
+  uint8_t* planes = t_planes.data();
+  split_planes<U>(kind, x, ref, n, planes);
+  for (int k = 0; k < W; ++k) {
+    const uint8_t* p = planes + k * n;
+    if (!worth_counting(p, n)) {
+      out.push_back(kPlaneRaw);
+      out.insert(out.end(), p, p + n);
+      continue;
+    }
+    uint64_t count[256] = {};
+    histogram(p, n, count);
+    int present = 0, only = 0;
+    for (int s = 0; s < 256; ++s)
+      if (count[s]) ++present, only = s;
+    if (present <= 1) {
+      out.push_back(kPlaneConstant);
+      out.push_back(static_cast<uint8_t>(only));
+      continue;
+    }
+    uint32_t freq[256];
+    normalize(count, n, freq);
+    if (rans_plane_cost(count, freq) < (1.0 - kMinPlaneGain) * double(n)) {
+      out.push_back(kPlaneRans);
+      put_rans_plane(p, n, freq, out);
+    } else {
+      out.push_back(kPlaneRaw);
+      out.insert(out.end(), p, p + n);
+    }
+  }
+  if (out.size() - start >= 16 + raw) {  // not smaller than Stored: store the values
+    out.resize(start);
+    put_prefix(out, 0, n);
+    const uint8_t* b = reinterpret_cast<const uint8_t*>(x);
+    out.insert(out.end(), b, b + raw);
+  }
+}
+
+}  // namespace
+
+void encode_fast_payload(DType dtype, const void* data, const void* reference, uint64_t n, std::vector<uint8_t>& out) {
+  const Residual kind = reference ? Residual::kDelta : is_float(dtype) ? Residual::kRotate : Residual::kPlain;
+  switch (dtype_size(dtype)) {
+    case 1: encode_planes<uint8_t>(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(reference), kind, n, out); break;
+    case 2: encode_planes<uint16_t>(static_cast<const uint16_t*>(data), static_cast<const uint16_t*>(reference), kind, n, out); break;
+    case 4: encode_planes<uint32_t>(static_cast<const uint32_t*>(data), static_cast<const uint32_t*>(reference), kind, n, out); break;
+    case 8: encode_planes<uint64_t>(static_cast<const uint64_t*>(data), static_cast<const uint64_t*>(reference), kind, n, out); break;
+    default: fail(ErrorCode::kBadDtype, "unknown dtype");
+  }
+}
+
+}  // namespace fast
+}  // namespace tpde
