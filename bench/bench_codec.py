@@ -16,9 +16,16 @@ grid) and coded by:
   f   tpde-delta        tpde.encode(x, reference=prev)
   f2  tpde-delta2       tpde.encode(x, reference=prev, prev_reference=prevprev)
                         (pairs with two predecessors only)
+  z   zipnn             ZipNN 0.5.4 (byte grouping + Huffman), threads=1, on the values
+                        of step t alone (ZipNN has no delta mode): its numpy input path
+                        for fp32, its byte path with bytearray_dtype="bfloat16" for bf16;
+                        n/a when zipnn is not installed
+  g   tpde fast         tpde.encode(x, dtype=dt, level="fast") (keyframe, no reference)
+  h   tpde fast delta   tpde.encode(x, reference=prev, dtype=dt, level="fast")
 
 Ratio = raw bytes / compressed bytes (payloads only, no container). Speed = raw bytes
-per second of one thread, best of --reps runs after a warm-up run; every chunk's
+per CPU-second of this process (ZipNN runs its work on a helper thread, so the calling
+thread's time would miss it), best of --reps runs after a warm-up run; every chunk's
 round trip is checked bit-exactly in the same run. Also reported: the order-0
 (per-value, not per-byte) empirical entropy of the d2 residual pooled per kind, and the
 fraction of positions whose bits changed.
@@ -121,10 +128,49 @@ def _unzigzag(z: np.ndarray) -> np.ndarray:
     return (z >> 1) ^ (np.zeros_like(z) - (z & 1))
 
 
+def _zipnn_methods() -> list[Method]:
+    """ZipNN 0.5.4 as a baseline, one thread; [] when it is not installed."""
+    try:
+        import zipnn
+    except Exception:
+        return []
+    z32 = zipnn.ZipNN(input_format="numpy", threads=1)
+    z16 = zipnn.ZipNN(input_format="byte", bytearray_dtype="bfloat16", threads=1)
+    zraw = zipnn.ZipNN(input_format="byte", bytearray_dtype="float32", threads=1)
+
+    def pick(x, dt):
+        if dt == "bfloat16":
+            return z16, x.tobytes()
+        if x.dtype == np.float32:
+            return z32, x
+        return None, x
+
+    def enc(x, p, pp, dt):
+        z, data = pick(x, dt)
+        if z is None:  # ZipNN takes float32/bf16 (counters, other dtypes): zstd-3 as ZipNN would fall back
+            return b"R" + _ZSTD_C.compress(x.tobytes())
+        return b"Z" + z.compress(data)
+
+    def dec(b, p, pp, x):
+        if b[:1] == b"R":
+            return np.frombuffer(_ZSTD_D.decompress(b[1:]), dtype=x.dtype).reshape(x.shape)
+        z = z32 if x.dtype == np.float32 else z16
+        out = z.decompress(b[1:])
+        raw = out.tobytes() if hasattr(out, "tobytes") else bytes(out)
+        return np.frombuffer(raw, dtype=x.dtype).reshape(x.shape)
+
+    return [Method("z", "ZipNN 0.5.4", 0, enc, dec)]
+
+
+_ZSTD_C = _ZSTD_D = None
+
+
 def make_methods(with_tpde: bool = True) -> list[Method]:
+    global _ZSTD_C, _ZSTD_D
     import blosc2
     blosc2.set_nthreads(1)
     zc, zd = _zstd()
+    _ZSTD_C, _ZSTD_D = _zstd()
 
     def like(b, x):
         return b.view(x.dtype).reshape(x.shape)
@@ -167,6 +213,7 @@ def make_methods(with_tpde: bool = True) -> list[Method]:
           Method("c", "bytegroup+zstd-3", 0, c_enc, c_dec),
           Method("d", "xor+zstd-3", 1, d_enc, d_dec),
           Method("d2", "intdiff+bytegroup+zstd-3", 1, d2_enc, d2_dec)]
+    ms += _zipnn_methods()
     if with_tpde:
         ms += [Method("e", "tpde", 0,
                       lambda x, p, pp, dt: TPDE.encode(x, dtype=dt),
@@ -176,11 +223,19 @@ def make_methods(with_tpde: bool = True) -> list[Method]:
                       lambda b, p, pp, x: TPDE.decode(b, reference=p), True),
                Method("f2", "tpde delta+prev", 2,
                       lambda x, p, pp, dt: TPDE.encode(x, reference=p, prev_reference=pp, dtype=dt),
-                      lambda b, p, pp, x: TPDE.decode(b, reference=p, prev_reference=pp), True)]
+                      lambda b, p, pp, x: TPDE.decode(b, reference=p, prev_reference=pp), True),
+               Method("g", "tpde fast", 0,
+                      lambda x, p, pp, dt: TPDE.encode(x, dtype=dt, level="fast"),
+                      lambda b, p, pp, x: TPDE.decode(b), True),
+               Method("h", "tpde fast delta", 1,
+                      lambda x, p, pp, dt: TPDE.encode(x, reference=p, dtype=dt, level="fast"),
+                      lambda b, p, pp, x: TPDE.decode(b, reference=p), True)]
     else:
         ms += [Method("e", "tpde", 0, None, None, True),
                Method("f", "tpde delta", 1, None, None, True),
-               Method("f2", "tpde delta+prev", 2, None, None, True)]
+               Method("f2", "tpde delta+prev", 2, None, None, True),
+               Method("g", "tpde fast", 0, None, None, True),
+               Method("h", "tpde fast delta", 1, None, None, True)]
     return ms
 
 
@@ -228,13 +283,14 @@ def residual_entropy(cur: list[np.ndarray], prev: list[np.ndarray]) -> tuple[flo
 
 
 def _best_time(fn, reps: int) -> float:
-    """Best of `reps` runs in CPU time of this thread: every codec here runs on one thread,
-    and CPU time keeps other processes on a shared machine out of the figure."""
+    """Best of `reps` runs in CPU time of this process: every codec here works on one thread
+    (ZipNN's is not the caller's), and CPU time keeps other processes on a shared machine
+    out of the figure."""
     best = float("inf")
     for _ in range(reps):
-        t0 = time.thread_time()
+        t0 = time.process_time()
         fn()
-        best = min(best, time.thread_time() - t0)
+        best = min(best, time.process_time() - t0)
     return best
 
 
@@ -422,7 +478,7 @@ SERIES_TITLES = {"scratch": "fp32 scratch", "finetune": "fp32 finetune",
                  "scratch-8k-bf16": "bf16 scratch-8k", "finetune-8k-bf16": "bf16 finetune-8k",
                  "scratch-32k": "fp32 scratch-32k", "finetune-32k": "fp32 finetune-32k",
                  "scratch-32k-bf16": "bf16 scratch-32k", "finetune-32k-bf16": "bf16 finetune-32k"}
-BASELINES = ("a", "b", "c", "d", "d2")
+BASELINES = ("a", "b", "c", "d", "d2", "z")
 
 
 def _agg_store_path(pairs, kind):
@@ -570,7 +626,8 @@ def write_plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), squeeze=False)
     styles = {"a": ("#999999", "o"), "b": ("#666666", "s"), "c": ("#1f77b4", "^"),
               "d": ("#ff7f0e", "v"), "d2": ("#d62728", "D"), "e": ("#2ca02c", "P"),
-              "f": ("#9467bd", "*"), "f2": ("#8c564b", "X")}
+              "f": ("#9467bd", "*"), "f2": ("#8c564b", "X"), "z": ("#e377c2", "h"),
+              "g": ("#17becf", "<"), "h": ("#bcbd22", ">")}
     for ax, sname in zip(axes.flat, names):
         sr = results["series"][sname]
         for key, label in results["methods"]:

@@ -25,7 +25,7 @@ namespace {
 
 // A rANS plane must save at least this share of the raw plane (estimated from the
 // frequencies): planes that barely compress cost decode time for almost nothing.
-constexpr double kMinPlaneGain = 0.05;
+constexpr double kMinPlaneGain = 0.10;
 
 // Precomputed encoder symbol (ryg_rans "RansEncSymbol"): x / freq by a multiply and a
 // shift, exact for x < 2^31.
@@ -79,22 +79,34 @@ void put_u64(std::vector<uint8_t>& out, uint64_t v) {
   out.insert(out.end(), b, b + 8);
 }
 
+// Eight sub-histograms: runs of one byte value (common in low planes) then spread their
+// increments over eight counters instead of waiting on one.
 void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
-  uint32_t h[4][256] = {};
+  uint32_t h[8][256] = {};
   uint64_t i = 0;
   // 32-bit sub-counts: flush every 2^31 values so they never overflow.
   while (i < n) {
     const uint64_t stop = std::min<uint64_t>(n, i + (uint64_t(1) << 31));
-    for (; i + 4 <= stop; i += 4) {
-      ++h[0][p[i]];
-      ++h[1][p[i + 1]];
-      ++h[2][p[i + 2]];
-      ++h[3][p[i + 3]];
+    for (; i + 8 <= stop; i += 8) {
+      uint64_t v;
+      std::memcpy(&v, p + i, 8);
+      ++h[0][v & 0xFF];
+      ++h[1][(v >> 8) & 0xFF];
+      ++h[2][(v >> 16) & 0xFF];
+      ++h[3][(v >> 24) & 0xFF];
+      ++h[4][(v >> 32) & 0xFF];
+      ++h[5][(v >> 40) & 0xFF];
+      ++h[6][(v >> 48) & 0xFF];
+      ++h[7][v >> 56];
     }
     for (; i < stop; ++i) ++h[0][p[i]];
     for (int s = 0; s < 256; ++s) {
-      count[s] += uint64_t(h[0][s]) + h[1][s] + h[2][s] + h[3][s];
-      h[0][s] = h[1][s] = h[2][s] = h[3][s] = 0;
+      uint64_t sum = 0;
+      for (int k = 0; k < 8; ++k) {
+        sum += h[k][s];
+        h[k][s] = 0;
+      }
+      count[s] += sum;
     }
   }
 }
@@ -139,18 +151,58 @@ double rans_plane_cost(const uint64_t* count, const uint32_t* freq) {
   return bits / 8 + 3.0 * used + 8 + kStatesBytes + 16;
 }
 
-// Whether a plane may be worth coding, from 32 blocks of 1 KiB spread over it (planes
-// under 64 KiB: always): a plane that looks incompressible is stored without a full count.
-bool worth_counting(const uint8_t* p, uint64_t n) {
+// What a sample of 32 blocks of 1 KiB spread over a plane says (planes under 64 KiB are
+// not sampled): whether the plane may be worth coding (a plane that looks incompressible is
+// stored without a full count), and its most common byte with that byte's share.
+struct Sample {
+  bool worth = true;
+  uint8_t common = 0;
+  double share = 0;
+};
+
+Sample sample_plane(const uint8_t* p, uint64_t n) {
   constexpr uint64_t kBlock = 1024, kBlocks = 32;
-  if (n < 2 * kBlock * kBlocks) return true;
+  Sample out;
+  if (n < 2 * kBlock * kBlocks) return out;
   uint64_t count[256] = {};
   for (uint64_t b = 0; b < kBlocks; ++b) histogram(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
   double bits = 0;
   const double total = double(kBlock * kBlocks);
-  for (int s = 0; s < 256; ++s)
-    if (count[s]) bits -= double(count[s]) * std::log2(double(count[s]) / total);
-  return bits / 8 < (1.0 - kMinPlaneGain / 2) * total;
+  for (int s = 0; s < 256; ++s) {
+    if (!count[s]) continue;
+    bits -= double(count[s]) * std::log2(double(count[s]) / total);
+    if (count[s] > count[out.common]) out.common = static_cast<uint8_t>(s);
+  }
+  out.share = double(count[out.common]) / total;
+  out.worth = bits / 8 < (1.0 - kMinPlaneGain / 2) * total;
+  return out;
+}
+
+// The full count of a plane where one byte value dominates: 16 bytes at a time, only the
+// other bytes are counted one by one.
+void histogram_skewed(const uint8_t* p, uint64_t n, uint8_t common, uint64_t* count) {
+  uint64_t i = 0;
+#ifdef TPDE_FAST_SSE2
+  const __m128i c = _mm_set1_epi8(static_cast<char>(common));
+  uint64_t others = 0;
+  uint32_t h[256] = {};
+  uint32_t pending = 0;  // increments in h since its last flush
+  for (; i + 16 <= n; i += 16) {
+    unsigned m = ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(load128(p + i), c))) & 0xFFFF;
+    for (; m; m &= m - 1) {
+      ++h[p[i + __builtin_ctz(m)]];
+      ++pending;
+    }
+    if (pending > 0xF0000000u) {  // 32-bit counts never overflow
+      for (int s = 0; s < 256; ++s) count[s] += h[s], h[s] = 0;
+      others += pending;
+      pending = 0;
+    }
+  }
+  for (int s = 0; s < 256; ++s) count[s] += h[s];
+  count[common] += i - others - pending;
+#endif
+  histogram(p + i, n - i, count);
 }
 
 thread_local std::vector<uint8_t> t_planes;
@@ -310,13 +362,17 @@ void encode_planes(const U* x, const U* ref, Residual kind, uint64_t n, std::vec
   split_planes<U>(kind, x, ref, n, planes);
   for (int k = 0; k < W; ++k) {
     const uint8_t* p = planes + k * n;
-    if (!worth_counting(p, n)) {
+    const Sample sample = sample_plane(p, n);
+    if (!sample.worth) {
       out.push_back(kPlaneRaw);
       out.insert(out.end(), p, p + n);
       continue;
     }
     uint64_t count[256] = {};
-    histogram(p, n, count);
+    if (sample.share > 0.6)
+      histogram_skewed(p, n, sample.common, count);
+    else
+      histogram(p, n, count);
     int present = 0, only = 0;
     for (int s = 0; s < 256; ++s)
       if (count[s]) ++present, only = s;

@@ -9,6 +9,10 @@
 #if defined(__SSE2__) && !defined(TPDE_NO_SIMD)
 #include <emmintrin.h>
 #define TPDE_FAST_SSE2 1
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <tmmintrin.h>
+#define TPDE_FAST_SSSE3 1
+#endif
 #endif
 
 namespace tpde {
@@ -59,11 +63,45 @@ inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const
 inline void store128(void* p, __m128i v) { _mm_storeu_si128(static_cast<__m128i*>(p), v); }
 #endif
 
+#ifdef TPDE_FAST_SSSE3
+// 4-byte elements, 16 at a time: one pshufb groups each vector's bytes by plane, a 4 x 4
+// transpose of 32-bit groups gathers each plane's 16 bytes. Returns the values done.
+__attribute__((target("ssse3"))) inline uint64_t split32_ssse3(Residual kind, const uint32_t* x,
+                                                              const uint32_t* ref, uint64_t n, uint8_t* planes) {
+  const __m128i by_plane = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  const __m128i zero = _mm_setzero_si128();
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m128i v[4];
+    for (int q = 0; q < 4; ++q)
+      v[q] = _mm_shuffle_epi8(forward_sse2<32>(kind, load128(x + i + 4 * q), ref ? load128(ref + i + 4 * q) : zero),
+                              by_plane);
+    const __m128i t0 = _mm_unpacklo_epi32(v[0], v[1]), t1 = _mm_unpacklo_epi32(v[2], v[3]);
+    const __m128i t2 = _mm_unpackhi_epi32(v[0], v[1]), t3 = _mm_unpackhi_epi32(v[2], v[3]);
+    store128(planes + i, _mm_unpacklo_epi64(t0, t1));
+    store128(planes + n + i, _mm_unpackhi_epi64(t0, t1));
+    store128(planes + 2 * n + i, _mm_unpacklo_epi64(t2, t3));
+    store128(planes + 3 * n + i, _mm_unpackhi_epi64(t2, t3));
+  }
+  return i;
+}
+
+inline bool has_ssse3() {
+  static const bool yes = __builtin_cpu_supports("ssse3");
+  return yes;
+}
+#endif
+
 // planes: W planes of n bytes each, plane k at planes + k n, holding byte k of each residual.
 template <typename U>
 inline void split_planes(Residual kind, const U* x, const U* ref, uint64_t n, uint8_t* planes) {
   constexpr int W = sizeof(U);
   uint64_t i = 0;
+#ifdef TPDE_FAST_SSSE3
+  if constexpr (W == 4) {
+    if (has_ssse3()) i = split32_ssse3(kind, x, ref, n, planes);
+  }
+#endif
 #ifdef TPDE_FAST_SSE2
   const __m128i zero = _mm_setzero_si128();
   if constexpr (W == 2) {
@@ -76,7 +114,7 @@ inline void split_planes(Residual kind, const U* x, const U* ref, uint64_t n, ui
     }
   } else if constexpr (W == 4) {
     const __m128i low = _mm_set1_epi32(0xFF);
-    for (; i + 16 <= n; i += 16) {
+    for (i = i - i % 16; i + 16 <= n; i += 16) {
       __m128i v[4];
       for (int q = 0; q < 4; ++q) v[q] = forward_sse2<32>(kind, load128(x + i + 4 * q), ref ? load128(ref + i + 4 * q) : zero);
       for (int k = 0; k < 4; ++k) {
