@@ -8,7 +8,7 @@ not load the store.
 
 import importlib.metadata as _metadata
 
-from ._core import FORMAT_VERSION, decode, encode, fingerprint, read_header
+from ._core import FAST_FORMAT_VERSION, FORMAT_VERSION, decode, encode, fingerprint, read_header
 from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
 from .codecs import TPDECodec, TPDEZarrCodec  # registers the numcodecs and zarr v3 codec "tpde"
 from .errors import StorageError, TPDEError
@@ -27,6 +27,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "FAST_FORMAT_VERSION",
     "FORMAT_VERSION",
     "StorageError",
     "TPDECodec",

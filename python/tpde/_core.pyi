@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 __version__: str
 FORMAT_VERSION: int  # the chunk format version the encoder writes (docs/format.md)
+FAST_FORMAT_VERSION: int  # the chunk format version of level="fast" chunks (docs/format.md section 14)
 # the dtype table: name -> (header dtype code, numpy dtype of decoded arrays, item bytes, is float)
 DTYPES: dict[str, tuple[int, str, int, bool]]
 
@@ -47,9 +48,11 @@ def encode(
     return_reconstruction: bool = False,
     contexts: Sequence[str] | None = None,
     extrapolate: bool = True,
+    level: Literal["default", "fast"] = "default",
 ) -> bytes | tuple[bytes, np.ndarray]:
     """Encode one array as a tpde chunk: standalone, or a delta against `reference`.
 
+    level="fast" writes a FastPlanes chunk (format 6): lossless only, no prev-reference.
     Returns the chunk, or (chunk, reconstruction) with return_reconstruction=True."""
 
 def decode(

@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true",
                    help="pickle objects that are not tensors or JSON scalars")
     _storage_arg(p)
+    p.add_argument("--fast", action="store_true",
+                   help="lossless fast level: byte planes and static rANS, several times faster "
+                        "to pack and unpack, a few percent larger (not with --lossy)")
     p.set_defaults(run=_pack)
 
     p = sub.add_parser("unpack", help="write one step back as .pt or .safetensors")
@@ -186,11 +189,14 @@ def storage_options(pairs: list[str] | None) -> dict | None:
 
 def _pack(args: argparse.Namespace) -> None:
     bound = error_bounds(args)
+    if args.fast and bound is not None:
+        raise TPDEError("--fast is a lossless level; it excludes --lossy", "invalid_argument")
     files = find_checkpoints(args.checkpoints)
     first_state = read_checkpoint(files[0])  # fail before creating a store
     store = CheckpointStore(
         args.output, mode="a", keyframe_every=args.keyframe_every, chunk_elements=args.chunk_elements,
         storage_options=storage_options(args.storage_option),
+        level="fast" if args.fast else "default",
     )
     existing = store.steps()
     first = existing[-1] + 1 if existing else 0

@@ -10,6 +10,7 @@ from numcodecs.registry import register_codec
 from .. import _core
 from ..dtypes import STORAGE_DTYPES
 from ..errors import TPDEError
+from ..levels import check_level
 
 # typed out buffers and chunks whose dtypes must match (8-bit ones stand for raw bytes:
 # numcodecs decodes a chunk coded from bytes into a typed array)
@@ -49,7 +50,9 @@ class TPDECodec(Codec):
     bytes ``S``, unicode ``U``, structured/void ``V``, ...) as unsigned integers of their
     item size (uint8 when it is not 1, 2, 4 or 8 bytes); decoding returns those arrays,
     which zarr and numcodecs view back as the array's dtype. Object arrays raise TypeError.
-    F-ordered arrays are coded in memory order (as one dimension).
+    F-ordered arrays are coded in memory order (as one dimension). ``level="fast"`` codes
+    byte planes with static rANS (several times faster, a few percent larger); any level
+    decodes every chunk.
 
     Delta chunks written by :class:`tpde.CheckpointStore` cannot be decoded here: they need
     their predecessor, and decoding one raises :class:`tpde.TPDEError` saying so.
@@ -57,8 +60,9 @@ class TPDECodec(Codec):
 
     codec_id = "tpde"
 
-    def __init__(self, dtype: str | None = None):
+    def __init__(self, dtype: str | None = None, level: str = "default"):
         self.dtype = dtype
+        self.level = check_level(level)
 
     def encode(self, buf):
         """Encode an array (its dtype and shape go into the chunk header)."""
@@ -69,7 +73,7 @@ class TPDECodec(Codec):
             arr = arr.reshape(-1, order="A")
         if self.dtype is None:
             arr = codable_view(arr)
-        return _core.encode(arr, dtype=self.dtype)
+        return _core.encode(arr, dtype=self.dtype, level=self.level)
 
     def decode(self, buf, out=None):
         """Decode a chunk; ``out``, if given, receives the values and is returned."""
@@ -86,14 +90,18 @@ class TPDECodec(Codec):
         return out
 
     def get_config(self):
-        """JSON config: ``{"id": "tpde"}`` plus ``dtype`` when set."""
+        """JSON config: ``{"id": "tpde"}`` plus ``dtype`` and ``level`` when not the defaults."""
         config = {"id": self.codec_id}
         if self.dtype is not None:
             config["dtype"] = self.dtype
+        if self.level != "default":
+            config["level"] = self.level
         return config
 
     def __repr__(self):
-        return f"TPDECodec(dtype={self.dtype!r})" if self.dtype else "TPDECodec()"
+        args = [f"dtype={self.dtype!r}"] if self.dtype else []
+        args += [f"level={self.level!r}"] if self.level != "default" else []
+        return f"TPDECodec({', '.join(args)})"
 
 
 register_codec(TPDECodec)

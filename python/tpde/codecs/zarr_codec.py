@@ -14,6 +14,7 @@ from zarr.registry import register_codec
 from .. import _core
 from ..dtypes import STORAGE_DTYPES
 from ..errors import TPDEError
+from ..levels import check_level
 
 if TYPE_CHECKING:
     from typing import Self
@@ -24,22 +25,33 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TPDEZarrCodec(ArrayBytesCodec):
-    """Lossless standalone tpde coding; use as ``serializer=TPDEZarrCodec()``."""
+    """Lossless standalone tpde coding; use as ``serializer=TPDEZarrCodec()``.
+
+    ``level="fast"`` codes byte planes with static rANS (several times faster, a few
+    percent larger); any level decodes every chunk.
+    """
 
     is_fixed_size = False
+    level: str = "default"
 
-    def __init__(self) -> None:
-        pass
+    def __init__(self, level: str = "default") -> None:
+        object.__setattr__(self, "level", check_level(level))
 
     @classmethod
     def from_dict(cls, data: dict) -> Self:
-        """Build from ``{"name": "tpde"}`` (no configuration)."""
-        parse_named_configuration(data, "tpde", require_configuration=False)
-        return cls()
+        """Build from ``{"name": "tpde"}`` or ``{"name": "tpde", "configuration": {"level": "fast"}}``."""
+        _, config = parse_named_configuration(data, "tpde", require_configuration=False)
+        config = dict(config or {})
+        level = config.pop("level", "default")
+        if config:
+            raise TPDEError(f"unknown tpde codec configuration {sorted(config)}", "invalid_argument")
+        return cls(level)
 
     def to_dict(self) -> dict:
-        """JSON form stored in zarr.json."""
-        return {"name": "tpde"}
+        """JSON form stored in zarr.json (the configuration only for a level other than the default)."""
+        if self.level == "default":
+            return {"name": "tpde"}
+        return {"name": "tpde", "configuration": {"level": self.level}}
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         # The array's shape and dtype go to the decoder, which checks them against the
@@ -58,7 +70,7 @@ class TPDEZarrCodec(ArrayBytesCodec):
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         array = np.asarray(chunk_array.as_numpy_array(), order="C")  # keeps 0-d chunks 0-d
-        return chunk_spec.prototype.buffer.from_bytes(_core.encode(array))
+        return chunk_spec.prototype.buffer.from_bytes(_core.encode(array, level=self.level))
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)

@@ -105,8 +105,9 @@ class StepWriter:
         self.keyframe_every = keyframe_every
         self.chunk_elements = chunk_elements
 
-    def write(self, job: SaveJob, cross_state: bool, progress: bool | None) -> StepInfo:
-        """Code the prepared arrays against the latest committed step and commit the step."""
+    def write(self, job: SaveJob, cross_state: bool, progress: bool | None, level: str = "default") -> StepInfo:
+        """Code the prepared arrays against the latest committed step and commit the step.
+        `level`: the chunk coder's level for lossless chunks ("default" or "fast")."""
         step, arrays, specs = job.step, job.arrays, job.specs
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
 
@@ -144,14 +145,15 @@ class StepWriter:
             dtype = specs[name].codec_dtype
             data = grid.extract(arrays[name], index)
             ref = None if base is None else grid.extract(base.arrays[name], index)
-            ctx = None if prev is None else grid.extract(prev.arrays[name], index)
+            # the fast level codes without a prev-reference context
+            ctx = None if prev is None or level == "fast" else grid.extract(prev.arrays[name], index)
             bound = coded_bounds.get(name)
 
             def code_against(reference, context):
                 code = dict(reference=reference, prev_reference=context, dtype=dtype)
                 if bound is not None:
                     return encode_lossy(grid, index, data, code, bound)
-                return _core.encode(data, **code), data
+                return _core.encode(data, **code, level=level), data
 
             coefs = None
             try:
