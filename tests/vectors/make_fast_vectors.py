@@ -33,25 +33,26 @@ def bf16(f):
 
 
 def cases():
-    """(name, dtype name, input, reference): small, but each with rANS, raw and constant planes."""
+    """(name, dtype name, input, reference): small, but together with rANS, raw and constant planes."""
     rng = np.random.default_rng(20261205)
     out = []
-    ref = (rng.standard_normal(300) * 0.02).astype(np.float32)
-    x = (ref * (1 + rng.standard_normal(300).astype(np.float32) * 1e-3)).astype(np.float32)
+    n = 1024
+    ref = (rng.standard_normal(n) * 0.02).astype(np.float32)
+    x = (ref * (1 + rng.standard_normal(n).astype(np.float32) * 1e-4)).astype(np.float32)
     out.append(("f32_delta", "float32", x, ref))
-    out.append(("f32_standalone", "float32", x, None))
+    out.append(("f32_standalone", "float32", x.reshape(32, 32), None))
     b_ref = bf16(ref)
-    b = np.where(rng.random(300) < 0.6, b_ref, b_ref + rng.integers(-2, 3, 300).astype(np.uint16)).astype(np.uint16)
-    out.append(("bf16_delta", "bfloat16", b.reshape(12, 25), b_ref.reshape(12, 25)))
+    b = np.where(rng.random(n) < 0.6, b_ref, b_ref + rng.integers(-2, 3, n).astype(np.uint16)).astype(np.uint16)
+    out.append(("bf16_delta", "bfloat16", b.reshape(32, 32), b_ref.reshape(32, 32)))
     out.append(("bf16_standalone", "bfloat16", b, None))
-    h = (rng.standard_normal(200) * 0.1).astype(np.float16)
-    out.append(("f16_delta", "float16", (h + np.float16(0.001)).astype(np.float16), h))
-    d = (rng.standard_normal((10, 20)) * 3).astype(np.float64)
-    out.append(("f64_delta", "float64", d + 1e-9 * (rng.random((10, 20)) < 0.5), d))
-    steps = np.cumsum(rng.integers(0, 3, 250)).astype(np.int64)
-    out.append(("i64_delta", "int64", steps + 1, steps))
-    out.append(("u8_standalone", "uint8", rng.integers(0, 4, 400).astype(np.uint8), None))
-    out.append(("bool_delta", "bool", rng.random(200) < 0.1, np.zeros(200, bool)))
+    h = (rng.standard_normal(n) * 0.1).astype(np.float16)
+    out.append(("f16_delta", "float16", np.where(rng.random(n) < 0.3, h + np.float16(0.001), h).astype(np.float16), h))
+    d = (rng.standard_normal((16, 32)) * 3).astype(np.float64)
+    out.append(("f64_delta", "float64", d + 1e-9 * (rng.random((16, 32)) < 0.5), d))
+    steps = np.cumsum(rng.integers(0, 3, 512)).astype(np.int64)
+    out.append(("i64_delta", "int64", steps + rng.integers(0, 2, 512), steps))
+    out.append(("u8_standalone", "uint8", rng.integers(0, 4, 1000).astype(np.uint8), None))
+    out.append(("bool_delta", "bool", rng.random(1000) < 0.1, np.zeros(1000, bool)))
     out.append(("f32_stored", "float32", rng.standard_normal(20).astype(np.float32), None))
     out.append(("f32_empty", "float32", np.zeros((0, 4), np.float32), None))
     return out
@@ -127,8 +128,8 @@ def bad_chunks():
     delta, ref = case("f32_delta")
     hs = chunkfmt.header_size(delta)
     p = delta[hs:]
-    modes = plane_modes(p, 300, 4)
-    first_rans = 16 + sum(301 if m == 0 else 2 for m in modes[:modes.index(2)])  # raw and constant planes before it
+    modes = plane_modes(p, 1024, 4)
+    first_rans = 16 + sum(1025 if m == 0 else 2 for m in modes[:modes.index(2)])  # raw and constant planes before it
     table_end = skip_table(p, first_rans + 1)
     stream_len = struct.unpack_from("<Q", p, table_end)[0]
     with_ref = {"reference": ref}

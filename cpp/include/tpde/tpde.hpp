@@ -51,6 +51,9 @@ struct EncodeInput {
   // prev_reference or, row by row, a scaled reference (with or without prev_reference);
   // lossy (absolute), quantize around a fitted a x reference + b x prev_reference.
   bool extrapolate = true;
+  // Level "fast": a FastPlanes chunk (format 6, docs/format.md section 14): byte planes and
+  // static rANS, lossless only (lossy is an invalid_argument), prev_reference ignored.
+  bool fast = false;
 };
 
 // Largest chunk encode() can produce for nbytes of input and ndim dimensions.

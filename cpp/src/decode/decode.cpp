@@ -10,6 +10,8 @@
 #include "entropy/bitstream.hpp"
 #include "entropy/elias.hpp"
 #include "entropy/tables.hpp"
+#include "fast/fast_decode.hpp"
+#include "fast/fast_format.hpp"
 #include "format/header.hpp"
 #include "format/mem.hpp"
 #include "format/payload.hpp"
@@ -62,6 +64,13 @@ class ChunkDecoder {
     const uint8_t* end = payload_ + h_.payload_size;
     if (h_.payload_size < kPayloadPrefix) corrupt("payload shorter than its 16-byte prefix");
     const uint8_t value_scheme = p[0], position_scheme = p[1], context_scheme = p[2];
+    if (value_scheme == fast::kValueSchemeFastPlanes) {  // format 6, docs/format.md section 14
+      if (h_.version < kFastFormatVersion || lossy_inner_)
+        corrupt("FastPlanes values in a lossy chunk or a chunk older than format 6");
+      fast::decode_fast_payload(h_.dtype, payload_, h_.payload_size, n_, out_,
+                                h_.mode == Mode::kDelta ? ref_ : nullptr);
+      return;
+    }
     context_param_ = load_le<uint16_t>(p + 4);
     const uint64_t coded = load_le<uint64_t>(p + 8);
     // Bytes 6-7 are reserved (ignored) before version 3; from version 3 byte 6 is the

@@ -6,6 +6,7 @@
 #include "encode/header_writer.hpp"
 #include "encode/lossy.hpp"
 #include "encode/plan.hpp"
+#include "fast/fast_encode.hpp"
 #include "format/header.hpp"
 #include "format/payload.hpp"
 #include "tpde/tpde.hpp"
@@ -42,6 +43,8 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
                                           " dimensions; tpde chunks hold at most 32");
   if (in.prev_reference && !in.reference)
     fail(ErrorCode::kInvalidArgument, "prev_reference given without reference");
+  if (in.fast && in.lossy != LossyKind::kNone)
+    fail(ErrorCode::kInvalidArgument, "the fast level is lossless: no error bound with level=\"fast\"");
   Header h;
   h.dtype = in.dtype;
   h.shape = in.shape;
@@ -58,7 +61,7 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   if (in.reference) {
     h.mode = Mode::kDelta;
     h.reference_fingerprint = crc32c(in.reference, nbytes);
-    if (in.prev_reference) {
+    if (in.prev_reference && !in.fast) {  // the fast level uses no prev-reference
       h.flags |= kFlagPrevReference;
       h.prev_reference_fingerprint = crc32c(in.prev_reference, nbytes);
     }
@@ -67,12 +70,19 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   std::vector<uint8_t> payload;
   payload.reserve(nbytes / 2 + 1024);
   bool lossy = false;
-  switch (dtype_size(in.dtype)) {
+  if (in.fast) {
+    h.version = kFastFormatVersion;
+    if (!dtype_valid(static_cast<uint8_t>(in.dtype))) fail(ErrorCode::kBadDtype, "unknown dtype");
+    fast::encode_fast_payload(in.dtype, in.data, in.reference, n, payload);
+    if (in.reconstruction && n) std::memcpy(in.reconstruction, in.data, nbytes);
+  } else {
+    switch (dtype_size(in.dtype)) {
     case 1: lossy = encode_any_payload<uint8_t>(in, n, payload); break;
     case 2: lossy = encode_any_payload<uint16_t>(in, n, payload); break;
     case 4: lossy = encode_any_payload<uint32_t>(in, n, payload); break;
-    case 8: lossy = encode_any_payload<uint64_t>(in, n, payload); break;
-    default: fail(ErrorCode::kBadDtype, "unknown dtype");
+      case 8: lossy = encode_any_payload<uint64_t>(in, n, payload); break;
+      default: fail(ErrorCode::kBadDtype, "unknown dtype");
+    }
   }
   if (lossy) h.flags |= kFlagLossy;
   h.payload_size = payload.size();

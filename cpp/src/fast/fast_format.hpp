@@ -15,7 +15,6 @@
 namespace tpde {
 namespace fast {
 
-constexpr uint8_t kFastFormatVersion = 6;  // chunks of value scheme 3 carry this version
 constexpr uint8_t kValueSchemeFastPlanes = 3;
 
 constexpr int kLanes = 32;    // rANS states a stream; value i uses state i mod 32 ...

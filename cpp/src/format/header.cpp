@@ -66,11 +66,11 @@ Header read_header(const uint8_t* src, size_t size) {
     fail(ErrorCode::kBadMagic, "not a tpde chunk: magic bytes are not 'TPDE'");
   Header h;
   h.version = src[4];
-  if (h.version < kOldestFormatVersion || h.version > kFormatVersion)
+  if (h.version < kOldestFormatVersion || h.version > kNewestFormatVersion)
     fail(ErrorCode::kUnsupportedVersion, "chunk has format version " + std::to_string(h.version) +
                                              "; this build of tpde reads versions " +
                                              std::to_string(kOldestFormatVersion) + " to " +
-                                             std::to_string(kFormatVersion));
+                                             std::to_string(kNewestFormatVersion));
   const size_t ndim = src[8];
   if (ndim > kMaxNdim)
     fail(ErrorCode::kBadShape, "chunk header says ndim=" + std::to_string(ndim) + " (max 32)");
