@@ -132,11 +132,10 @@ def _zipnn_methods() -> list[Method]:
     """ZipNN 0.5.4 as a baseline, one thread; [] when it is not installed."""
     try:
         import zipnn
-    except Exception:
+    except ImportError:
         return []
     z32 = zipnn.ZipNN(input_format="numpy", threads=1)
     z16 = zipnn.ZipNN(input_format="byte", bytearray_dtype="bfloat16", threads=1)
-    zraw = zipnn.ZipNN(input_format="byte", bytearray_dtype="float32", threads=1)
 
     def pick(x, dt):
         if dt == "bfloat16":

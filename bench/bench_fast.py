@@ -74,14 +74,15 @@ def _speed(a, key):
 
 def markdown(res: dict, command: str, load0: str, load1: str, seconds: float) -> str:
     labels = res["labels"]
-    L = [f"<!-- {TAG} -->", "## Fast level", "",
-         f"- date: {_dt.datetime.now():%Y-%m-%d %H:%M}; commit: {B._git_commit()}; CPU: {B._cpu_model()} "
-         f"({os.cpu_count()} logical cores); every codec on one thread",
-         f"- run: `{command}` ({seconds:.0f} s); load average at start / end: {load0} / {load1} "
-         "(other jobs share the cores: compare ratios of speeds, not absolute MB/s)",
-         "- keyframe rows code step t alone, delta rows step t against t-1; ratio over all tensors "
-         "(weights, exp_avg, exp_avg_sq, counters); MB/s = raw bytes per CPU-second of this process, "
-         "best of the reps; x ZipNN = speed over ZipNN's in the same run", ""]
+    L = [f"<!-- {TAG} -->", "## Fast level", ""]
+    L.append(f"- date: {_dt.datetime.now():%Y-%m-%d %H:%M}; commit: {B._git_commit()}; CPU: {B._cpu_model()} "
+             f"({os.cpu_count()} logical cores); every codec on one thread")
+    L.append(f"- run: `{command}` ({seconds:.0f} s); load average at start / end: {load0} / {load1} "
+             "(other jobs share the cores: compare ratios of speeds, not absolute MB/s)")
+    L.append("- keyframe rows code step t alone, delta rows step t against t-1; ratio over all tensors "
+             "(weights, exp_avg, exp_avg_sq, counters); MB/s = raw bytes per CPU-second of this process, "
+             "best of the reps; x ZipNN = speed over ZipNN's in the same run")
+    L.append("")
     for sname, sr in res["series"].items():
         L += [f"### {B.SERIES_TITLES.get(sname, sname)} ({sr['raw'] / 1e6:.1f} MB per step; pairs "
               f"{', '.join(sr['pairs'])})", "",

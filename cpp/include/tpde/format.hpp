@@ -6,7 +6,7 @@
 namespace tpde {
 
 constexpr uint8_t kMagic[4] = {'T', 'P', 'D', 'E'};
-constexpr uint8_t kFormatVersion = 5;  // written by this build (default level)
+constexpr uint8_t kFormatVersion = 5;        // written by this build (default level)
 constexpr uint8_t kFastFormatVersion = 6;    // written by the fast level (value scheme 3)
 constexpr uint8_t kNewestFormatVersion = 6;  // newest one it decodes
 constexpr uint8_t kOldestFormatVersion =

@@ -44,7 +44,8 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   if (in.prev_reference && !in.reference)
     fail(ErrorCode::kInvalidArgument, "prev_reference given without reference");
   if (in.fast && in.lossy != LossyKind::kNone)
-    fail(ErrorCode::kInvalidArgument, "the fast level is lossless: no error bound with level=\"fast\"");
+    fail(ErrorCode::kInvalidArgument,
+         "the fast level is lossless: no error bound with level=\"fast\"");
   Header h;
   h.dtype = in.dtype;
   h.shape = in.shape;
@@ -77,9 +78,9 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
     if (in.reconstruction && n) std::memcpy(in.reconstruction, in.data, nbytes);
   } else {
     switch (dtype_size(in.dtype)) {
-    case 1: lossy = encode_any_payload<uint8_t>(in, n, payload); break;
-    case 2: lossy = encode_any_payload<uint16_t>(in, n, payload); break;
-    case 4: lossy = encode_any_payload<uint32_t>(in, n, payload); break;
+      case 1: lossy = encode_any_payload<uint8_t>(in, n, payload); break;
+      case 2: lossy = encode_any_payload<uint16_t>(in, n, payload); break;
+      case 4: lossy = encode_any_payload<uint32_t>(in, n, payload); break;
       case 8: lossy = encode_any_payload<uint64_t>(in, n, payload); break;
       default: fail(ErrorCode::kBadDtype, "unknown dtype");
     }

@@ -63,7 +63,8 @@ void read_table(Reader& r, uint32_t* slots) {
     if (gap > 255 || sym > 255 || fm1 >= kProbScale) corrupt("bad rANS plane table entry");
     const uint32_t freq = static_cast<uint32_t>(fm1 + 1);
     if (cum + freq > kProbScale) corrupt("rANS plane frequencies above 4096");
-    for (uint32_t s = 0; s < freq; ++s) slots[cum + s] = static_cast<uint32_t>(sym) | (s << 8) | (freq << 20);
+    for (uint32_t s = 0; s < freq; ++s)
+      slots[cum + s] = static_cast<uint32_t>(sym) | (s << 8) | (freq << 20);
     cum += freq;
     last = sym;
   }
@@ -168,12 +169,13 @@ __attribute__((target("avx2"))) inline void store_symbols(const __m256i* sym, ui
 
 // The rounds of rounds_scalar, 8 lanes a vector; the streams' groups alternate so that
 // independent chains are in flight.
-__attribute__((target("avx2,popcnt"))) uint64_t rounds_avx2(Stream* st, const uint32_t* slots, uint8_t* out,
-                                                             uint64_t n) {
+__attribute__((target("avx2,popcnt"))) uint64_t rounds_avx2(Stream* st, const uint32_t* slots,
+                                                            uint8_t* out, uint64_t n) {
   __m256i s[kStreams][4];
   const uint8_t* w[kStreams];
   for (int k = 0; k < kStreams; ++k) {
-    for (int g = 0; g < 4; ++g) s[k][g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x + 8 * g));
+    for (int g = 0; g < 4; ++g)
+      s[k][g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(st[k].x + 8 * g));
     w[k] = st[k].w;
   }
   const int* table = reinterpret_cast<const int*>(slots);
@@ -189,7 +191,8 @@ __attribute__((target("avx2,popcnt"))) uint64_t rounds_avx2(Stream* st, const ui
     i += kStreams * kLanes;
   }
   for (int k = 0; k < kStreams; ++k)
-    for (int g = 0; g < 4; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(st[k].x + 8 * g), s[k][g]);
+    for (int g = 0; g < 4; ++g)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(st[k].x + 8 * g), s[k][g]);
   return i;
 }
 
@@ -202,7 +205,8 @@ bool has_avx2() {
 void open_stream(Reader& r, Stream& st) {
   const uint64_t size = r.u64("rANS stream length");
   if (size > r.left()) corrupt("rANS stream runs past the payload");
-  if (size < kStatesBytes || (size & 1)) corrupt("rANS stream shorter than its states or of odd length");
+  if (size < kStatesBytes || (size & 1))
+    corrupt("rANS stream shorter than its states or of odd length");
   for (int j = 0; j < kLanes; ++j) {
     st.x[j] = load_u32le(r.p + 4 * j);
     if (st.x[j] < kStateLow || st.x[j] >= kStateHigh) corrupt("rANS state out of range");
@@ -281,12 +285,26 @@ void decode_fast_payload(DType dtype, const uint8_t* payload, size_t size, uint6
     if (payload[k] != 0) corrupt("FastPlanes prefix byte " + std::to_string(k) + " is not 0");
   if (load_u64le(payload + 8) != n) corrupt("coded value count does not match the shape");
   Reader r{payload + 16, payload + size};
-  const Residual kind = reference ? Residual::kDelta : is_float(dtype) ? Residual::kRotate : Residual::kPlain;
+  const Residual kind = reference         ? Residual::kDelta
+                        : is_float(dtype) ? Residual::kRotate
+                                          : Residual::kPlain;
   switch (dtype_size(dtype)) {
-    case 1: decode_planes<uint8_t>(r, n, kind, static_cast<uint8_t*>(out), static_cast<const uint8_t*>(reference)); break;
-    case 2: decode_planes<uint16_t>(r, n, kind, static_cast<uint16_t*>(out), static_cast<const uint16_t*>(reference)); break;
-    case 4: decode_planes<uint32_t>(r, n, kind, static_cast<uint32_t*>(out), static_cast<const uint32_t*>(reference)); break;
-    case 8: decode_planes<uint64_t>(r, n, kind, static_cast<uint64_t*>(out), static_cast<const uint64_t*>(reference)); break;
+    case 1:
+      decode_planes<uint8_t>(r, n, kind, static_cast<uint8_t*>(out),
+                             static_cast<const uint8_t*>(reference));
+      break;
+    case 2:
+      decode_planes<uint16_t>(r, n, kind, static_cast<uint16_t*>(out),
+                              static_cast<const uint16_t*>(reference));
+      break;
+    case 4:
+      decode_planes<uint32_t>(r, n, kind, static_cast<uint32_t*>(out),
+                              static_cast<const uint32_t*>(reference));
+      break;
+    case 8:
+      decode_planes<uint64_t>(r, n, kind, static_cast<uint64_t*>(out),
+                              static_cast<const uint64_t*>(reference));
+      break;
     default: corrupt("unknown dtype");
   }
 }

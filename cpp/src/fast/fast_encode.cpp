@@ -33,7 +33,7 @@ struct EncSymbol {
   uint32_t x_max;  // renormalise (emit a word) when x >= x_max
   uint32_t rcp;
   uint32_t bias;
-  uint16_t cmpl;   // 4096 - freq
+  uint16_t cmpl;  // 4096 - freq
   uint16_t shift;
 };
 
@@ -165,7 +165,8 @@ Sample sample_plane(const uint8_t* p, uint64_t n) {
   Sample out;
   if (n < 2 * kBlock * kBlocks) return out;
   uint64_t count[256] = {};
-  for (uint64_t b = 0; b < kBlocks; ++b) histogram(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
+  for (uint64_t b = 0; b < kBlocks; ++b)
+    histogram(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
   double bits = 0;
   const double total = double(kBlock * kBlocks);
   for (int s = 0; s < 256; ++s) {
@@ -188,7 +189,8 @@ void histogram_skewed(const uint8_t* p, uint64_t n, uint8_t common, uint64_t* co
   uint32_t h[256] = {};
   uint32_t pending = 0;  // increments in h since its last flush
   for (; i + 16 <= n; i += 16) {
-    unsigned m = ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(load128(p + i), c))) & 0xFFFF;
+    unsigned m =
+        ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(load128(p + i), c))) & 0xFFFF;
     for (; m; m &= m - 1) {
       ++h[p[i + __builtin_ctz(m)]];
       ++pending;
@@ -210,7 +212,8 @@ thread_local std::vector<uint16_t> t_words;
 
 // Scalar full rounds of one stream: rounds top, top - 2, ... down to 0 or 1 (32 values
 // each, at sym + 32 r), last value first.
-void rounds_scalar(uint32_t* x, const uint8_t* sym, int64_t top, const EncSymbol* table, uint16_t*& w) {
+void rounds_scalar(uint32_t* x, const uint8_t* sym, int64_t top, const EncSymbol* table,
+                   uint16_t*& w) {
   for (int64_t r = top; r >= 0; r -= kStreams) {
     const uint8_t* s = sym + kLanes * r;
     for (int j = kLanes - 1; j >= 0; --j) put_symbol(x[j], table[s[j]], w);
@@ -242,8 +245,9 @@ const PackTable kPack;
 // The same rounds, 8 lanes a vector (groups 3, 2, 1, 0 of a round, as the scalar loop
 // visits lanes 31 down to 0). Two gathers a group: the reciprocal, and freq | shift << 12 |
 // bias << 16. Words are stored 8 at a time below w, so w needs 8 slots of slack in front.
-__attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8_t* sym, int64_t top,
-                                                        const EncSymbol* table, uint16_t*& w) {
+__attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8_t* sym,
+                                                        int64_t top, const EncSymbol* table,
+                                                        uint16_t*& w) {
   alignas(32) int rcp[256];
   alignas(32) int packed[256];
   for (int s = 0; s < 256; ++s) {
@@ -253,25 +257,29 @@ __attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8
     packed[s] = static_cast<int>((freq & 0xFFF) | (uint32_t(e.shift) << 12) | (e.bias << 16));
   }
   __m256i st[4];
-  for (int g = 0; g < 4; ++g) st[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * g));
+  for (int g = 0; g < 4; ++g)
+    st[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * g));
   const __m256i m12 = _mm256_set1_epi32(0xFFF);
   const __m256i m4 = _mm256_set1_epi32(0xF);
   const __m256i scale = _mm256_set1_epi32(static_cast<int>(kProbScale));
-  const __m256i lo16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0, 1, 4, 5, 8, 9,
-                                        12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
+  const __m256i lo16 = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1, 0,
+                                        1, 4, 5, 8, 9, 12, 13, -1, -1, -1, -1, -1, -1, -1, -1);
   for (int64_t round = top; round >= 0; round -= kStreams) {
     const uint8_t* s = sym + kLanes * round;
     for (int g = 3; g >= 0; --g) {
-      const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + 8 * g)));
+      const __m256i idx =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + 8 * g)));
       const __m256i r = _mm256_i32gather_epi32(rcp, idx, 4);
       const __m256i p = _mm256_i32gather_epi32(packed, idx, 4);
       const __m256i freq = _mm256_and_si256(p, m12);
       __m256i v = st[g];
       // emit when x >= freq << 19 (both below 2^31: a signed compare is exact)
-      const __m256i emit = _mm256_cmpgt_epi32(v, _mm256_sub_epi32(_mm256_slli_epi32(freq, 19), _mm256_set1_epi32(1)));
+      const __m256i emit = _mm256_cmpgt_epi32(
+          v, _mm256_sub_epi32(_mm256_slli_epi32(freq, 19), _mm256_set1_epi32(1)));
       const int m = _mm256_movemask_ps(_mm256_castsi256_ps(emit));
       const __m256i packed16 = _mm256_shuffle_epi8(v, lo16);
-      const __m128i words = _mm_unpacklo_epi64(_mm256_castsi256_si128(packed16), _mm256_extracti128_si256(packed16, 1));
+      const __m128i words = _mm_unpacklo_epi64(_mm256_castsi256_si128(packed16),
+                                               _mm256_extracti128_si256(packed16, 1));
       const __m128i ctl = _mm_load_si128(reinterpret_cast<const __m128i*>(kPack.c[m]));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(w - 8), _mm_shuffle_epi8(words, ctl));
       w -= _mm_popcnt_u32(static_cast<unsigned>(m));
@@ -282,7 +290,8 @@ __attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8
       __m256i q = _mm256_blend_epi32(even, odd, 0xAA);
       q = _mm256_srlv_epi32(q, _mm256_and_si256(_mm256_srli_epi32(p, 12), m4));
       const __m256i bias = _mm256_srli_epi32(p, 16);
-      st[g] = _mm256_add_epi32(_mm256_add_epi32(v, bias), _mm256_mullo_epi32(q, _mm256_sub_epi32(scale, freq)));
+      st[g] = _mm256_add_epi32(_mm256_add_epi32(v, bias),
+                               _mm256_mullo_epi32(q, _mm256_sub_epi32(scale, freq)));
     }
   }
   for (int g = 0; g < 4; ++g) _mm256_storeu_si256(reinterpret_cast<__m256i*>(x + 8 * g), st[g]);
@@ -295,7 +304,8 @@ bool has_avx2() {
 #endif
 
 // Appends one rANS plane body: table, then per stream its u64 length and its bytes.
-void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq, std::vector<uint8_t>& out) {
+void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq,
+                    std::vector<uint8_t>& out) {
   EncSymbol table[256] = {};
   int used = 0;
   uint32_t start = 0;
@@ -325,7 +335,8 @@ void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq, std::v
     int64_t top = rounds - 1;
     while (top >= 0 && top % kStreams != stream) --top;
     if (top >= 0 && static_cast<uint64_t>(kLanes * (top + 1)) > n) {  // the partial last round
-      for (uint64_t i = n; i-- > static_cast<uint64_t>(kLanes * top);) put_symbol(x[i & (kLanes - 1)], table[sym[i]], w);
+      for (uint64_t i = n; i-- > static_cast<uint64_t>(kLanes * top);)
+        put_symbol(x[i & (kLanes - 1)], table[sym[i]], w);
       top -= kStreams;
     }
     if (top >= 0) {
@@ -401,13 +412,28 @@ void encode_planes(const U* x, const U* ref, Residual kind, uint64_t n, std::vec
 
 }  // namespace
 
-void encode_fast_payload(DType dtype, const void* data, const void* reference, uint64_t n, std::vector<uint8_t>& out) {
-  const Residual kind = reference ? Residual::kDelta : is_float(dtype) ? Residual::kRotate : Residual::kPlain;
+void encode_fast_payload(DType dtype, const void* data, const void* reference, uint64_t n,
+                         std::vector<uint8_t>& out) {
+  const Residual kind = reference         ? Residual::kDelta
+                        : is_float(dtype) ? Residual::kRotate
+                                          : Residual::kPlain;
   switch (dtype_size(dtype)) {
-    case 1: encode_planes<uint8_t>(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(reference), kind, n, out); break;
-    case 2: encode_planes<uint16_t>(static_cast<const uint16_t*>(data), static_cast<const uint16_t*>(reference), kind, n, out); break;
-    case 4: encode_planes<uint32_t>(static_cast<const uint32_t*>(data), static_cast<const uint32_t*>(reference), kind, n, out); break;
-    case 8: encode_planes<uint64_t>(static_cast<const uint64_t*>(data), static_cast<const uint64_t*>(reference), kind, n, out); break;
+    case 1:
+      encode_planes<uint8_t>(static_cast<const uint8_t*>(data),
+                             static_cast<const uint8_t*>(reference), kind, n, out);
+      break;
+    case 2:
+      encode_planes<uint16_t>(static_cast<const uint16_t*>(data),
+                              static_cast<const uint16_t*>(reference), kind, n, out);
+      break;
+    case 4:
+      encode_planes<uint32_t>(static_cast<const uint32_t*>(data),
+                              static_cast<const uint32_t*>(reference), kind, n, out);
+      break;
+    case 8:
+      encode_planes<uint64_t>(static_cast<const uint64_t*>(data),
+                              static_cast<const uint64_t*>(reference), kind, n, out);
+      break;
     default: fail(ErrorCode::kBadDtype, "unknown dtype");
   }
 }

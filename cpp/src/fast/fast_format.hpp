@@ -17,11 +17,11 @@ namespace fast {
 
 constexpr uint8_t kValueSchemeFastPlanes = 3;
 
-constexpr int kLanes = 32;    // rANS states a stream; value i uses state i mod 32 ...
-constexpr int kStreams = 2;   // ... of stream (i / 32) mod 2: two independent word streams
-constexpr int kProbBits = 12;                // frequencies sum to 4096
+constexpr int kLanes = 32;     // rANS states a stream; value i uses state i mod 32 ...
+constexpr int kStreams = 2;    // ... of stream (i / 32) mod 2: two independent word streams
+constexpr int kProbBits = 12;  // frequencies sum to 4096
 constexpr uint32_t kProbScale = 1u << kProbBits;
-constexpr uint32_t kStateLow = 1u << 15;     // L: states stay in [L, 2^31) between symbols
+constexpr uint32_t kStateLow = 1u << 15;  // L: states stay in [L, 2^31) between symbols
 constexpr uint32_t kStateHigh = 1u << 31;
 constexpr size_t kStatesBytes = kLanes * 4;  // the 32 final states that start a stream
 

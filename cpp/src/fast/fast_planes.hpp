@@ -22,12 +22,16 @@ enum class Residual { kDelta, kRotate, kPlain };  // zigzag(x - ref), rotl1(x), 
 
 template <typename U>
 inline U forward(Residual kind, U x, U ref) {
-  return kind == Residual::kDelta ? fast_zigzag<U>(static_cast<U>(x - ref)) : kind == Residual::kRotate ? fast_rotl1<U>(x) : x;
+  return kind == Residual::kDelta    ? fast_zigzag<U>(static_cast<U>(x - ref))
+         : kind == Residual::kRotate ? fast_rotl1<U>(x)
+                                     : x;
 }
 
 template <typename U>
 inline U inverse(Residual kind, U v, U ref) {
-  return kind == Residual::kDelta ? static_cast<U>(ref + fast_unzigzag<U>(v)) : kind == Residual::kRotate ? fast_rotr1<U>(v) : v;
+  return kind == Residual::kDelta    ? static_cast<U>(ref + fast_unzigzag<U>(v))
+         : kind == Residual::kRotate ? fast_rotr1<U>(v)
+                                     : v;
 }
 
 #ifdef TPDE_FAST_SSE2
@@ -50,7 +54,8 @@ inline __m128i inverse_sse2(Residual kind, __m128i v, __m128i ref) {
     const __m128i one = kBits == 32 ? _mm_set1_epi32(1) : _mm_set1_epi16(1);
     const __m128i sign = kBits == 32 ? _mm_sub_epi32(_mm_setzero_si128(), _mm_and_si128(v, one))
                                      : _mm_sub_epi16(_mm_setzero_si128(), _mm_and_si128(v, one));
-    const __m128i d = _mm_xor_si128(kBits == 32 ? _mm_srli_epi32(v, 1) : _mm_srli_epi16(v, 1), sign);
+    const __m128i d =
+        _mm_xor_si128(kBits == 32 ? _mm_srli_epi32(v, 1) : _mm_srli_epi16(v, 1), sign);
     return kBits == 32 ? _mm_add_epi32(ref, d) : _mm_add_epi16(ref, d);
   }
   if (kind == Residual::kRotate)
@@ -67,15 +72,17 @@ inline void store128(void* p, __m128i v) { _mm_storeu_si128(static_cast<__m128i*
 // 4-byte elements, 16 at a time: one pshufb groups each vector's bytes by plane, a 4 x 4
 // transpose of 32-bit groups gathers each plane's 16 bytes. Returns the values done.
 __attribute__((target("ssse3"))) inline uint64_t split32_ssse3(Residual kind, const uint32_t* x,
-                                                              const uint32_t* ref, uint64_t n, uint8_t* planes) {
+                                                               const uint32_t* ref, uint64_t n,
+                                                               uint8_t* planes) {
   const __m128i by_plane = _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const __m128i zero = _mm_setzero_si128();
   uint64_t i = 0;
   for (; i + 16 <= n; i += 16) {
     __m128i v[4];
     for (int q = 0; q < 4; ++q)
-      v[q] = _mm_shuffle_epi8(forward_sse2<32>(kind, load128(x + i + 4 * q), ref ? load128(ref + i + 4 * q) : zero),
-                              by_plane);
+      v[q] = _mm_shuffle_epi8(
+          forward_sse2<32>(kind, load128(x + i + 4 * q), ref ? load128(ref + i + 4 * q) : zero),
+          by_plane);
     const __m128i t0 = _mm_unpacklo_epi32(v[0], v[1]), t1 = _mm_unpacklo_epi32(v[2], v[3]);
     const __m128i t2 = _mm_unpackhi_epi32(v[0], v[1]), t3 = _mm_unpackhi_epi32(v[2], v[3]);
     store128(planes + i, _mm_unpacklo_epi64(t0, t1));
@@ -108,7 +115,8 @@ inline void split_planes(Residual kind, const U* x, const U* ref, uint64_t n, ui
     const __m128i low = _mm_set1_epi16(0xFF);
     for (; i + 16 <= n; i += 16) {
       const __m128i a = forward_sse2<16>(kind, load128(x + i), ref ? load128(ref + i) : zero);
-      const __m128i b = forward_sse2<16>(kind, load128(x + i + 8), ref ? load128(ref + i + 8) : zero);
+      const __m128i b =
+          forward_sse2<16>(kind, load128(x + i + 8), ref ? load128(ref + i + 8) : zero);
       store128(planes + i, _mm_packus_epi16(_mm_and_si128(a, low), _mm_and_si128(b, low)));
       store128(planes + n + i, _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8)));
     }
@@ -116,11 +124,14 @@ inline void split_planes(Residual kind, const U* x, const U* ref, uint64_t n, ui
     const __m128i low = _mm_set1_epi32(0xFF);
     for (i = i - i % 16; i + 16 <= n; i += 16) {
       __m128i v[4];
-      for (int q = 0; q < 4; ++q) v[q] = forward_sse2<32>(kind, load128(x + i + 4 * q), ref ? load128(ref + i + 4 * q) : zero);
+      for (int q = 0; q < 4; ++q)
+        v[q] =
+            forward_sse2<32>(kind, load128(x + i + 4 * q), ref ? load128(ref + i + 4 * q) : zero);
       for (int k = 0; k < 4; ++k) {
         __m128i b[4];
         for (int q = 0; q < 4; ++q) b[q] = _mm_and_si128(_mm_srli_epi32(v[q], 8 * k), low);
-        store128(planes + k * n + i, _mm_packus_epi16(_mm_packs_epi32(b[0], b[1]), _mm_packs_epi32(b[2], b[3])));
+        store128(planes + k * n + i,
+                 _mm_packus_epi16(_mm_packs_epi32(b[0], b[1]), _mm_packs_epi32(b[2], b[3])));
       }
     }
   }
@@ -133,7 +144,8 @@ inline void split_planes(Residual kind, const U* x, const U* ref, uint64_t n, ui
 
 // The inverse: planes[k] points at plane k (n bytes).
 template <typename U>
-inline void join_planes(Residual kind, const uint8_t* const* planes, const U* ref, uint64_t n, U* out) {
+inline void join_planes(Residual kind, const uint8_t* const* planes, const U* ref, uint64_t n,
+                        U* out) {
   constexpr int W = sizeof(U);
   uint64_t i = 0;
 #ifdef TPDE_FAST_SSE2
@@ -141,8 +153,10 @@ inline void join_planes(Residual kind, const uint8_t* const* planes, const U* re
   if constexpr (W == 2) {
     for (; i + 16 <= n; i += 16) {
       const __m128i p0 = load128(planes[0] + i), p1 = load128(planes[1] + i);
-      store128(out + i, inverse_sse2<16>(kind, _mm_unpacklo_epi8(p0, p1), ref ? load128(ref + i) : zero));
-      store128(out + i + 8, inverse_sse2<16>(kind, _mm_unpackhi_epi8(p0, p1), ref ? load128(ref + i + 8) : zero));
+      store128(out + i,
+               inverse_sse2<16>(kind, _mm_unpacklo_epi8(p0, p1), ref ? load128(ref + i) : zero));
+      store128(out + i + 8, inverse_sse2<16>(kind, _mm_unpackhi_epi8(p0, p1),
+                                             ref ? load128(ref + i + 8) : zero));
     }
   } else if constexpr (W == 4) {
     for (; i + 16 <= n; i += 16) {
@@ -152,8 +166,10 @@ inline void join_planes(Residual kind, const uint8_t* const* planes, const U* re
       const __m128i b[2] = {_mm_unpacklo_epi8(p2, p3), _mm_unpackhi_epi8(p2, p3)};
       for (int h = 0; h < 2; ++h) {
         const uint64_t at = i + 8 * h;
-        store128(out + at, inverse_sse2<32>(kind, _mm_unpacklo_epi16(a[h], b[h]), ref ? load128(ref + at) : zero));
-        store128(out + at + 4, inverse_sse2<32>(kind, _mm_unpackhi_epi16(a[h], b[h]), ref ? load128(ref + at + 4) : zero));
+        store128(out + at, inverse_sse2<32>(kind, _mm_unpacklo_epi16(a[h], b[h]),
+                                            ref ? load128(ref + at) : zero));
+        store128(out + at + 4, inverse_sse2<32>(kind, _mm_unpackhi_epi16(a[h], b[h]),
+                                                ref ? load128(ref + at + 4) : zero));
       }
     }
   }
