@@ -179,12 +179,12 @@ def test_fuzz_mutated_chunks_only_raise_tpde_error(data):
 # --- header fields behind a valid CRC ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [0, 6, 255])
+@pytest.mark.parametrize("version", [0, 7, 255])
 def test_unknown_format_version(version):
     bad = chunkfmt.patch(INT_CHUNK, 4, "<B", version)
     assert chunkfmt.parse(bad)["header_crc"] == chunkfmt.crc32c(bad[: chunkfmt.header_size(bad) - 4])
     err = expect("unsupported_version", f"version {version}", fn=decode_fn(bad))
-    assert "1 to 5" in str(err)  # says which versions this build reads
+    assert "1 to 6" in str(err)  # says which versions this build reads
     expect("unsupported_version", fn=lambda: tpde.read_header(bad))
 
 

@@ -1,6 +1,6 @@
 """Writes small valid tpde chunks as fuzzing seeds: every dtype, standalone and delta
 (with and without prev-reference), every value/position/context scheme the encoder picks,
-and edge shapes. Delta seeds are coded against the same reference/prev-reference bytes that
+the fast level's FastPlanes chunks, and edge shapes. Delta seeds are coded against the same reference/prev-reference bytes that
 tests/fuzz/fuzz_decode.cpp passes to the decoder, so their payloads decode.
 
     python tests/fuzz/make_seeds.py OUT_DIR
@@ -154,6 +154,24 @@ def seeds():
     yield "f32_prev_exponent", tpde.encode((blocks * rng.uniform(1, 2, n)).astype(np.float32))
     x = np.repeat(rng.integers(0, 2, n // 64) * 10**6, 64) + rng.integers(0, 3, n)
     yield "i32_neighbour", tpde.encode(np.cumsum(x).astype(np.int32))
+    # the fast level (format 6, FastPlanes): rANS, raw and constant planes, standalone and
+    # delta against the harness reference (more than 64 values: both rANS streams, the
+    # vector rounds and the tail)
+    for name in ("float32", "bfloat16", "float16", "int64", "uint8"):
+        storage = DTYPES[name]
+        size = np.dtype(storage).itemsize
+        ub = UNSIGNED[size]
+        dt_arg = "bfloat16" if name == "bfloat16" else None
+        n = 1500
+        ref = as_dtype(fuzz_ref(n * size), name, (n,))
+        x = successor(rng, fuzz_ref(n * size).view(ub), 0.2).view(storage)
+        yield f"{name}_fast_delta", tpde.encode(x, reference=ref, dtype=dt_arg, level="fast")
+        if name in ("float32", "bfloat16"):
+            f = (rng.standard_normal(n) * 0.02).astype(np.float32)
+            alone = (f.view(np.uint32) >> 16).astype(np.uint16) if name == "bfloat16" else f
+        else:
+            alone = rng.integers(0, 4, n).astype(storage)
+        yield f"{name}_fast_std", tpde.encode(alone, dtype=dt_arg, level="fast")
 
 
 def main(argv: list[str]) -> int:
