@@ -1,14 +1,13 @@
 // libFuzzer target: encode arbitrary data (standalone, delta, delta + prev-reference) and
 // require a bit-exact decode. Built by tests/fuzz/run_fuzz.sh (--roundtrip).
 //
-// Input: byte 0 picks the dtype (13 codes; its top bit the fast level, lossless), byte 1 the mode (0 standalone, 1 delta, 2 delta
-// with prev-reference) and a 2-D shape split, byte 2 the lossy mode for float dtypes
-// (lossless, absolute or log-relative bound, a power of two; lossless code 3 with a
-// reference turns every other row of a 16/32-bit float chunk into its reference scaled, the
-// rows that formats 4 and 5 code against a scaled reference); the rest is cut into equal
-// parts: the data,
-// then the reference, then the prev-reference (libFuzzer's CopyPart/CrossOver mutations
-// make the parts resemble each other, which is what exercises the delta coder).
+// Input: byte 0 picks the dtype (13 codes; its top bit the fast level, lossless), byte 1 the mode
+// (0 standalone, 1 delta, 2 delta with prev-reference) and a 2-D shape split, byte 2 the lossy mode
+// for float dtypes (lossless, absolute or log-relative bound, a power of two; lossless code 3 with
+// a reference turns every other row of a 16/32-bit float chunk into its reference scaled, the rows
+// that formats 4 and 5 code against a scaled reference); the rest is cut into equal parts: the
+// data, then the reference, then the prev-reference (libFuzzer's CopyPart/CrossOver mutations make
+// the parts resemble each other, which is what exercises the delta coder).
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -117,7 +116,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   tpde::EncodeInput in{dtype, shape, x.data(), mode >= 1 ? ref.data() : nullptr,
                        mode == 2 ? prev.data() : nullptr};
-  in.fast = (data[0] & 0x80) != 0;  // format 6, FastPlanes
+  in.fast = (data[0] & 0x80) != 0;                                        // format 6, FastPlanes
   const int lossy = tpde::is_float(dtype) && !in.fast ? data[2] % 4 : 0;  // 0 and 3: lossless
   if (lossy == 1) {
     in.lossy = tpde::LossyKind::kAbsolute;

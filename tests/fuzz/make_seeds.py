@@ -1,7 +1,8 @@
 """Writes small valid tpde chunks as fuzzing seeds: every dtype, standalone and delta
 (with and without prev-reference), every value/position/context scheme the encoder picks,
-the fast level's FastPlanes chunks, and edge shapes. Delta seeds are coded against the same reference/prev-reference bytes that
-tests/fuzz/fuzz_decode.cpp passes to the decoder, so their payloads decode.
+the fast level's FastPlanes chunks, and edge shapes. Delta seeds are coded against the
+same reference/prev-reference bytes that tests/fuzz/fuzz_decode.cpp passes to the
+decoder, so their payloads decode.
 
     python tests/fuzz/make_seeds.py OUT_DIR
 """

@@ -66,7 +66,7 @@ class ChunkDecoder {
     const uint8_t value_scheme = p[0], position_scheme = p[1], context_scheme = p[2];
     if (value_scheme == fast::kValueSchemeFastPlanes) {  // format 6, docs/format.md section 14
       if (h_.version < kFastFormatVersion || lossy_inner_)
-        corrupt("FastPlanes values in a lossy chunk or a chunk older than format 6");
+        corrupt("value scheme 3 (FastPlanes) in a lossy chunk or a chunk older than format 6");
       fast::decode_fast_payload(h_.dtype, payload_, h_.payload_size, n_, out_,
                                 h_.mode == Mode::kDelta ? ref_ : nullptr);
       return;
