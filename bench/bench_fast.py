@@ -13,7 +13,8 @@ of bench/bench_codec.py and coded by
 
 Ratio = raw / compressed bytes; MB/s = raw bytes per CPU-second of this process, best of
 --reps (CPU time keeps the other jobs of a shared machine out; it does not keep out their
-effect on caches and memory bandwidth: compare the ratios of speeds). Every round trip is
+effect on caches and memory bandwidth: compare the ratios of speeds). The loaded series
+is frozen out of Python's cyclic garbage collector while timing (gc.freeze). Every round trip is
 checked bit-exactly. Writes the "Fast level" section of bench/results.md (between
 ``<!-- fast-level -->`` markers, which bench_codec.py keeps when it rewrites the file).
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import gc
 import os
 import re
 import sys
@@ -52,6 +54,11 @@ def run(series_names, *, pairs=3, reps=3, small=False, log=print) -> dict:
         data = S.load_series(sname, None, small=small)
         bf16 = bool(data[0][1].bf16)
         chunks = [(step, B.build_chunks(t)) for step, t in data]
+        # The loaded series is many Python objects: without this, the cyclic collector's
+        # full passes (triggered by every codec's allocations) cost up to a fifth of the
+        # measured CPU time, the same for every method.
+        gc.collect()
+        gc.freeze()
         n = len(chunks) - 1
         idx = sorted({int(v) for v in np.linspace(1, n, min(pairs, n)).round()})
         results = []
@@ -65,6 +72,7 @@ def run(series_names, *, pairs=3, reps=3, small=False, log=print) -> dict:
                       "agg": {m.key: {k: B._agg(results, m.key, k) for k in B.KINDS + ("overall",)}
                               for m in methods}}
         del data, chunks
+        gc.unfreeze()
     return {"series": out, "labels": {m.key: m.label for m in methods}}
 
 
