@@ -69,13 +69,24 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   }
   if (in.lossy != LossyKind::kNone) lossy_params(in);  // validate before any work
   std::vector<uint8_t> payload;
-  payload.reserve(nbytes / 2 + 1024);
   bool lossy = false;
+  if (!in.fast) payload.reserve(nbytes / 2 + 1024);
   if (in.fast) {
+    // The payload goes straight after room for the header, written once its size and CRC
+    // are known: no second copy of the chunk.
     h.version = kFastFormatVersion;
     if (!dtype_valid(static_cast<uint8_t>(in.dtype))) fail(ErrorCode::kBadDtype, "unknown dtype");
-    fast::encode_fast_payload(in.dtype, in.data, in.reference, n, payload);
+    const size_t hs = header_size(h.shape.size());
+    std::vector<uint8_t> out(hs);
+    out.reserve(hs + kPayloadPrefix + nbytes / 2 + 1024);
+    fast::encode_fast_payload(in.dtype, in.data, in.reference, n, out);
     if (in.reconstruction && n) std::memcpy(in.reconstruction, in.data, nbytes);
+    h.payload_size = out.size() - hs;
+    h.payload_crc = crc32c(out.data() + hs, out.size() - hs);
+    std::vector<uint8_t> head;
+    write_header(h, head);
+    std::memcpy(out.data(), head.data(), hs);
+    return out;
   } else {
     switch (dtype_size(in.dtype)) {
       case 1: lossy = encode_any_payload<uint8_t>(in, n, payload); break;
