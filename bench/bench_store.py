@@ -15,6 +15,8 @@ page cache is warm for both sides; the store writes one file per chunk).
 
     python bench/bench_store.py                 # scratch + scratch-bf16, full size
     python bench/bench_store.py --small         # tiny series, smoke test (seconds)
+    python bench/bench_store.py --threads       # codec vs store at 1..cpu_count threads,
+                                                # torch beside, peak RSS (bench/store_threads.py)
 
 Writes bench/store_results.md (store_results-small.md with --small).
 """
@@ -153,7 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="tiny series, smoke test")
     parser.add_argument("--keyframe-every", type=int, nargs="+", default=[16])
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--threads", action="store_true",
+                        help="only the store-overhead table: codec vs store at every thread count")
+    parser.add_argument("--depth", type=int, default=4, help="--threads: delta steps after the keyframe")
     args = parser.parse_args(argv)
+    if args.threads:
+        from bench import store_threads
+        for name in args.series:
+            store_threads.main(name, args.depth, f"python bench/bench_store.py {' '.join(sys.argv[1:])}")
+        return 0
     args.load_before = os.getloadavg()[0]
     work = HERE / ".cache" / "store-bench"
     work.mkdir(parents=True, exist_ok=True)
