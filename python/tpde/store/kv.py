@@ -99,12 +99,6 @@ class KeyValueAccess:
     @_storage_errors
     def get(self, key: str) -> bytes | None:
         """The bytes under `key`, or None when there is no such key."""
-        if type(self.store) is LocalStore:  # one read, no zarr buffer and its two copies
-            try:
-                with open(os.path.join(self.store.root, key), "rb") as f:
-                    return f.read()
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                return None
         if self._get_sync is not None:
             buf = self._get_sync(key, prototype=self._prototype)
         else:
