@@ -20,10 +20,11 @@ import numpy as np
 from ..bounds import ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
 from ..errors import TPDEError
 from ..kinds import KINDS
-from ..progress import byte_progress
 from ..store import CheckpointStore, StepInfo, TensorInfo
 from .args import bound_arg, count, one_line, output_path, parse_slice, positive, step_number
-from .checkpoint_files import find_checkpoints, read_checkpoint, step_numbers, write_checkpoint
+from .json_output import dump_json, history_json, info_json, stats_json
+from .pack import human_size as _size
+from .pack import pack_sources, unpack_step
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,10 +57,13 @@ def _error(message: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tpde-pack", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"tpde-pack {_version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("pack", help="import torch.save / safetensors checkpoints, in order")
-    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="files or directories of them")
+    p = sub.add_parser("pack", help="import checkpoint files and folders, each as one step, in order")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT",
+                   help=".pt/.pth/.bin/.ckpt/.safetensors files, checkpoint folders (checkpoint-N/, "
+                        "DCP), or directories of them; inputs already in the store are skipped")
     p.add_argument("-o", "--output", required=True, metavar="STORE")
     p.add_argument("--lossless", action="store_true", help="bit-exact coding (the default)")
     p.add_argument("--lossy", action="store_true",
@@ -87,16 +91,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="code weights against a prediction from the Adam moments of the same "
                         "checkpoint (smaller; restoring a weight then decodes its moments too)")
     p.add_argument("--allow-pickle", action="store_true",
-                   help="pickle objects that are not tensors or JSON scalars")
+                   help="unpickle inputs that weights_only=True refuses (only inputs you trust): "
+                        "tensor-only ones are then coded as tensors, and a lone file's other objects "
+                        "pickled into the store")
     _storage_arg(p)
     p.add_argument("--fast", action="store_true",
                    help="lossless fast level: byte planes and static rANS, several times faster "
                         "to pack and unpack, a few percent larger (not with --lossy)")
     p.set_defaults(run=_pack)
 
-    p = sub.add_parser("unpack", help="write one step back as .pt or .safetensors")
+    p = sub.add_parser("unpack", help="write one step back as its folder, .pt or .safetensors")
     _store_step(p)
-    p.add_argument("-o", "--output", required=True, metavar="OUT")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="a folder for steps packed from folders, else a .pt/.safetensors file")
     p.add_argument("--allow-pickle", action="store_true", help="unpickle pickled objects")
     _storage_arg(p)
     p.set_defaults(run=_unpack)
@@ -104,18 +111,20 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list steps: kind, base, stored size, ratio")
     p.add_argument("store", metavar="STORE")
     _storage_arg(p)
+    _json_flag(p)
     p.set_defaults(run=_ls)
 
     p = sub.add_parser("info", help="per-tensor sizes and ratios of one step")
     _store_step(p)
     _storage_arg(p)
+    _json_flag(p)
     p.set_defaults(run=_info)
 
     p = sub.add_parser("get", help="extract one tensor (or a slice) of one step")
     _store_step(p)
     p.add_argument("--tensor", required=True, metavar="NAME")
     p.add_argument("--slice", metavar="SPEC", help='numpy-style, e.g. "0:128,:" or "3"')
-    p.add_argument("-o", "--output", metavar="OUT", help=".npy or .pt (default: print it)")
+    p.add_argument("-o", "--output", metavar="OUT", help=".npy or .pt, or - for .npy on stdout (default: print it)")
     _storage_arg(p)
     p.set_defaults(run=_get)
 
@@ -123,11 +132,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE")
     p.add_argument("--plot", metavar="PNG", help="also plot them into an image")
     _storage_arg(p)
+    _json_flag(p)
     p.set_defaults(run=_stats)
 
     p = sub.add_parser("verify", help="reconstruct every step and check every content hash")
     p.add_argument("store", metavar="STORE")
     _storage_arg(p)
+    _json_flag(p)
     p.set_defaults(run=_verify)
 
     p = sub.add_parser("prune", help="delete old steps, keeping what kept deltas need")
@@ -148,6 +159,16 @@ def _parser() -> argparse.ArgumentParser:
 def _storage_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                    help="fsspec option for a URL store (repeatable), e.g. endpoint_url=http://127.0.0.1:9000")
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+
+
+def _version() -> str:
+    from .. import _core
+
+    return _core.__version__
 
 
 def _store_step(p: argparse.ArgumentParser) -> None:
@@ -191,48 +212,20 @@ def _pack(args: argparse.Namespace) -> None:
     bound = error_bounds(args)
     if args.fast and bound is not None:
         raise TPDEError("--fast is a lossless level; it excludes --lossy", "invalid_argument")
-    files = find_checkpoints(args.checkpoints)
-    first_state = read_checkpoint(files[0])  # fail before creating a store
-    store = CheckpointStore(
-        args.output, mode="a", keyframe_every=args.keyframe_every, chunk_elements=args.chunk_elements,
-        storage_options=storage_options(args.storage_option),
-        level="fast" if args.fast else "default",
-    )
-    existing = store.steps()
-    first = existing[-1] + 1 if existing else 0
-    steps = list(range(args.first_step, args.first_step + len(files))) if args.first_step is not None \
-        else step_numbers(files, first)
-    file_bytes = raw = stored = 0
-    total = sum(f.stat().st_size for f in files)
-    with byte_progress("packing", total, _interactive()) as advance:
-        for i, (step, path) in enumerate(zip(steps, files)):
-            state, meta = first_state if i == 0 else read_checkpoint(path)
-            first_state = None
-            info = store.save(step, state, allow_pickle=args.allow_pickle, meta=meta,
-                              error_bound=bound, cross_state=args.cross_state, progress=False)
-            size = path.stat().st_size
-            file_bytes, raw, stored = file_bytes + size, raw + info.raw_bytes, stored + info.stored_bytes
-            print(f"step {step:>8}  {info.kind:<8}  {_size(size):>10} -> {_size(info.stored_bytes):>10}"
-                  f"  {size / info.stored_bytes:6.2f}x  {path}")
-            advance(size)
-    if bound is not None:
-        print(f"lossy: {bound}; unpack gives values within these bounds, not the input bits")
-    print(f"packed {len(files)} checkpoint(s) into {args.output}: {_size(file_bytes)} of files, "
-          f"{_size(raw)} of tensors, stored in {_size(stored)} "
-          f"(ratio {file_bytes / max(stored, 1):.2f}x vs the files, {raw / max(stored, 1):.2f}x vs raw tensors)")
+    pack_sources(args, bound, _interactive(), storage_options(args.storage_option),
+                 level="fast" if args.fast else "default")
 
 
 def _unpack(args: argparse.Namespace) -> None:
-    out = output_path(args.output, (".pt", ".pth", ".bin", ".safetensors"), ".pt, .pth, .bin or .safetensors")
-    store = _open(args.store, options=args.storage_option)
-    state = store.load(args.step, allow_pickle=args.allow_pickle)
-    write_checkpoint(out, state, store.info(args.step).meta or {})
-    print(f"wrote step {args.step} to {out} ({_size(out.stat().st_size)})")
+    unpack_step(_open(args.store, options=args.storage_option), args.step, args.output,
+                allow_pickle=args.allow_pickle)
 
 
 def _ls(args: argparse.Namespace) -> None:
     store = _open(args.store, options=args.storage_option)
     history = store.history()
+    if args.json:
+        return dump_json(history_json(history))
     print(f"{'step':>10}  {'kind':<8}  {'base':>8}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  coding")
     for h in history:
         base = "-" if h.base_step is None else str(h.base_step)
@@ -248,6 +241,8 @@ def _ls(args: argparse.Namespace) -> None:
 def _info(args: argparse.Namespace) -> None:
     store = _open(args.store, options=args.storage_option)
     info = store.info(args.step)
+    if args.json:
+        return dump_json(info_json(info, describe_bound))
     base = "" if info.base_step is None else f" against step {info.base_step}"
     print(f"step {info.step}: {info.kind}{base}, depth {info.depth}, {len(info.tensors)} tensor(s), "
           f"{_size(info.raw_bytes)} -> {_size(info.stored_bytes)} ({info.ratio:.2f}x)")
@@ -281,6 +276,13 @@ def _get(args: argparse.Namespace) -> None:
         print(f"{args.tensor} at step {args.step}: {_describe(tensor)}")
         print(_as_numpy(tensor)[0])
         return
+    if args.output == "-":
+        array, note = _as_numpy(tensor)
+        np.save(sys.stdout.buffer, array)
+        sys.stdout.buffer.flush()
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        return
     out = Path(args.output)
     if out.suffix == ".npy":
         array, note = _as_numpy(tensor)
@@ -299,6 +301,10 @@ def _get(args: argparse.Namespace) -> None:
 def _stats(args: argparse.Namespace) -> None:
     store = _open(args.store, options=args.storage_option)
     infos = [store.info(s) for s in store.steps()]
+    if args.json:
+        if args.plot:
+            _plot(infos, Path(args.plot))
+        return dump_json(stats_json(infos, tensor_group, _changed))
     print(f"{'step':>10}  {'kind':<8}  {'ratio':>7}  changed")
     for info in infos:
         print(f"{info.step:>10}  {info.kind:<8}  {info.ratio:6.2f}x  {_fmt_changed(_changed(info.tensors.values()))}")
@@ -323,9 +329,12 @@ def _verify(args: argparse.Namespace) -> int:
     store = _open(args.store, options=args.storage_option)
     steps = store.steps()
     problems = store.verify()
+    leftovers = store.uncommitted()
+    if args.json:
+        dump_json({"steps": len(steps), "ok": not problems, "problems": problems, "leftovers": leftovers})
+        return 1 if problems else 0
     for line in problems:
         print(line)
-    leftovers = store.uncommitted()
     if leftovers:
         print(f"note: {len(leftovers)} leftover(s) of interrupted saves; `tpde-pack clean` removes them")
     if problems:
@@ -458,14 +467,6 @@ def _as_numpy(tensor: object) -> tuple[np.ndarray, str | None]:
 def _describe(tensor: object) -> str:
     dtype = str(tensor.dtype).removeprefix("torch.")
     return f"{dtype} {tuple(tensor.shape)}"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            break
-        n /= 1024
-    return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
 
 
 def _interactive() -> bool:

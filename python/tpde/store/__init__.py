@@ -20,7 +20,7 @@ This module is the facade; each job has its own module here:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 
 from ..bounds import BoundSpec, ErrorBounds
@@ -28,6 +28,7 @@ from ..errors import TPDEError
 from ..levels import check_level
 from . import retention
 from .background import BackgroundSaves
+from .blobs import read_blobs
 from .catalog import Catalog
 from .info import StepInfo, TensorInfo, step_info
 from .kv import KeyValueAccess, open_zarr_store
@@ -152,8 +153,9 @@ class CheckpointStore:
         meta: dict | None = None,
         error_bound: ErrorBoundArg = None,
         cross_state: bool = False,
-        progress: bool | None = None,
+        progress: bool | Callable[[int], None] | None = None,
         level: str | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> StepInfo:
         """Store `state` (a nested state dict) as `step`; returns the step's summary.
 
@@ -177,12 +179,15 @@ class CheckpointStore:
         `level` (default: the store's `level`) picks the chunk coder for lossless chunks:
         "default", or "fast" (byte planes and static rANS, docs/format.md section 14:
         several times faster to save and load, a few percent larger).
+        `blobs` maps names (relative paths, "tokenizer/vocab.txt") to bytes kept byte for
+        byte with the step and never unpickled (`load_blobs`). `progress` may also be a
+        function, called with the bytes coded as the save goes.
         """
         self._background.wait()  # earlier save_async calls come first
         self._check_writable()
         level = self.level if level is None else check_level(level)
         job = prepare_save(self._catalog, self._background, step, state,
-                           allow_pickle=allow_pickle, meta=meta, error_bound=error_bound)
+                           allow_pickle=allow_pickle, meta=meta, error_bound=error_bound, blobs=blobs)
         return self._writer.write(job, cross_state, progress, level)
 
     def save_async(
@@ -195,6 +200,7 @@ class CheckpointStore:
         error_bound: ErrorBoundArg = None,
         cross_state: bool = False,
         level: str | None = None,
+        blobs: Mapping[str, bytes] | None = None,
     ) -> Future:
         """Like `save`, but codes and writes the step on a background thread.
 
@@ -208,7 +214,7 @@ class CheckpointStore:
         self._check_writable()
         level = self.level if level is None else check_level(level)
         job = prepare_save(self._catalog, self._background, step, state,
-                           allow_pickle=allow_pickle, meta=meta, error_bound=error_bound)
+                           allow_pickle=allow_pickle, meta=meta, error_bound=error_bound, blobs=blobs)
         return self._background.submit(job.step, self._writer.write, job, cross_state, False, level)
 
     def wait(self) -> None:
@@ -224,6 +230,11 @@ class CheckpointStore:
         `allow_pickle=True` is passed here too; otherwise loading them raises.
         """
         return self._reader.load(step, allow_pickle=allow_pickle, progress=progress)
+
+    def load_blobs(self, step: int, names: Iterable[str] | None = None) -> dict[str, bytes]:
+        """The blobs saved with `step` (all, or those named), byte for byte, each checked
+        against its recorded size and SHA-256; never unpickled."""
+        return read_blobs(self._kv, self._manifest(step), names)
 
     def load_tensor(self, step: int, name: str, index: object = None) -> object:
         """One tensor (or a slice of it) of `step`, reading only the chunks it overlaps.

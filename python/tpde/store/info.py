@@ -55,6 +55,7 @@ class StepInfo:
     lossy: bool = False  # some tensor was saved within an error bound, not bit-exact
     error_bounds: dict | None = None  # what save(error_bound=...) asked for (info(step))
     predicted: bool = False  # some chunk was coded against a cross-state prediction
+    blobs: list | None = None  # the step's BlobEntry list: files kept byte for byte (info(step))
 
     @property
     def ratio(self) -> float:
@@ -102,6 +103,7 @@ def step_info(marker: Marker, manifest: Manifest | None = None, *, tensors: bool
         lossy=marker.lossy,
         error_bounds=None if manifest is None else manifest.error_bounds,
         predicted=marker.predicted,
+        blobs=None if manifest is None else list(manifest.blobs),
     )
 
 

@@ -17,34 +17,48 @@ class Pool:
         self.progress = progress
 
     def run(
-        self, fn: Callable, tasks: Sequence[tuple], description: str, progress: bool | None, sizes: Sequence[int]
+        self,
+        fn: Callable,
+        tasks: Sequence[tuple],
+        description: str,
+        progress: bool | Callable[[int], None] | None,
+        sizes: Sequence[int],
+        done: int = 0,
     ) -> list:
         """Run fn(*task) for every task, results in task order; the first error wins.
 
         `sizes` are the tasks' byte counts, for the progress bar (`progress` None: the
-        pool's default).
+        pool's default); `done` bytes count as already done. A callable `progress` is
+        called with the bytes of each task as it finishes (and `done` first), no bar.
         """
+        if callable(progress):
+            progress(done)
+            return self._run(fn, tasks, sizes, progress) if tasks else []
         if not tasks:
             return []
-        total_bytes = sum(sizes)
+        total_bytes = sum(sizes) + done
         show = wanted(self.progress if progress is None else progress, total_bytes)
         with byte_progress(description, total_bytes, show) as advance:
-            if self.workers == 1 or len(tasks) == 1:
-                results = []
-                for task, size in zip(tasks, sizes):
-                    results.append(fn(*task))
-                    advance(size)
-                return results
-            with ThreadPoolExecutor(self.workers) as pool:
-                futures = []
-                for task, size in zip(tasks, sizes):
-                    future = pool.submit(fn, *task)
-                    future.add_done_callback(lambda _f, n=size: advance(n))
-                    futures.append(future)
-                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-                for f in pending:
-                    f.cancel()
-                for f in done:
-                    if f.exception() is not None:
-                        raise f.exception()
-                return [f.result() for f in futures]
+            advance(done)
+            return self._run(fn, tasks, sizes, advance)
+
+    def _run(self, fn: Callable, tasks: Sequence[tuple], sizes: Sequence[int], advance: Callable) -> list:
+        if self.workers == 1 or len(tasks) == 1:
+            results = []
+            for task, size in zip(tasks, sizes):
+                results.append(fn(*task))
+                advance(size)
+            return results
+        with ThreadPoolExecutor(self.workers) as pool:
+            futures = []
+            for task, size in zip(tasks, sizes):
+                future = pool.submit(fn, *task)
+                future.add_done_callback(lambda _f, n=size: advance(n))
+                futures.append(future)
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in pending:
+                f.cancel()
+            for f in done:
+                if f.exception() is not None:
+                    raise f.exception()
+            return [f.result() for f in futures]

@@ -24,6 +24,7 @@ from ..state.torch_adapter import alias_key, is_array, pickle_to_storage, to_sto
 from ..state.tree import flatten_state
 from . import cross_state as xs
 from .background import BackgroundSaves
+from .blobs import blob_key, encode_blobs
 from .catalog import Catalog, check_step
 from .chain import chain_markers
 from .grid import ChunkGrid, choose_chunks
@@ -60,6 +61,7 @@ class SaveJob(NamedTuple):
     meta: dict | None
     error_bound: object
     requested: object
+    blobs: list = []  # [(BlobEntry, stored bytes)] (blobs.py)
 
 
 class Coded(NamedTuple):
@@ -72,7 +74,7 @@ class Coded(NamedTuple):
 
 
 def prepare_save(
-    catalog: Catalog, background: BackgroundSaves, step, state, *, allow_pickle, meta, error_bound
+    catalog: Catalog, background: BackgroundSaves, step, state, *, allow_pickle, meta, error_bound, blobs=None
 ) -> SaveJob:
     """Checks of a save and an owned copy of the state's arrays (the part done at once)."""
     step = check_step(step)
@@ -83,6 +85,7 @@ def prepare_save(
     except (TypeError, ValueError) as e:
         raise TPDEError(f"meta must be JSON-serializable ({e})", "invalid_argument") from e
     requested = describe(error_bound)  # checks a single bound before anything is written
+    coded_blobs = encode_blobs(blobs)
     tree, leaves = flatten_state(state, is_array=is_array, alias_key=alias_key, allow_pickle=allow_pickle)
     arrays: dict[str, np.ndarray] = {}
     specs: dict[str, ArraySpec] = {}
@@ -90,7 +93,7 @@ def prepare_save(
         convert = pickle_to_storage if leaf.pickled else to_storage
         arrays[leaf.name], specs[leaf.name] = convert(leaf.value)
     return SaveJob(step=step, tree=tree, arrays=arrays, specs=specs, meta=meta, error_bound=error_bound,
-                   requested=requested)
+                   requested=requested, blobs=coded_blobs)
 
 
 class StepWriter:
@@ -105,10 +108,10 @@ class StepWriter:
         self.keyframe_every = keyframe_every
         self.chunk_elements = chunk_elements
 
-    def write(self, job: SaveJob, cross_state: bool, progress: bool | None, level: str = "default") -> StepInfo:
+    def write(self, job: SaveJob, cross_state: bool, progress, level: str = "default") -> StepInfo:
         """Code the prepared arrays against the latest committed step and commit the step.
         `level`: the chunk coder's level for lossless chunks ("default" or "fast")."""
-        step, arrays, specs = job.step, job.arrays, job.specs
+        step, arrays, specs, blobs = job.step, job.arrays, job.specs, job.blobs
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
 
         base, prev, depth = self._references(step, specs, chunks)
@@ -176,7 +179,10 @@ class StepWriter:
             changed = 0 if ref is None else _count_changed(data, ref)
             return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
-        per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes)
+        for i, (_, stored) in enumerate(blobs):
+            self.kv.set_uncommitted(blob_key(step_prefix(step), i), stored)
+        per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes,
+                                  done=sum(entry.size for entry, _ in blobs))
         coded = [(name, result) for (names, _), results in zip(tasks, per_group)
                  for name, result in zip(names, results)]
         entries = _entries(specs, chunks, coded, kind, bounds, plan)
@@ -191,6 +197,7 @@ class StepWriter:
             meta=dict(job.meta or {}),
             tpde_version=_core.__version__,
             error_bounds=job.requested,
+            blobs=[entry for entry, _ in blobs],
         )
         marker = self.commit(manifest)
         self.snapshots.keep(base, Snapshot(step, arrays, entries))
@@ -248,8 +255,8 @@ class StepWriter:
             base_step=manifest.base_step,
             prev_step=manifest.prev_step,
             depth=manifest.depth,
-            raw_bytes=sum(e.raw_bytes for e in entries),
-            stored_bytes=sum(e.stored_bytes for e in entries) + len(body),
+            raw_bytes=sum(e.raw_bytes for e in entries) + sum(b.size for b in manifest.blobs),
+            stored_bytes=sum(e.stored_bytes for e in entries) + len(body) + sum(b.stored_bytes for b in manifest.blobs),
             n_arrays=len(manifest.arrays),
             manifest_crc32=zlib.crc32(body),
             time=time.time(),

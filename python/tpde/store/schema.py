@@ -2,15 +2,17 @@
 normative specification: store format 2; frozen stores in tests/stores/).
 
 The root's settings record the root layout version 1 (`STORE_FORMAT`); each step manifest
-records 1, or 2 (`STORE_FORMAT_PREDICTED`) when some entry carries a cross-state prediction
-("predict"). `READABLE_FORMATS` lists the store format versions this package reads; each has
-a frozen store (tests/test_frozen_stores.py checks it).
+records 1, 2 (`STORE_FORMAT_PREDICTED`) when some entry carries a cross-state prediction
+("predict"), or 3 (`STORE_FORMAT_BLOBS`) when the step holds blobs ("blobs", blobs.py).
+`READABLE_FORMATS` lists the store format versions this package reads; each has a frozen
+store (tests/test_frozen_stores.py checks it).
 
     .zgroup, .zattrs                 zarr v2 root group; .zattrs["tpde_store"] = settings
     steps/<step>/.zgroup
     steps/<step>/.zattrs             ["tpde_step"] = the step manifest (tree, arrays)
     steps/<step>/<name>/.zarray      zarr v2 array, compressor {"id": "tpde"}
     steps/<step>/<name>/<i.j>        chunk bytes (tpde chunk format)
+    steps/<step>/.blobs/<i>          the i-th blob of the manifest's "blobs" (raw or zlib)
     commits/<step>                   commit marker: written last, deleted first
 
 A step exists for tpde only when its commit marker does; the marker carries a summary of
@@ -26,10 +28,12 @@ from dataclasses import dataclass, field
 from ..dtypes import storage_dtype
 from ..errors import TPDEError
 from ..state.arrays import ArraySpec
+from .blobs import BlobEntry, blob_entries
 
 STORE_FORMAT = 1  # what steps without cross-state predictions are written as
 STORE_FORMAT_PREDICTED = 2  # steps with predicted tensors (entries carry "predict")
-READABLE_FORMATS = (1, 2)
+STORE_FORMAT_BLOBS = 3  # steps with blobs (the manifest carries "blobs"; blobs.py)
+READABLE_FORMATS = (1, 2, 3)
 ROOT_ATTRS = ".zattrs"
 ROOT_GROUP = ".zgroup"
 STEPS = "steps"
@@ -191,12 +195,13 @@ class Manifest:
     meta: dict = field(default_factory=dict)
     tpde_version: str = ""
     error_bounds: dict | None = None  # what save(error_bound=...) asked for; None: lossless
+    blobs: list[BlobEntry] = field(default_factory=list)  # files kept byte for byte (blobs.py)
 
     def to_bytes(self) -> bytes:
         """The step group's `.zattrs` bytes."""
         predicted = any(a.predict is not None for a in self.arrays.values())
         body = {
-            "format": STORE_FORMAT_PREDICTED if predicted else STORE_FORMAT,
+            "format": STORE_FORMAT_BLOBS if self.blobs else STORE_FORMAT_PREDICTED if predicted else STORE_FORMAT,
             "step": self.step,
             "kind": self.kind,
             "base_step": self.base_step,
@@ -209,6 +214,8 @@ class Manifest:
         }
         if self.error_bounds is not None:
             body["error_bounds"] = self.error_bounds
+        if self.blobs:
+            body["blobs"] = [b.to_json() for b in self.blobs]
         return json_bytes({"tpde_step": body})
 
     @classmethod
@@ -241,4 +248,5 @@ class Manifest:
             meta=body["meta"],
             tpde_version=body["tpde_version"],
             error_bounds=body.get("error_bounds"),
+            blobs=blob_entries(body.get("blobs"), step) if body["format"] == STORE_FORMAT_BLOBS else [],
         )

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..errors import TPDEError
+from .blobs import read_blobs
 from .chain import chain_markers
 from .load import Reader
 
@@ -25,6 +26,7 @@ def verify(reader: Reader, steps: Iterable[int] | None, progress: bool | None) -
             chain = chain_markers(catalog, step)
             names = list(manifest.arrays)
             arrays, _ = reader.reconstruct(chain, manifest, names, seed=memory, progress=progress)
+            read_blobs(catalog.kv, manifest, None)
         except TPDEError as e:
             problems.append(f"step {step}: {e}")
             continue
