@@ -283,6 +283,42 @@ def _read_dcp(source: Source, allow_pickle: bool, identity: dict) -> Loaded:
     return Loaded(state, {}, {"source": source.path.name, "input": {**identity, "kind": "dcp", "files": []}})
 
 
+def same_as_stored(store, step: int, loaded: Loaded) -> bool:
+    """Whether `loaded` holds what `step` of `store` holds: the same files, the
+    byte-compared ones (safetensors, blobs) with the same SHA-256, the pickle containers
+    with the same tensors bit for bit (their file bytes may differ from run to run)."""
+    stored_meta = store.info(step).meta or {}
+    files = (stored_meta.get("input") or {}).get("files")
+    mine = loaded.meta["input"]["files"]
+    if not isinstance(files, list) or [(f.get("name"), f.get("as")) for f in files] != \
+            [(f["name"], f["as"]) for f in mine]:
+        return False
+    if any(a.get("sha256") != b["sha256"] for a, b in zip(files, mine) if b["as"] != "torch"):
+        return False
+    torch_files = [f["name"] for f in mine if f["as"] == "torch"]
+    if not torch_files:
+        return True
+    state = store.load(step)
+    return all(_same_tree(state.get(rel), loaded.state[rel]) for rel in torch_files)
+
+
+def _same_tree(a: object, b: object) -> bool:
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+                and a.shape == b.shape and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and \
+            a.shape == b.shape and a.tobytes() == b.tobytes()
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(_same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same_tree(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and (a == b or (a != a and b != b))
+
+
 # ---------------------------------------------------------------------------- writing
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from ..errors import TPDEError
-from ..folders import Source, read_source, write_folder
+from ..folders import Source, read_source, same_as_stored, write_folder
 from ..store import CheckpointStore
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -35,8 +35,9 @@ def _open(store: object, mode: str) -> CheckpointStore:
 
 def save_folder(store: object, folder: str | Path, step: int | None = None, **save_args) -> int:
     """Put a Trainer checkpoint folder into `store` as one step (default: its number);
-    returns the step. A folder already stored (same name, size and SHA-256) is not stored
-    again. `save_args` go to `CheckpointStore.save` (error_bound=, cross_state=)."""
+    returns the step. A folder whose step is already stored with the same content (same
+    files; safetensors and blobs byte for byte, pickles tensor for tensor) is not stored
+    again; other content at that step raises TPDEError "step_exists". `save_args` go to `CheckpointStore.save` (error_bound=, cross_state=)."""
     store = _open(store, "a")
     source = Source(Path(folder), "folder")
     if step is None:
@@ -44,19 +45,13 @@ def save_folder(store: object, folder: str | Path, step: int | None = None, **sa
         if match is None:
             raise TPDEError(f"{folder}: not named checkpoint-N; pass step=", "invalid_argument")
         step = int(match.group(1))
-    identity = source.identity()
-    if step in store.steps():
-        if (store.info(step).meta or {}).get("input") is not None and _same(store, step, identity):
+    loaded = read_source(source)
+    if step in store.steps():  # a run resumed from an earlier step saves this step again
+        if same_as_stored(store, step, loaded):
             return step
         raise TPDEError(f"step {step} is already in {store!r}, with other content than {folder}", "step_exists")
-    loaded = read_source(source, identity=identity)
     store.save(step, loaded.state, blobs=loaded.blobs, meta=loaded.meta, **save_args)
     return step
-
-
-def _same(store: CheckpointStore, step: int, identity: dict) -> bool:
-    stored = store.info(step).meta["input"]
-    return all(stored.get(k) == identity[k] for k in ("name", "size", "sha256"))
 
 
 def restore(store: object, output_dir: str | Path, step: int | None = None) -> str:
