@@ -299,10 +299,11 @@ def same_as_stored(store, step: int, loaded: Loaded) -> bool:
     if not torch_files:
         return True
     state = store.load(step)
-    return all(_same_tree(state.get(rel), loaded.state[rel]) for rel in torch_files)
+    return all(same_tree(state.get(rel), loaded.state[rel]) for rel in torch_files)
 
 
-def _same_tree(a: object, b: object) -> bool:
+def same_tree(a: object, b: object) -> bool:
+    """Nested states equal: same containers, keys and scalars, tensors bit for bit."""
     import numpy as np
     import torch
 
@@ -313,9 +314,9 @@ def _same_tree(a: object, b: object) -> bool:
         return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype and \
             a.shape == b.shape and a.tobytes() == b.tobytes()
     if isinstance(a, dict):
-        return isinstance(b, dict) and list(a) == list(b) and all(_same_tree(a[k], b[k]) for k in a)
+        return isinstance(b, dict) and list(a) == list(b) and all(same_tree(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same_tree(x, y) for x, y in zip(a, b))
+        return type(a) is type(b) and len(a) == len(b) and all(same_tree(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and (a == b or (a != a and b != b))
 
 

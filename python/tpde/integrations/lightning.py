@@ -9,8 +9,8 @@
 Each `.ckpt` path Lightning asks for becomes a small pointer file (JSON naming the store
 step), so ModelCheckpoint's file logic (top-k, last, resuming by path) works unchanged;
 the state itself goes into the store as a temporal delta against the previous save. The
-store's step is the checkpoint's `global_step`, or the next free step when a second save
-lands on the same global step (`last.ckpt`). Non-tensor objects that are not JSON-able are
+store's step is the checkpoint's `global_step`; a save of the same state at a stored step
+(a resumed run) points to it, another state at a stored step gets the next free step. Non-tensor objects that are not JSON-able are
 refused unless `allow_pickle=True` (then they are pickled into the store, and unpickled on
 load: only for stores you trust). Removing a checkpoint removes its pointer file; with
 `prune=True` the store also drops steps no remaining pointer of this run (nor a kept
@@ -27,6 +27,7 @@ from typing import Any
 from lightning.pytorch.plugins.io import CheckpointIO as _LightningCheckpointIO
 
 from ..errors import TPDEError
+from ..folders import same_tree
 from ..store import CheckpointStore
 
 POINTER_KEY = "tpde_checkpoint"
@@ -55,16 +56,28 @@ class CheckpointIO(_LightningCheckpointIO):
         steps = self.store.steps()
         if type(global_step) is int and global_step >= 0 and global_step not in steps:
             step = global_step
+        elif global_step in steps and self._holds(global_step, checkpoint):
+            step = None  # a resumed run saving the same state again: point to it
         else:
             step = steps[-1] + 1 if steps else 0
-        meta = {"lightning": {"path": os.fspath(path), "global_step": global_step, "epoch": checkpoint.get("epoch")}}
-        self.store.save(step, checkpoint, allow_pickle=self.allow_pickle, meta=_jsonable(meta), **self.save_args)
+        if step is None:
+            step = global_step
+        else:
+            meta = {"lightning": {"path": os.fspath(path), "global_step": global_step,
+                                  "epoch": checkpoint.get("epoch")}}
+            self.store.save(step, checkpoint, allow_pickle=self.allow_pickle, meta=_jsonable(meta), **self.save_args)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_text(json.dumps({POINTER_KEY: {"store": self.location, "step": step}}) + "\n")
         os.replace(tmp, target)  # the pointer appears only once the step is committed
         self._live[os.fspath(path)] = step
+
+    def _holds(self, step: int, checkpoint: dict) -> bool:
+        try:
+            return same_tree(self.store.load(step, allow_pickle=self.allow_pickle), checkpoint)
+        except TPDEError:
+            return False
 
     def load_checkpoint(self, path: object, map_location: Any = None, weights_only: bool | None = None) -> dict:
         """The checkpoint a pointer file written by `save_checkpoint` names (tensors on cpu)."""
