@@ -12,6 +12,7 @@ the same expected files.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import pickle
@@ -68,7 +69,7 @@ class Store:
         if data is None or zlib.crc32(data) != marker["manifest_crc32"]:
             raise StoreError("corrupt", f"manifest of step {step}")
         manifest = json.loads(data)["tpde_step"]
-        if manifest["format"] not in (1, 2):
+        if manifest["format"] not in (1, 2, 3):
             raise StoreError("unsupported_version", f"manifest format {manifest['format']}")
         if manifest["step"] != step or manifest["kind"] != marker["kind"]:
             raise StoreError("corrupt", "manifest and marker disagree")
@@ -306,4 +307,30 @@ def read_step(root: Path, step: int, *, allow_pickle: bool = False) -> dict:
             return {"set": sorted(obj)} if isinstance(obj, (set, frozenset)) else {"repr": repr(obj)}
         raise StoreError("corrupt", f"skeleton tag {tag!r}")
 
-    return {"state": node(manifest["tree"], str(step)), "arrays": arrays}
+    return {"state": node(manifest["tree"], str(step)), "arrays": arrays, "blobs": read_blobs(store, manifest)}
+
+
+def read_blobs(store: Store, manifest: dict) -> dict[str, bytes]:
+    """Section 11: the blobs of a manifest of format 3, checked (none for formats 1 and 2)."""
+    if manifest["format"] != 3:
+        return {}
+    out: dict[str, bytes] = {}
+    for i, entry in enumerate(manifest["blobs"]):
+        if set(entry) != {"name", "size", "sha256", "stored_bytes", "codec"}:
+            raise StoreError("corrupt", "blob entry fields")
+        name = entry["name"]
+        parts = name.split("/")
+        if (not 1 <= len(name) <= 1024 or any(p in ("", ".", "..") for p in parts) or name in out
+                or any(ord(c) < 0x20 or c in "\x7f\\" for c in name)):  # section 11.1
+            raise StoreError("corrupt", f"blob name {name!r}")
+        data = store.get(f"steps/{manifest['step']}/.blobs/{i}")
+        if data is None or len(data) != entry["stored_bytes"]:
+            raise StoreError("corrupt", f"blob {name!r} stored bytes")
+        if entry["codec"] == "zlib":
+            data = zlib.decompressobj().decompress(data, entry["size"] + 1)
+        elif entry["codec"] != "raw":
+            raise StoreError("corrupt", f"blob codec {entry['codec']!r}")
+        if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise StoreError("checksum", f"blob {name!r}")
+        out[name] = data
+    return out

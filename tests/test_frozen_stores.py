@@ -5,6 +5,7 @@ these tests pass: a failure here means stores written by earlier versions no lon
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -71,6 +72,8 @@ def test_frozen_store_reads_back_bit_exactly(folder):
         for path, raw in found.items():
             assert raw.tobytes() == arrays[path].tobytes(), path
         used |= found.keys()
+        blobs = store.load_blobs(int(step)) if "blobs" in want else {}
+        assert {n: hashlib.sha256(b).hexdigest() for n, b in blobs.items()} == want.get("blobs", {})
     assert used == arrays.keys()
     assert store.verify() == []
 
@@ -101,6 +104,7 @@ def test_second_reader_from_the_specification(folder):
         assert got["arrays"].keys() == {k for k in arrays if k.split("/", 1)[0] == step}
         for path, raw in got["arrays"].items():
             assert raw == arrays[path].tobytes(), path
+        assert {n: hashlib.sha256(b).hexdigest() for n, b in got["blobs"].items()} == want.get("blobs", {}), step
 
 
 def test_second_reader_refuses_a_damaged_store(tmp_path):

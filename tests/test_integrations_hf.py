@@ -10,8 +10,12 @@ transformers = pytest.importorskip("transformers")
 from tpde import CheckpointStore  # noqa: E402
 from tpde.integrations.hf import TPDECallback, restore  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning"),
-              pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 
 class Tokens(torch.utils.data.Dataset):

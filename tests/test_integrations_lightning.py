@@ -12,8 +12,12 @@ L = pytest.importorskip("lightning")
 from tpde import CheckpointStore, TPDEError  # noqa: E402
 from tpde.integrations.lightning import CheckpointIO, read_pointer  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning"),
-              pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 
 class Model(L.LightningModule):

@@ -90,7 +90,8 @@ def test_trainer_folders_are_one_step_each_and_unpack_exactly(run_dir, tmp_path,
     code, out, _ = run(capsys, "unpack", str(store_path), "--step", "20", "-o", str(out_dir))
     assert code == 0 and out.startswith(f"wrote step 20 to {out_dir}/ (7 file(s)")
     original = run_dir / "checkpoint-20"
-    for name in ("model.safetensors", "rng_state.pth", "training_args.bin", "trainer_state.json", "tokenizer/vocab.txt"):
+    exact = ("model.safetensors", "rng_state.pth", "training_args.bin", "trainer_state.json", "tokenizer/vocab.txt")
+    for name in exact:
         assert (out_dir / name).read_bytes() == (original / name).read_bytes(), name
     for name in ("optimizer.pt", "scheduler.pt"):  # tensor-identical and loadable
         assert_same_state(torch.load(out_dir / name, weights_only=True), torch.load(original / name, weights_only=True))

@@ -13,6 +13,7 @@ bytes of every tensor and array of every step, keyed "<step>/<path>").
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -208,7 +209,31 @@ def make_v2(store_dir: Path) -> dict:
     return {"allow_pickle": False}
 
 
-MAKERS = {"v1": (1, make_v1), "v2": (2, make_v2), "v1-first-writer": (1, make_v1_first_writer)}
+def make_v3(store_dir: Path) -> dict:
+    """Store format 3: steps with blobs (manifest format 3) between steps without: zlib
+    and raw blobs, an empty one, a nested name; a delta whose base has blobs."""
+    torch.manual_seed(3)
+    lin = torch.nn.Linear(16, 8)
+    opt = torch.optim.AdamW(lin.parameters(), lr=1e-2)
+    rng = np.random.default_rng(3)
+    store = tpde.CheckpointStore(store_dir, mode="w-", keyframe_every=8, chunk_elements=64, workers=1)
+    for step in (0, 10, 20):
+        ((lin(torch.randn(4, 16)) ** 2).mean()).backward()
+        opt.step()
+        opt.zero_grad()
+        blobs = None if step == 10 else {
+            "trainer_state.json": json.dumps({"global_step": step, "log": list(range(40))}).encode(),
+            "rng_state.pth": rng.bytes(300),
+            "tokenizer/vocab.txt": b"[PAD]\n[UNK]\nhello\n" * 20,
+            "empty": b"",
+        }
+        info = store.save(step, {"model": lin.state_dict(), "optimizer": opt.state_dict()}, blobs=blobs)
+        if blobs and {b.codec for b in info.blobs} != {"raw", "zlib"}:
+            raise SystemExit(f"step {step}: the v3 store would not cover both blob codecs")
+    return {"allow_pickle": False}
+
+
+MAKERS = {"v1": (1, make_v1), "v2": (2, make_v2), "v3": (3, make_v3), "v1-first-writer": (1, make_v1_first_writer)}
 
 
 def main(argv: list[str]) -> int:
@@ -236,6 +261,9 @@ def main(argv: list[str]) -> int:
                     "tensors": store.tensors(info.step),
                     "state": tree,
                 }
+                blobs = store.load_blobs(info.step) if hasattr(store, "load_blobs") else {}
+                if blobs:
+                    steps[str(info.step)]["blobs"] = {n: hashlib.sha256(b).hexdigest() for n, b in blobs.items()}
             commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                     cwd=HERE).stdout.strip()
             commit = options.pop("writer_commit", commit)

@@ -37,7 +37,8 @@ def save_folder(store: object, folder: str | Path, step: int | None = None, **sa
     """Put a Trainer checkpoint folder into `store` as one step (default: its number);
     returns the step. A folder whose step is already stored with the same content (same
     files; safetensors and blobs byte for byte, pickles tensor for tensor) is not stored
-    again; other content at that step raises TPDEError "step_exists". `save_args` go to `CheckpointStore.save` (error_bound=, cross_state=)."""
+    again; other content at that step raises TPDEError "step_exists". `save_args` go to
+    `CheckpointStore.save` (error_bound=, cross_state=)."""
     store = _open(store, "a")
     source = Source(Path(folder), "folder")
     if step is None:

@@ -9,12 +9,13 @@
 Each `.ckpt` path Lightning asks for becomes a small pointer file (JSON naming the store
 step), so ModelCheckpoint's file logic (top-k, last, resuming by path) works unchanged;
 the state itself goes into the store as a temporal delta against the previous save. The
-store's step is the checkpoint's `global_step`; a save of the same state at a stored step
-(a resumed run) points to it, another state at a stored step gets the next free step. Non-tensor objects that are not JSON-able are
-refused unless `allow_pickle=True` (then they are pickled into the store, and unpickled on
-load: only for stores you trust). Removing a checkpoint removes its pointer file; with
-`prune=True` the store also drops steps no remaining pointer of this run (nor a kept
-delta) needs, else it keeps the run's history.
+store's step is the checkpoint's `global_step`; a save of the same state at a stored
+step (a resumed run) points to it, another state at a stored step gets the next free
+step. Non-tensor objects that are not JSON-able are refused unless `allow_pickle=True`
+(then they are pickled into the store, and unpickled on load: only for stores you
+trust). Removing a checkpoint removes its pointer file; with `prune=True` the store also
+drops steps no remaining pointer of this run (nor a kept delta) needs, else it keeps the
+run's history.
 """
 
 from __future__ import annotations
