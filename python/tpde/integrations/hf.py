@@ -92,7 +92,9 @@ class TPDECallback(TrainerCallback):
             return control
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if not folder.is_dir():
-            raise TPDEError(f"{folder}: the Trainer's checkpoint folder is missing", "not_found")
+            raise TPDEError(f"{folder}: the Trainer's checkpoint folder is missing (with save_total_limit, the "
+                            f"Trainer deletes it at once when {args.output_dir} holds later checkpoints "
+                            "of an earlier run; resume into an empty output_dir)", "not_found")
         save_folder(self.store, folder, state.global_step, **self.save_args)
         self.stored.append(folder)
         if self.keep_on_disk is not None:
