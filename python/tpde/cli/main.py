@@ -267,8 +267,8 @@ def _info(args: argparse.Namespace) -> None:
 
 
 def _get(args: argparse.Namespace) -> None:
-    if args.output is not None:
-        output_path(args.output, (".npy", ".pt", ".pth"), ".npy or .pt")
+    if args.output is not None and args.output != "-":
+        output_path(args.output, (".npy", ".pt", ".pth"), ".npy or .pt, or - for .npy on stdout")
     store = _open(args.store, options=args.storage_option)
     index = parse_slice(args.slice) if args.slice else None
     tensor = store.load_tensor(args.step, args.tensor, index)
