@@ -103,19 +103,18 @@ def job_restore(rank: int, world: int, port: int, root: str, out: str, steps: li
                 then_save: int | None) -> None:
     """Load `steps` into a fresh sharded model (DCP reshards), write its full state for the
     parent to compare, count the chunk reads, and optionally save one more step."""
-    import zarr.storage
-
     import tpde.dcp
+    from tpde.store.kv import KeyValueAccess
 
     _init(rank, world, port)
     reads = []
-    original = zarr.storage.LocalStore.get_sync
+    original = KeyValueAccess.get  # every key read of a store goes through it
 
     def counting(self, key, *args, **kwargs):
         reads.append(key)
         return original(self, key, *args, **kwargs)
 
-    zarr.storage.LocalStore.get_sync = counting
+    KeyValueAccess.get = counting
     model, opt = _fresh(True)
     for step in steps:
         state = state_of(model, opt, -1)

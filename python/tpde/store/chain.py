@@ -129,12 +129,16 @@ class ChainSteps:
 
 
 def decode_chunk(
-    kv: KeyValueAccess, steps: ChainSteps, group, grid: ChunkGrid, index: Index, seed: dict
+    kv: KeyValueAccess, steps: ChainSteps, group, grid: ChunkGrid, index: Index, seed: dict,
+    into: dict[str, np.ndarray] | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Reconstructions of one chunk of each tensor of `group` at the last two steps of
     the chain where it exists (the last step for every tensor asked for). `seed` maps
-    chain steps to whole reconstructions already in memory: decoding starts after them."""
+    chain steps to whole reconstructions already in memory: decoding starts after them.
+    `into` maps tensors to C-contiguous arrays of the chunk's shape that the last step's
+    chunk is decoded into (the caller's output, which then needs no copy)."""
     chain = steps.chain
+    last = len(chain) - 1
     start, recon = 0, {}
     for j in range(len(chain) - 1, -1, -1):
         here = steps.present(j, group)
@@ -180,7 +184,8 @@ def decode_chunk(
                 # a few hostile bytes may claim up to 64 GiB
                 # (0-d arrays: the first writer coded their one value with shape (1,))
                 shape = grid.chunks if grid.chunks else None
-                arr = _core.decode(blob, reference=ref, prev_reference=ctx, shape=shape,
+                target = into.get(name) if into is not None and j == last else None
+                arr = _core.decode(blob, reference=ref, prev_reference=ctx, shape=shape, out=target,
                                    dtype=steps.codec_dtype(name), max_bytes=dtype.itemsize * math.prod(grid.chunks))
             except KeyError as e:
                 raise TPDEError(f"{where}: prediction input {e} is not in the chain", "corrupt") from e

@@ -99,6 +99,10 @@ class KeyValueAccess:
     @_storage_errors
     def get(self, key: str) -> bytes | None:
         """The bytes under `key`, or None when there is no such key."""
+        if type(self.store) is LocalStore and getattr(self.store, "_is_open", False):
+            # a plain local folder: read the file itself (zarr's get_sync reads it into a
+            # buffer and copies it out again)
+            return _read_file(os.path.join(self.store.root, key))
         if self._get_sync is not None:
             buf = self._get_sync(key, prototype=self._prototype)
         else:
@@ -177,6 +181,15 @@ class KeyValueAccess:
     def describe(self) -> str:
         """A short human name for the store (its path or URL), for error messages."""
         return describe_store(self.store)
+
+
+def _read_file(path: str) -> bytes | None:
+    """A whole file's bytes (None when there is no such file), as `LocalStore.get_sync`."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.readall()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
 
 KeyValueStore = KeyValueAccess  # the name before the store package split

@@ -105,9 +105,18 @@ class Reader:
             tasks += [(tuple(group), i) for i in indices]
         sizes = [sum(steps.chunk_bytes(n) for n in group) for group, _ in tasks]
 
+        whole = {n for n in names if boxes[n] == grids[n].full_box() and grids[n].chunks}
+
         def decode_group(group: tuple[str, ...], index: tuple) -> None:
             grid = grids[next(n for n in group if n in out)]
-            recon = decode_chunk(self.catalog.kv, steps, group, grid, index, seed)
+            # the last step's chunk of a whole array, inside it, decodes straight into `out`
+            into = {}
+            for name in group:
+                if name in whole:
+                    target = out[name][grid.region(index)]
+                    if target.shape == grid.chunks and target.flags.c_contiguous:
+                        into[name] = target
+            recon = decode_chunk(self.catalog.kv, steps, group, grid, index, seed, into)
             for name in group:
                 if name not in out:
                     continue
@@ -118,7 +127,8 @@ class Reader:
                         "hash mismatch after reconstruction",
                         "checksum",
                     )
-                grid.copy_into(out[name], boxes[name], index, recon[name][-1])
+                if name not in into:
+                    grid.copy_into(out[name], boxes[name], index, recon[name][-1])
                 if name in out_base:
                     grid.copy_into(out_base[name], boxes[name], index, recon[name][-2])
 
