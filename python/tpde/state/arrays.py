@@ -111,13 +111,14 @@ def pickle_to_storage(data: bytes) -> tuple[np.ndarray, ArraySpec]:
     return arr, ArraySpec(kind="pickle", dtype="uint8", shape=arr.shape, codec_dtype="uint8", storage_shape=arr.shape)
 
 
-def numpy_to_storage(arr: np.ndarray) -> tuple[np.ndarray, ArraySpec]:
+def numpy_to_storage(arr: np.ndarray, copy: bool = True) -> tuple[np.ndarray, ArraySpec]:
     """An owned C-contiguous copy of a numeric numpy array in its codec dtype (complex
-    values as a trailing axis of 2 real parts), and its spec."""
+    values as a trailing axis of 2 real parts), and its spec. `copy=False`: the array
+    itself where it already has that layout (no copy)."""
     dtype = arr.dtype
     shape = tuple(arr.shape)
     native = dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
-    out = np.array(arr, dtype=native, order="C", copy=True)
+    out = np.array(arr, dtype=native, order="C", copy=True) if copy else np.asarray(arr, dtype=native, order="C")
     if dtype.kind == "c":
         part = np.dtype(f"<f{dtype.itemsize // 2}")
         out = out.view(part).reshape(shape + (2,))

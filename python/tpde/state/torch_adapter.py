@@ -51,11 +51,28 @@ def alias_key(obj: object) -> tuple:
             obj.stride())
 
 
-def to_storage(obj: object) -> tuple[np.ndarray, ArraySpec]:
-    """An owned C-contiguous snapshot of a tensor or array in its codec dtype, and its spec."""
+def to_storage(obj: object, copy: bool = True) -> tuple[np.ndarray, ArraySpec]:
+    """An owned C-contiguous snapshot of a tensor or array in its codec dtype, and its spec.
+
+    `copy=False`: no copy where the leaf's own memory already has that layout: the array
+    returned may then share the caller's memory (`shares_memory` says whether it does).
+    """
     if isinstance(obj, np.ndarray):
-        return numpy_to_storage(obj)
-    return _torch_to_storage(obj)
+        return numpy_to_storage(obj, copy)
+    return _torch_to_storage(obj, copy)
+
+
+def shares_memory(arr: np.ndarray, obj: object) -> bool:
+    """Whether `arr` (from `to_storage(obj, copy=False)`) may be the leaf's own memory."""
+    if arr.size == 0:
+        return False
+    if isinstance(obj, np.ndarray):
+        return bool(np.may_share_memory(arr, obj))
+    if obj.device.type != "cpu":
+        return False
+    storage = obj.untyped_storage()
+    first = arr.__array_interface__["data"][0]
+    return storage.data_ptr() <= first < storage.data_ptr() + storage.nbytes()
 
 
 def from_storage(arr: np.ndarray, spec: ArraySpec) -> object:
@@ -112,7 +129,7 @@ def check_tensor(tensor: object) -> None:
         raise TPDEError("cannot store a named tensor; drop its names with .rename(None) first", "unsupported_type")
 
 
-def _torch_to_storage(tensor: object) -> tuple[np.ndarray, ArraySpec]:
+def _torch_to_storage(tensor: object, copy: bool = True) -> tuple[np.ndarray, ArraySpec]:
     import torch
 
     check_tensor(tensor)
@@ -130,7 +147,10 @@ def _torch_to_storage(tensor: object) -> tuple[np.ndarray, ArraySpec]:
     t = tensor.detach()
     if codec in ("bool", "uint8") and name != "uint8":  # a bool copy turns every non-zero byte into 1
         t = t.view(torch.uint8)
-    t = t.cpu() if t.device.type != "cpu" else t.clone(memory_format=torch.contiguous_format)
+    if t.device.type != "cpu":
+        t = t.cpu()
+    elif copy:
+        t = t.clone(memory_format=torch.contiguous_format)
     t = t.contiguous()
     if name in _COMPLEX_PARTS:
         t = torch.view_as_real(t)

@@ -187,7 +187,8 @@ class CheckpointStore:
         self._check_writable()
         level = self.level if level is None else check_level(level)
         job = prepare_save(self._catalog, self._background, step, state,
-                           allow_pickle=allow_pickle, meta=meta, error_bound=error_bound, blobs=blobs)
+                           allow_pickle=allow_pickle, meta=meta, error_bound=error_bound, blobs=blobs,
+                           copy=False)
         return self._writer.write(job, cross_state, progress, level)
 
     def save_async(

@@ -20,7 +20,7 @@ from .. import _core
 from ..bounds import describe
 from ..errors import TPDEError
 from ..state.arrays import ArraySpec
-from ..state.torch_adapter import alias_key, is_array, pickle_to_storage, to_storage
+from ..state.torch_adapter import alias_key, is_array, pickle_to_storage, shares_memory, to_storage
 from ..state.tree import flatten_state
 from . import cross_state as xs
 from .background import BackgroundSaves
@@ -62,6 +62,7 @@ class SaveJob(NamedTuple):
     error_bound: object
     requested: object
     blobs: list = []  # [(BlobEntry, stored bytes)] (blobs.py)
+    borrowed: frozenset = frozenset()  # arrays that are the caller's memory: copied chunk by chunk while coding
 
 
 class Coded(NamedTuple):
@@ -74,9 +75,15 @@ class Coded(NamedTuple):
 
 
 def prepare_save(
-    catalog: Catalog, background: BackgroundSaves, step, state, *, allow_pickle, meta, error_bound, blobs=None
+    catalog: Catalog, background: BackgroundSaves, step, state, *, allow_pickle, meta, error_bound, blobs=None,
+    copy: bool = True,
 ) -> SaveJob:
-    """Checks of a save and an owned copy of the state's arrays (the part done at once)."""
+    """Checks of a save and an owned copy of the state's arrays (the part done at once).
+
+    `copy=False` (a save that returns only once the step is written): arrays whose memory
+    already has the stored layout are not copied here but chunk by chunk by the coding
+    threads, each chunk just before it is coded (`SaveJob.borrowed`).
+    """
     step = check_step(step)
     if catalog.kv.exists(commit_key(step)) or background.pending(step):
         raise TPDEError(f"step {step} already exists; delete it first", "step_exists")
@@ -89,11 +96,16 @@ def prepare_save(
     tree, leaves = flatten_state(state, is_array=is_array, alias_key=alias_key, allow_pickle=allow_pickle)
     arrays: dict[str, np.ndarray] = {}
     specs: dict[str, ArraySpec] = {}
+    borrowed = set()
     for leaf in leaves:
-        convert = pickle_to_storage if leaf.pickled else to_storage
-        arrays[leaf.name], specs[leaf.name] = convert(leaf.value)
+        if leaf.pickled:
+            arrays[leaf.name], specs[leaf.name] = pickle_to_storage(leaf.value)
+            continue
+        arrays[leaf.name], specs[leaf.name] = to_storage(leaf.value, copy=copy)
+        if not copy and shares_memory(arrays[leaf.name], leaf.value):
+            borrowed.add(leaf.name)
     return SaveJob(step=step, tree=tree, arrays=arrays, specs=specs, meta=meta, error_bound=error_bound,
-                   requested=requested, blobs=coded_blobs)
+                   requested=requested, blobs=coded_blobs, borrowed=frozenset(borrowed))
 
 
 class StepWriter:
@@ -111,12 +123,15 @@ class StepWriter:
     def write(self, job: SaveJob, cross_state: bool, progress, level: str = "default") -> StepInfo:
         """Code the prepared arrays against the latest committed step and commit the step.
         `level`: the chunk coder's level for lossless chunks ("default" or "fast")."""
-        step, arrays, specs, blobs = job.step, job.arrays, job.specs, job.blobs
+        step, sources, specs, blobs = job.step, job.arrays, job.specs, job.blobs
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
+        # the owned arrays (kept as the next step's reference); borrowed ones are filled
+        # chunk by chunk by the coding threads, each chunk copied just before it is coded
+        arrays = {n: np.empty_like(a) if n in job.borrowed else a for n, a in sources.items()}
 
         base, prev, depth = self._references(step, specs, chunks)
         kind = KEYFRAME if base is None else DELTA
-        bounds = resolve_bounds(job.error_bound, specs, arrays, step, base)
+        bounds = resolve_bounds(job.error_bound, specs, sources, step, base)
         coded_bounds = {n: b.resolved for n, b in bounds.items() if b.resolved is not None}
 
         self.kv.delete_prefix(step_prefix(step))  # leftovers of a crashed attempt
@@ -146,6 +161,9 @@ class StepWriter:
         def encode_chunk(name: str, index: tuple, chunk_of) -> tuple[Coded, np.ndarray]:
             grid = grids[name]
             dtype = specs[name].codec_dtype
+            if name in job.borrowed:
+                region = grid.region(index)
+                arrays[name][region] = sources[name][region]
             data = grid.extract(arrays[name], index)
             ref = None if base is None else grid.extract(base.arrays[name], index)
             # the fast level codes without a prev-reference context
