@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         from bench import store_threads
         for name in args.series:
-            store_threads.main(name, args.depth, f"python bench/bench_store.py {' '.join(sys.argv[1:])}")
+            store_threads.main(name, args.depth, f"python bench/bench_store.py {' '.join(sys.argv[1:])}", args.reps)
         return 0
     args.load_before = os.getloadavg()[0]
     work = HERE / ".cache" / "store-bench"

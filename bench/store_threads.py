@@ -18,7 +18,7 @@ step x (depth + 1) / time (decode, load), so `store/codec` is the share of the c
 speed that the store keeps. Peak RSS (VmHWM of /proc/self/status) of a save of the chain, a load of the
 last step and torch.load/torch.save of it, each in its own subprocess.
 
-    python bench/bench_store.py --threads [--series scratch] [--depth 4]
+    python bench/bench_store.py --threads [--series scratch] [--depth 4] [--reps 3]
 
 Writes the `store_threads` section of bench/store_results.md.
 """
@@ -136,7 +136,7 @@ def peak_rss(what: str, store_path: Path, pt: Path, paths: list[Path]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(series: str, depth: int, work: Path) -> dict:
+def run(series: str, depth: int, work: Path, repeat: int = 1) -> dict:
     """All measurements of the module docstring for one series."""
     from bench import series as S
     paths = S.make_series(series)[:depth + 1]
@@ -144,35 +144,51 @@ def run(series: str, depth: int, work: Path) -> dict:
     torch_states = [torch.load(p, weights_only=True) for p in paths]
     states = [chunks(flat_arrays(s), bf16) for s in torch_states]
     raw_step = sum(a.nbytes for a, _ in states[-1])
-    store_path, pt = work / f"threads-{series}.tpde", work / f"threads-{series}.pt"
-    t0 = time.perf_counter()
-    torch.save(torch_states[-1], pt)
-    t_tsave = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    torch.load(pt, weights_only=True)
-    t_tload = time.perf_counter() - t0
-    rows = []
-    for threads in range(1, (os.cpu_count() or 1) + 1):
-        t_enc, blobs = codec_encode(states, threads)
-        t_dec = codec_decode_chain(blobs, threads)
-        shutil.rmtree(store_path, ignore_errors=True)
-        store = CheckpointStore(store_path, mode="w", keyframe_every=16, workers=threads, progress=False)
-        t_save = 0.0
-        for k, s in enumerate(torch_states):
-            t0 = time.perf_counter()
-            store.save(k, s)
-            if k:
-                t_save += time.perf_counter() - t0
-        store.close()
+    # every store of the run in a folder of its own, deleted at the end: files deleted just
+    # before a save slow down creating new ones on some file systems (ext4 skips inodes
+    # deleted in the last seconds), so no measured save follows a deletion of the bench's own
+    folder = work / f"threads-{series}"
+    shutil.rmtree(folder, ignore_errors=True)  # leftovers of an interrupted run
+    folder.mkdir(parents=True)
+    pt = folder / "state.pt"
+    try:
         t0 = time.perf_counter()
-        CheckpointStore(store_path, mode="r", workers=threads, progress=False).load(depth)
-        t_load = time.perf_counter() - t0
-        rows.append(dict(threads=threads, enc=raw_step * depth / t_enc, save=raw_step * depth / t_save,
-                         dec=raw_step * (depth + 1) / t_dec, load=raw_step * (depth + 1) / t_load,
-                         t_save=t_save / depth, t_load=t_load))
-    rss = {w: peak_rss(w, store_path, pt, paths) for w in ("save", "load", "torch.save", "torch.load")}
+        torch.save(torch_states[-1], pt)
+        t_tsave = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        torch.load(pt, weights_only=True)
+        t_tload = time.perf_counter() - t0
+        rows = []
+        for threads in range(1, (os.cpu_count() or 1) + 1):
+            best = dict(enc=0.0, save=0.0, dec=0.0, load=0.0, t_save=float("inf"), t_load=float("inf"))
+            for rep in range(repeat):  # best of `repeat`: codec and store alternate
+                t_enc, blobs = codec_encode(states, threads)
+                t_dec = codec_decode_chain(blobs, threads)
+                store_path = folder / f"t{threads}-{rep}.tpde"
+                store = CheckpointStore(store_path, mode="w", keyframe_every=16, workers=threads, progress=False)
+                t_save = 0.0
+                for k, s in enumerate(torch_states):
+                    t0 = time.perf_counter()
+                    store.save(k, s)
+                    if k:
+                        t_save += time.perf_counter() - t0
+                store.close()
+                t0 = time.perf_counter()
+                CheckpointStore(store_path, mode="r", workers=threads, progress=False).load(depth)
+                t_load = time.perf_counter() - t0
+                for key, value in (("enc", raw_step * depth / t_enc), ("save", raw_step * depth / t_save),
+                                   ("dec", raw_step * (depth + 1) / t_dec),
+                                   ("load", raw_step * (depth + 1) / t_load)):
+                    best[key] = max(best[key], value)
+                best["t_save"] = min(best["t_save"], t_save / depth)
+                best["t_load"] = min(best["t_load"], t_load)
+            rows.append(dict(threads=threads, **best))
+        rss = {w: peak_rss(w, folder / ("rss.tpde" if w == "save" else "t1-0.tpde"), pt, paths)
+               for w in ("save", "load", "torch.save", "torch.load")}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return dict(series=series, depth=depth, raw_step=raw_step, rows=rows, t_tsave=t_tsave, t_tload=t_tload,
-                rss=rss, load_avg=os.getloadavg()[0])
+                rss=rss, load_avg=os.getloadavg()[0], repeat=repeat)
 
 
 def report(r: dict, commit: str, command: str, load_before: float) -> str:
@@ -184,8 +200,9 @@ def report(r: dict, commit: str, command: str, load_before: float) -> str:
         "",
         f"- commit {commit} · `{command}` · {os.cpu_count()} cores · load average (1 min) before / after "
         f"{load_before:.2f} / {r['load_avg']:.2f} (shared machine: compare the ratios, measured side by side)",
-        f"- state: {mb:.1f} MB of tensors a step; saves: {r['depth']} delta steps after a keyframe; load: the "
-        f"last step, which decodes {r['depth'] + 1} x {mb:.1f} MB along its chain",
+        f"- best of {r['repeat']} run(s) of each measure; state: {mb:.1f} MB of tensors a step; saves: "
+        f"{r['depth']} delta steps after a keyframe; load: the last step, which decodes"
+        f" {r['depth'] + 1} x {mb:.1f} MB along its chain",
         f"- torch.save {r['t_tsave']:.3f} s ({mb / r['t_tsave']:.0f} MB/s), torch.load {r['t_tload']:.3f} s "
         f"({mb / r['t_tload']:.0f} MB/s) of the same state, same disk",
         "",
@@ -209,13 +226,13 @@ def report(r: dict, commit: str, command: str, load_before: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(series: str, depth: int, command: str) -> str:
+def main(series: str, depth: int, command: str, repeat: int = 1) -> str:
     """Run, print and write the section into bench/store_results.md; returns its text."""
     import re
     load_before = os.getloadavg()[0]
     work = HERE / ".cache" / "store-bench"
     work.mkdir(parents=True, exist_ok=True)
-    r = run(series, depth, work)
+    r = run(series, depth, work, repeat)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=HERE).stdout.strip()
     text = report(r, commit, command, load_before)

@@ -153,6 +153,33 @@ class KeyValueAccess:
         with f:
             f.write(value)
 
+    def has_folders(self) -> bool:
+        """Whether keys are files in folders of a local directory this store may write."""
+        return type(self.store) is LocalStore and not self.store.read_only
+
+    @_storage_errors
+    def make_folders(self, prefixes: list[str], known: set[str] | None = None) -> list[str]:
+        """Create the folders `prefixes` and their parents (a local directory; other
+        stores have no folders), skipping those in `known` (folders that exist; those
+        seen here are added). Returns the folders it created, parents first."""
+        if not self.has_folders():
+            return []
+        known = set() if known is None else known
+        made = []
+        for prefix in prefixes:
+            parts = prefix.split("/")
+            for i in range(1, len(parts) + 1):
+                path = os.path.join(self.store.root, *parts[:i])
+                if path in known:
+                    continue
+                try:
+                    os.mkdir(path)
+                    made.append(path)
+                except FileExistsError:
+                    pass
+                known.add(path)
+        return made
+
     @_storage_errors
     def delete(self, key: str) -> None:
         """Remove `key` if present."""

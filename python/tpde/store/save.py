@@ -29,22 +29,20 @@ from .catalog import Catalog, check_step
 from .chain import chain_markers
 from .grid import ChunkGrid, choose_chunks
 from .info import StepInfo, step_info
+from .layout import StepLayout, step_metadata
 from .load import Reader
 from .lossy import LOSSLESS, TensorBound, encode_lossy, resolve_bounds
 from .schema import (
     DELTA,
     KEYFRAME,
     ROOT_ATTRS,
-    ROOT_GROUP,
     ArrayEntry,
     Manifest,
     Marker,
     array_prefix,
     commit_key,
-    group_bytes,
     json_bytes,
     step_prefix,
-    zarray_bytes,
 )
 from .snapshots import Snapshot, SnapshotCache
 
@@ -145,6 +143,10 @@ class StepWriter:
             for i in grids[group[0]].indices()
         ]
         sizes = [sum(math.prod(chunks[n]) * arrays[n].itemsize for n in names) for names, _ in tasks]
+        layout = None  # a local directory: folders and metadata files made while coding
+        if self.kv.has_folders():
+            order = list(dict.fromkeys(n for names, _ in tasks for n in names))
+            layout = StepLayout(self.kv, step, specs, chunks, order + [n for n in specs if n not in order])
 
         def encode_group(names: tuple[str, ...], index: tuple) -> list[Coded]:
             coded_here: dict[str, np.ndarray] = {}  # this step's reconstructions of the group
@@ -193,14 +195,20 @@ class StepWriter:
             data = recon
             if bound is not None:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
+            if layout is not None:
+                layout.wait_folder(name)
             self.kv.set_uncommitted(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
             changed = 0 if ref is None else _count_changed(data, ref)
             return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
         for i, (_, stored) in enumerate(blobs):
             self.kv.set_uncommitted(blob_key(step_prefix(step), i), stored)
-        per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes,
-                                  done=sum(entry.size for entry, _ in blobs))
+        try:
+            per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes,
+                                      done=sum(entry.size for entry, _ in blobs))
+        finally:
+            if layout is not None:  # nothing of this save goes on writing after it returns
+                layout.join()
         coded = [(name, result) for (names, _), results in zip(tasks, per_group)
                  for name, result in zip(names, results)]
         entries = _entries(specs, chunks, coded, kind, bounds, plan)
@@ -217,7 +225,7 @@ class StepWriter:
             error_bounds=job.requested,
             blobs=[entry for entry, _ in blobs],
         )
-        marker = self.commit(manifest)
+        marker = self.commit(manifest, layout)
         self.snapshots.keep(base, Snapshot(step, arrays, entries))
         return step_info(marker, manifest, tensors=True)
 
@@ -253,17 +261,16 @@ class StepWriter:
             return base, None
         return base, Snapshot(manifest.base_step, before, {})
 
-    def commit(self, manifest: Manifest) -> Marker:
-        """Write a step's metadata, then its manifest, then (last) its commit marker."""
+    def commit(self, manifest: Manifest, layout: StepLayout | None = None) -> Marker:
+        """Write a step's metadata (unless `layout` wrote it while coding), then its
+        manifest, then (last) its commit marker."""
         step = manifest.step
-        meta: dict[str, bytes] = {f"{step_prefix(step)}/{ROOT_GROUP}": group_bytes()}
-        for name, entry in manifest.arrays.items():
-            prefix = array_prefix(step, name)
-            parts = name.split("/")
-            for i in range(1, len(parts)):
-                meta[f"{step_prefix(step)}/{'/'.join(parts[:i])}/{ROOT_GROUP}"] = group_bytes()
-            meta[f"{prefix}/.zarray"] = zarray_bytes(entry.spec, entry.chunks)
-        self.pool.run(self.kv.set_uncommitted, list(meta.items()), "", False, [len(v) for v in meta.values()])
+        if layout is not None:
+            layout.finish()
+        else:
+            meta = step_metadata(step, {n: e.spec for n, e in manifest.arrays.items()},
+                                 {n: e.chunks for n, e in manifest.arrays.items()})
+            self.pool.run(self.kv.set_uncommitted, list(meta.items()), "", False, [len(v) for v in meta.values()])
         body = manifest.to_bytes()
         self.kv.set(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
         entries = manifest.arrays.values()
