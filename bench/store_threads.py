@@ -15,8 +15,9 @@ T from 1 to os.cpu_count(), in one process:
 
 MB/s is raw tensor bytes of the steps saved / time (save), and raw bytes of the last
 step x (depth + 1) / time (decode, load), so `store/codec` is the share of the codec's
-speed that the store keeps. Peak RSS (VmHWM of /proc/self/status) of a save of the chain, a load of the
-last step and torch.load/torch.save of it, each in its own subprocess.
+speed that the store keeps. Peak RSS (VmHWM of /proc/self/status) of a save of the chain, a
+`tpde-pack pack` of its files, a load of the last step and torch.load/torch.save of it, each
+in its own subprocess.
 
     python bench/bench_store.py --threads [--series scratch] [--depth 4] [--reps 3]
 
@@ -117,6 +118,11 @@ if what == "save":
         state = torch.load(p, weights_only=True)
         s.save(k, state)
         del state
+elif what == "pack":
+    import contextlib, io
+    from tpde.cli.main import main
+    with contextlib.redirect_stdout(io.StringIO()):
+        main(["pack", *paths, "-o", store_path])
 elif what == "load":
     x = CheckpointStore(store_path, mode="r").load(len(paths) - 1)
 elif what == "torch.load":
@@ -183,8 +189,8 @@ def run(series: str, depth: int, work: Path, repeat: int = 1) -> dict:
                 best["t_save"] = min(best["t_save"], t_save / depth)
                 best["t_load"] = min(best["t_load"], t_load)
             rows.append(dict(threads=threads, **best))
-        rss = {w: peak_rss(w, folder / ("rss.tpde" if w == "save" else "t1-0.tpde"), pt, paths)
-               for w in ("save", "load", "torch.save", "torch.load")}
+        rss = {w: peak_rss(w, folder / (f"rss-{w}.tpde" if w in ("save", "pack") else "t1-0.tpde"), pt, paths)
+               for w in ("save", "pack", "load", "torch.save", "torch.load")}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return dict(series=series, depth=depth, raw_step=raw_step, rows=rows, t_tsave=t_tsave, t_tload=t_tload,
@@ -217,7 +223,8 @@ def report(r: dict, commit: str, command: str, load_before: float) -> str:
             f"{x['t_load']:.3f} |")
     lines += ["", "Peak RSS (VmHWM of a fresh interpreter; `before`: its RSS after imports):", "",
               "| job | peak MB | peak - before MB | peak - before / state |", "|---|---:|---:|---:|"]
-    for what, label in (("save", f"store.save of the {r['depth'] + 1} steps"), ("load", "store.load of the last"),
+    for what, label in (("save", f"store.save of the {r['depth'] + 1} steps"),
+                        ("pack", f"tpde-pack pack of the {r['depth'] + 1} files"), ("load", "store.load of the last"),
                         ("torch.save", "torch.load + torch.save"), ("torch.load", "torch.load")):
         x = r["rss"][what]
         extra = (x["peak"] - x["before"]) / 1024

@@ -61,7 +61,7 @@ def pack_sources(args, bound, interactive: bool, storage_options: dict | None = 
     with byte_progress("packing", total, interactive) as advance:
         for i, (step, (source, identity)) in enumerate(zip(steps, todo)):
             loaded = first if i == 0 else read_source(source, allow_pickle=args.allow_pickle, identity=identity)
-            first = None
+            first = None  # each input is released once the store no longer needs it as a reference
             if step in existing:
                 raise TPDEError(f"step {step} is already in {args.output}, from other content than {source.path}; "
                                 "pack it with --first-step N, or into another store", "step_exists")
@@ -69,7 +69,7 @@ def pack_sources(args, bound, interactive: bool, storage_options: dict | None = 
             coded = _ScaledProgress(advance, size, _coded_bytes(loaded))
             info = store.save(step, loaded.state, blobs=loaded.blobs, allow_pickle=args.allow_pickle,
                               meta=loaded.meta, error_bound=bound, cross_state=args.cross_state,
-                              progress=coded)
+                              progress=coded, copy=False)  # the store keeps the read tensors: no copy
             coded.finish()
             existing.append(step)
             file_bytes, raw, stored = file_bytes + size, raw + info.raw_bytes, stored + info.stored_bytes

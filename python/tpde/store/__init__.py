@@ -156,6 +156,7 @@ class CheckpointStore:
         progress: bool | Callable[[int], None] | None = None,
         level: str | None = None,
         blobs: Mapping[str, bytes] | None = None,
+        copy: bool = True,
     ) -> StepInfo:
         """Store `state` (a nested state dict) as `step`; returns the step's summary.
 
@@ -182,13 +183,19 @@ class CheckpointStore:
         `blobs` maps names (relative paths, "tokenizer/vocab.txt") to bytes kept byte for
         byte with the step and never unpickled (`load_blobs`). `progress` may also be a
         function, called with the bytes coded as the save goes.
+
+        The store keeps the step's values in memory as the reference of the next delta:
+        a copy, taken chunk by chunk as it is coded (`state` may change once `save`
+        returns). `copy=False` keeps the state's own CPU tensors instead, which saves
+        a state's worth of memory and the copy, for a state that nothing changes
+        afterwards (one just read from a file, as `tpde-pack pack` does).
         """
         self._background.wait()  # earlier save_async calls come first
         self._check_writable()
         level = self.level if level is None else check_level(level)
         job = prepare_save(self._catalog, self._background, step, state,
                            allow_pickle=allow_pickle, meta=meta, error_bound=error_bound, blobs=blobs,
-                           copy=False)
+                           copy=False, adopt=not copy)
         return self._writer.write(job, cross_state, progress, level)
 
     def save_async(

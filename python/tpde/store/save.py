@@ -74,13 +74,14 @@ class Coded(NamedTuple):
 
 def prepare_save(
     catalog: Catalog, background: BackgroundSaves, step, state, *, allow_pickle, meta, error_bound, blobs=None,
-    copy: bool = True,
+    copy: bool = True, adopt: bool = False,
 ) -> SaveJob:
     """Checks of a save and an owned copy of the state's arrays (the part done at once).
 
     `copy=False` (a save that returns only once the step is written): arrays whose memory
     already has the stored layout are not copied here but chunk by chunk by the coding
-    threads, each chunk just before it is coded (`SaveJob.borrowed`).
+    threads, each chunk just before it is coded (`SaveJob.borrowed`). `adopt`: not at
+    all; the state's own memory becomes the store's snapshot (nothing changes it later).
     """
     step = check_step(step)
     if catalog.kv.exists(commit_key(step)) or background.pending(step):
@@ -99,8 +100,8 @@ def prepare_save(
         if leaf.pickled:
             arrays[leaf.name], specs[leaf.name] = pickle_to_storage(leaf.value)
             continue
-        arrays[leaf.name], specs[leaf.name] = to_storage(leaf.value, copy=copy)
-        if not copy and shares_memory(arrays[leaf.name], leaf.value):
+        arrays[leaf.name], specs[leaf.name] = to_storage(leaf.value, copy=copy and not adopt)
+        if not copy and not adopt and shares_memory(arrays[leaf.name], leaf.value):
             borrowed.add(leaf.name)
     return SaveJob(step=step, tree=tree, arrays=arrays, specs=specs, meta=meta, error_bound=error_bound,
                    requested=requested, blobs=coded_blobs, borrowed=frozenset(borrowed))
