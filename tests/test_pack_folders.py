@@ -206,6 +206,8 @@ def test_killed_pack_resumes_with_the_right_steps(tmp_path):
     proc.wait()
     done = {int(p.name) for p in (store_path / "commits").iterdir() if p.name.isdigit()}
     assert done >= {0, 1}
+    unlocked = _cli("unlock", str(store_path), text=True)  # the killed pack's stale writer lease
+    assert unlocked.returncode == 0, unlocked.stderr
     finished = _cli("pack", str(src), "-o", str(store_path), text=True)
     assert finished.returncode == 0, finished.stderr
     assert finished.stdout.count("skipped") == len(done)

@@ -35,7 +35,10 @@ CHILD = textwrap.dedent(
             w[r.random(w.shape) < 0.2] += np.float32(1e-3)
 
     if __name__ == "__main__":
-        store = CheckpointStore(sys.argv[1], keyframe_every=4, chunk_elements=2048, workers=2)
+        # takeover: the previous run was SIGKILLed holding the writer lease; durable=False: a
+        # SIGKILL is survived either way, the fsyncs would only slow the saves
+        store = CheckpointStore(sys.argv[1], keyframe_every=4, chunk_elements=2048, workers=2, takeover=True,
+                                durable=False)
         done = store.steps()
         print("ready", flush=True)
         for step, state in states():
@@ -78,7 +81,7 @@ def test_sigkill_mid_save_keeps_committed_steps_bit_exact(tmp_path):
     killed_mid_save = 0
     for _ in range(5):
         reported += run_and_kill(script, path, rng.uniform(0.4, 1.5))
-        store = CheckpointStore(path)
+        store = CheckpointStore(path, takeover=True)
         steps = store.steps()
         # what the child reported as saved is committed; at most one more made it
         assert set(reported) <= set(steps) and len(steps) <= len(reported) + 1
@@ -90,6 +93,7 @@ def test_sigkill_mid_save_keeps_committed_steps_bit_exact(tmp_path):
         reported = steps
         store.clean()
         assert store.uncommitted() == []
+        store.close()  # give the writer lease back to the next run
     assert killed_mid_save >= 1, "no kill landed inside a save; lengthen the saves"
     assert store.verify() == []
     committed = store.steps()

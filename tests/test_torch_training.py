@@ -73,6 +73,7 @@ def test_resumed_training_is_bit_identical(tmp_path):
                 states[s] = copy.deepcopy(training_state(model, opt, s))
                 if s <= 6:  # the run "dies" after saving step 6
                     store.save(s, states[s])
+        store.close()  # the dead run's writer lease goes with it
     finally:
         torch.set_num_threads(threads)
 

@@ -11,7 +11,7 @@ import importlib.metadata as _metadata
 from ._core import FAST_FORMAT_VERSION, FORMAT_VERSION, decode, encode, fingerprint, read_header
 from .bounds import BoundSpec, ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
 from .codecs import TPDECodec, TPDEZarrCodec  # registers the numcodecs and zarr v3 codec "tpde"
-from .errors import StorageError, TPDEError
+from .errors import StorageError, StoreIOError, TPDEError
 from .kinds import tensor_kind
 
 try:  # one source for the version: pyproject.toml, through the installed metadata
@@ -31,6 +31,7 @@ __all__ = [
     "FORMAT_VERSION",
     "StorageError",
     "TPDECodec",
+    "StoreIOError",
     "TPDEError",
     "TPDEZarrCodec",
     "__version__",

@@ -25,3 +25,20 @@ class StorageError(TPDEError, OSError):
 
     def __init__(self, message: str, code: str = "storage"):
         super().__init__(message, code)
+
+
+class StoreIOError(StorageError):
+    """A store write that failed (full disk, I/O error...) while saving a step: a
+    `StorageError` (so a `TPDEError` and an `OSError`) whose one-line message names the
+    step, and the tensor and chunk when a chunk write failed; ``errno`` is the original
+    one. ``code`` is "io_error"."""
+
+    def __init__(self, message: str, errno: int | None = None, code: str = "io_error"):
+        TPDEError.__init__(self, message, code)
+        self.errno = errno
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.errno, self.code))
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else ""

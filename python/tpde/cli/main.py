@@ -21,6 +21,7 @@ from ..bounds import ErrorBounds, abs_bound, log_bound, parse_bound, rms_bound
 from ..errors import TPDEError
 from ..kinds import KINDS
 from ..store import CheckpointStore, StepInfo, TensorInfo
+from . import maintenance
 from .args import bound_arg, count, one_line, output_path, parse_slice, positive, step_number
 from .json_output import dump_json, history_json, info_json, stats_json
 from .pack import human_size as _size
@@ -141,18 +142,7 @@ def _parser() -> argparse.ArgumentParser:
     _json_flag(p)
     p.set_defaults(run=_verify)
 
-    p = sub.add_parser("prune", help="delete old steps, keeping what kept deltas need")
-    p.add_argument("store", metavar="STORE")
-    p.add_argument("--keep-last", type=int, metavar="N")
-    p.add_argument("--keep-every", type=int, metavar="M", help="also keep multiples of M")
-    p.add_argument("--dry-run", action="store_true")
-    _storage_arg(p)
-    p.set_defaults(run=_prune)
-
-    p = sub.add_parser("clean", help="remove leftovers of interrupted saves")
-    p.add_argument("store", metavar="STORE")
-    _storage_arg(p)
-    p.set_defaults(run=_clean)
+    maintenance.add_parsers(sub, storage_arg=_storage_arg, open_store=_open, options_of=storage_options)
     return parser
 
 
@@ -221,11 +211,13 @@ def _unpack(args: argparse.Namespace) -> None:
                 allow_pickle=args.allow_pickle)
 
 
-def _ls(args: argparse.Namespace) -> None:
+def _ls(args: argparse.Namespace) -> int:
     store = _open(args.store, options=args.storage_option)
     history = store.history()
+    unreadable = store.unreadable()
     if args.json:
-        return dump_json(history_json(history))
+        dump_json(history_json(history))
+        return _report_unreadable(unreadable)
     print(f"{'step':>10}  {'kind':<8}  {'base':>8}  {'raw':>10}  {'stored':>10}  {'ratio':>7}  coding")
     for h in history:
         base = "-" if h.base_step is None else str(h.base_step)
@@ -236,6 +228,18 @@ def _ls(args: argparse.Namespace) -> None:
     stored = sum(h.stored_bytes for h in history)
     print(f"{len(history)} step(s), {_size(raw)} of tensors stored in {_size(stored)} "
           f"({raw / max(stored, 1):.2f}x)")
+    return _report_unreadable(unreadable)
+
+
+def _report_unreadable(unreadable: dict[int, str]) -> int:
+    """One stderr line for steps whose commit marker is unreadable (exit status 1)."""
+    if not unreadable:
+        return 0
+    steps = ", ".join(map(str, list(unreadable)[:10])) + (", ..." if len(unreadable) > 10 else "")
+    first = next(iter(unreadable.values()))
+    print(f"tpde-pack: error: {len(unreadable)} step(s) have an unreadable commit marker: {steps} ({first})",
+          file=sys.stderr)
+    return 1
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -298,13 +302,15 @@ def _get(args: argparse.Namespace) -> None:
     print(f"wrote {args.tensor} at step {args.step} ({_describe(tensor)}) to {out}")
 
 
-def _stats(args: argparse.Namespace) -> None:
+def _stats(args: argparse.Namespace) -> int:
     store = _open(args.store, options=args.storage_option)
-    infos = [store.info(s) for s in store.steps()]
+    unreadable = store.unreadable()
+    infos = [store.info(h.step) for h in store.history()]
     if args.json:
         if args.plot:
             _plot(infos, Path(args.plot))
-        return dump_json(stats_json(infos, tensor_group, _changed))
+        dump_json(stats_json(infos, tensor_group, _changed))
+        return _report_unreadable(unreadable)
     print(f"{'step':>10}  {'kind':<8}  {'ratio':>7}  changed")
     for info in infos:
         print(f"{info.step:>10}  {info.kind:<8}  {info.ratio:6.2f}x  {_fmt_changed(_changed(info.tensors.values()))}")
@@ -323,6 +329,7 @@ def _stats(args: argparse.Namespace) -> None:
     if args.plot:
         _plot(infos, Path(args.plot))
         print(f"wrote {args.plot}")
+    return _report_unreadable(unreadable)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -342,19 +349,6 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     print(f"verified {len(steps)} step(s): every tensor reconstructs to its stored content hash")
     return 0
-
-
-def _prune(args: argparse.Namespace) -> None:
-    store = _open(args.store, mode="r+", options=args.storage_option)
-    deleted = store.prune(keep_last=args.keep_last, keep_every=args.keep_every, dry_run=args.dry_run)
-    verb = "would delete" if args.dry_run else "deleted"
-    print(f"{verb} {len(deleted)} step(s): {', '.join(map(str, deleted)) or '-'}; "
-          f"kept {len(store.steps()) - (len(deleted) if args.dry_run else 0)}")
-
-
-def _clean(args: argparse.Namespace) -> None:
-    removed = _open(args.store, mode="r+", options=args.storage_option).clean()
-    print(f"removed {len(removed)} leftover(s)" + (": " + ", ".join(removed) if removed else ""))
 
 
 # ---------------------------------------------------------------------------- helpers

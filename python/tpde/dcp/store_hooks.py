@@ -66,8 +66,10 @@ def rank_store(root: str, folder: str, storage_options: dict | None, *, mode: st
             store = _OPEN.get(key)
         if store is not None:
             return store
+    # takeover: a rank process killed mid-save leaves a stale writer lease on its folder; the
+    # resumed job takes it over (a live one, another job writing the same root, is refused)
     store = CheckpointStore(zarr_store(root, folder, storage_options, read_only=mode == "r"), mode=mode,
-                            progress=False, **settings)
+                            progress=False, takeover=mode != "r", **settings)
     if cached:
         with _OPEN_LOCK:
             _OPEN[key] = store

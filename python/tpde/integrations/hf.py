@@ -30,7 +30,11 @@ CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 def _open(store: object, mode: str) -> CheckpointStore:
-    return store if isinstance(store, CheckpointStore) else CheckpointStore(store, mode=mode)
+    """`store` as a CheckpointStore; a job restarted after a crash takes over the dead run's
+    stale writer lease (a live writer is still refused: docs/security.md)."""
+    if isinstance(store, CheckpointStore):
+        return store
+    return CheckpointStore(store, mode=mode, takeover=mode != "r")
 
 
 def save_folder(store: object, folder: str | Path, step: int | None = None, **save_args) -> int:

@@ -42,7 +42,8 @@ class CheckpointIO(_LightningCheckpointIO):
 
     def __init__(self, store: object, *, allow_pickle: bool = False, prune: bool = False, **save_args):
         super().__init__()
-        self.store = store if isinstance(store, CheckpointStore) else CheckpointStore(store, mode="a")
+        # a job restarted after a crash takes over the dead run's stale lease; a live writer is refused
+        self.store = store if isinstance(store, CheckpointStore) else CheckpointStore(store, mode="a", takeover=True)
         self.location = _location(store)
         self.allow_pickle = allow_pickle
         self.prune = prune

@@ -20,12 +20,14 @@ This module is the facade; each job has its own module here:
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 
 from ..bounds import BoundSpec, ErrorBounds
 from ..errors import TPDEError
 from ..levels import check_level
+from . import lease as writer_lease
 from . import retention
 from .background import BackgroundSaves
 from .blobs import read_blobs
@@ -46,6 +48,10 @@ __all__ = ["CheckpointStore", "ErrorBoundArg", "StepInfo", "TensorInfo"]
 ErrorBoundArg = ErrorBounds | BoundSpec | dict | Callable[[str], BoundSpec | dict | None] | None
 
 
+def _lease_gone() -> None:
+    raise TPDEError("the CheckpointStore of this save was dropped; its writer lease is given back", "lease_lost")
+
+
 class CheckpointStore:
     """Checkpoints of one training run, stored as keyframes and deltas in a zarr store.
 
@@ -57,6 +63,13 @@ class CheckpointStore:
     saves and loads on a terminal, True/False forces it. `storage_options` go to fsspec
     for a URL (`{"endpoint_url": ..., "key": ..., "secret": ...}` for an S3 server).
     `level`: the chunk coder of this object's lossless saves, "default" or "fast" (see `save`).
+
+    One process writes a store at a time: the first save, delete, prune or clean (or
+    opening with mode "w") takes the store's writer lease, and a second writer gets a
+    TPDEError("store_locked") naming the holder. `takeover=True` takes over a *stale*
+    lease (its holder is gone; docs/security.md has the rule). Reading needs no lease.
+    `durable=False` skips the fsyncs that make a local save survive a power loss (scratch
+    runs; a crash of the process is survived either way).
     """
 
     def __init__(
@@ -70,27 +83,42 @@ class CheckpointStore:
         progress: bool | None = None,
         storage_options: dict | None = None,
         level: str = "default",
+        takeover: bool = False,
+        durable: bool = True,
     ):
         self.mode = check_mode(mode)
         self.level = check_level(level)
+        self._takeover = takeover is True
+        self._lease: writer_lease.WriterLease | None = None
+        self._release = None
         for what, value in (("keyframe_every", keyframe_every), ("chunk_elements", chunk_elements),
                             ("workers", workers)):
             if value is not None:
                 positive(what, value)
-        self._kv = KeyValueAccess(open_zarr_store(store, read_only=mode == "r", storage_options=storage_options))
+        self._kv = KeyValueAccess(open_zarr_store(store, read_only=mode == "r", storage_options=storage_options),
+                                  durable=durable is not False)
         self._catalog = Catalog(self._kv)
         self._pool = Pool(workers or min(32, os.cpu_count() or 1), progress)
         self._reader = Reader(self._catalog, self._pool)
         self._snapshots = SnapshotCache()
         self._background = BackgroundSaves()
-        settings = open_root(self._kv, mode)
+        if mode == "w":
+            self._writable()  # erasing is writing
+        try:
+            settings = open_root(self._kv, mode)
+        except BaseException:
+            self._give_back()
+            raise
         self._writer = StepWriter(
             self._reader,
             self._snapshots,
             keyframe_every or settings.get("keyframe_every", DEFAULT_KEYFRAME_EVERY),
             chunk_elements or settings.get("chunk_elements", DEFAULT_CHUNK_ELEMENTS),
         )
+        check = weakref.WeakMethod(self._check_lease)  # no cycle: an unreferenced store is collected
+        self._writer.before_commit = lambda: (check() or _lease_gone)()
         if not settings:
+            self._writable()
             create_root(self._kv, self.keyframe_every, self.chunk_elements)
 
     # ------------------------------------------------------------------ settings
@@ -117,11 +145,12 @@ class CheckpointStore:
 
     def close(self) -> None:
         """Wait for background saves (raising the first failure), then drop the in-memory
-        reconstructions (the store itself needs no closing)."""
+        reconstructions and give the writer lease back."""
         try:
             self._background.shutdown()
         finally:
             self._snapshots.clear()
+            self._give_back()
 
     # ------------------------------------------------------------------ listing
 
@@ -139,8 +168,13 @@ class CheckpointStore:
         return step_info(marker, self._manifest(step, marker), tensors=True)
 
     def history(self) -> list[StepInfo]:
-        """Summaries of every committed step (from the commit markers only)."""
-        return [step_info(m) for m in self._catalog.markers()]
+        """Summaries of every committed step (from the commit markers only); steps whose
+        marker is unreadable are left out (see `unreadable`)."""
+        return [step_info(m) for m in self._catalog.scan()[0]]
+
+    def unreadable(self) -> dict[int, str]:
+        """Committed steps whose commit marker cannot be read: {step: problem}."""
+        return self._catalog.scan()[1]
 
     # ------------------------------------------------------------------ saving
 
@@ -191,7 +225,7 @@ class CheckpointStore:
         afterwards (one just read from a file, as `tpde-pack pack` does).
         """
         self._background.wait()  # earlier save_async calls come first
-        self._check_writable()
+        self._writable()
         level = self.level if level is None else check_level(level)
         job = prepare_save(self._catalog, self._background, step, state,
                            allow_pickle=allow_pickle, meta=meta, error_bound=error_bound, blobs=blobs,
@@ -219,7 +253,7 @@ class CheckpointStore:
         plain `save`) wait for all of them and raise the first failure. Bad arguments are
         refused at once, as by `save`.
         """
-        self._check_writable()
+        self._writable()
         level = self.level if level is None else check_level(level)
         job = prepare_save(self._catalog, self._background, step, state,
                            allow_pickle=allow_pickle, meta=meta, error_bound=error_bound, blobs=blobs)
@@ -257,7 +291,7 @@ class CheckpointStore:
 
     def delete(self, step: int) -> None:
         """Delete a step. Refuses (TPDEError "has_dependents") if a later delta needs it."""
-        self._check_writable()
+        self._writable()
         self._background.wait()
         retention.delete_step(self._catalog, self._snapshots, step)
 
@@ -272,18 +306,26 @@ class CheckpointStore:
         """Delete steps except the last `keep_last`, multiples of `keep_every`, and `keep`.
 
         Steps that a kept step's delta chain needs are kept too. Returns the deleted steps.
+        Counts below 1 and policies that keep nothing are refused (see `delete_all`);
+        steps with an unreadable commit marker, and every step before them, are kept.
         """
-        self._check_writable()
+        self._writable()
         self._background.wait()
         return retention.prune(self._catalog, self._snapshots, keep_last, keep_every, keep, dry_run)
+
+    def delete_all(self, *, dry_run: bool = False) -> list[int]:
+        """Delete every committed step (the store itself stays); returns them."""
+        self._writable()
+        self._background.wait()
+        return retention.delete_all(self._catalog, self._snapshots, dry_run)
 
     def uncommitted(self) -> list[str]:
         """Leftovers of interrupted saves or deletes: step folders without a commit marker."""
         return retention.uncommitted(self._catalog)
 
     def clean(self) -> list[str]:
-        """Remove `uncommitted()` leftovers; run it only while no other process is saving."""
-        self._check_writable()
+        """Remove `uncommitted()` leftovers (the writer lease keeps other writers out)."""
+        self._writable()
         self._background.wait()
         return retention.clean(self._catalog)
 
@@ -308,3 +350,25 @@ class CheckpointStore:
     def _check_writable(self) -> None:
         if self.mode == "r":
             raise TPDEError("the store was opened read-only (mode='r')", "read_only")
+
+    def _writable(self) -> None:
+        """Check the mode and hold the writer lease (taken at the first write)."""
+        self._check_writable()
+        if self._lease is not None and self._lease.held:
+            return
+        self._give_back()
+        try:
+            self._lease = writer_lease.share(self._kv, self._kv.describe(), takeover=self._takeover)
+        except OSError as e:
+            raise TPDEError(f"{self._kv.describe()}: cannot write the writer lease ({e})", "io_error") from e
+        self._release = weakref.finalize(self, writer_lease.unshare_later, self._lease)
+
+    def _check_lease(self) -> None:
+        if self._lease is None:
+            raise TPDEError("this store object does not hold the writer lease", "lease_lost")
+        self._lease.check()
+
+    def _give_back(self) -> None:
+        release, lease, self._release, self._lease = self._release, self._lease, None, None
+        if release is not None and release.detach() is not None:
+            writer_lease.unshare(lease)  # now, not on a thread as a finalizer would

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from ..errors import TPDEError
+from ..errors import StoreIOError, TPDEError
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 
@@ -92,6 +92,8 @@ def _raise_first(jobs: list[tuple[int, Future]]) -> None:
             first = (step, error)
     if first is not None:
         step, error = first
+        if isinstance(error, StoreIOError):  # stays an OSError too
+            raise StoreIOError(f"background save of step {step} failed: {error}", error.errno, error.code) from error
         if isinstance(error, TPDEError):
             raise type(error)(f"background save of step {step} failed: {error}", error.code) from error
         raise error

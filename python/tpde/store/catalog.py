@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import TPDEError
 from .kv import KeyValueAccess
+from .names import step_from_name
 from .schema import COMMITS, ROOT_ATTRS, Manifest, Marker, commit_key, step_prefix
 
 
@@ -21,7 +22,7 @@ class Catalog:
 
     def steps(self) -> list[int]:
         """Committed steps, ascending."""
-        return sorted(int(n) for n in self.kv.list_dir(COMMITS) if n.isdigit())
+        return sorted(s for s in map(step_from_name, self.kv.list_dir(COMMITS)) if s is not None)
 
     def marker(self, step: int) -> Marker:
         """The commit marker of `step`; TPDEError "unknown_step" if it is not committed."""
@@ -41,6 +42,26 @@ class Catalog:
     def markers(self) -> list[Marker]:
         """The markers of every committed step, ascending."""
         return [self.marker(s) for s in self.steps()]
+
+    def scan(self) -> tuple[list[Marker], dict[int, str]]:
+        """The readable markers, ascending, and {step: problem} for those that are not:
+        one bad marker is that step's problem, not the whole store's."""
+        markers, unreadable = [], {}
+        for step in self.steps():
+            try:
+                markers.append(self.marker(step))
+            except TPDEError as e:
+                if e.code != "unknown_step":  # deleted meanwhile: not a problem
+                    unreadable[step] = str(e)
+        return markers, unreadable
+
+    def was_pruned(self, step: int, error: TPDEError) -> TPDEError:
+        """`error` (met while reading `step`), or "step N was pruned" when the step's marker
+        is gone now: a concurrent prune or delete removed it under the reader."""
+        if error.code == "pruned" or self.kv.exists(commit_key(step)):
+            return error
+        return TPDEError(f"step {step} was pruned (deleted by another process) while it was being read",
+                         "pruned")
 
 
 def check_step(step: object) -> int:

@@ -19,6 +19,7 @@ from zarr.core.sync import collect_aiterator, sync
 from zarr.storage import FsspecStore, LocalStore
 
 from ..errors import StorageError, TPDEError
+from . import durable as disk
 
 
 def open_zarr_store(target: object, *, read_only: bool, storage_options: dict | None = None) -> Store:
@@ -82,7 +83,9 @@ def _storage_errors(method):
         except (KeyboardInterrupt, SystemExit, MemoryError):
             raise
         except Exception as error:  # noqa: BLE001  (botocore, aiohttp, OSError...: one line each)
-            raise StorageError(f"cannot {verb} {self.describe()}: {one_line(error)}") from error
+            failure = StorageError(f"cannot {verb} {self.describe()}: {one_line(error)}")
+            failure.errno = getattr(error, "errno", None)  # ENOSPC stays ENOSPC
+            raise failure from error
 
     return wrapper
 
@@ -90,15 +93,23 @@ def _storage_errors(method):
 class KeyValueAccess:
     """Synchronous, thread-safe get/set/delete/list over a zarr `Store`."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, *, durable: bool = True):
         self.store = store
+        self.durable = durable  # fsync local writes in commit order (durable.py)
         self._prototype = default_buffer_prototype()
         self._get_sync = getattr(store, "get_sync", None)
         self._set_sync = getattr(store, "set_sync", None)
+        # the folder of a plain local store: its writes go through durable.py, its reads
+        # are checked to stay inside it
+        self.local_root = str(store.root) if type(store) is LocalStore else None
+        root = str(store.root) if isinstance(store, LocalStore) else None
+        self._real_root = os.path.realpath(root) if root is not None else None
 
     @_storage_errors
     def get(self, key: str) -> bytes | None:
         """The bytes under `key`, or None when there is no such key."""
+        if self._real_root is not None:
+            self._check_inside(key)
         if type(self.store) is LocalStore and getattr(self.store, "_is_open", False):
             # a plain local folder: read the file itself (zarr's get_sync reads it into a
             # buffer and copies it out again)
@@ -130,28 +141,46 @@ class KeyValueAccess:
             sync(self.store.set(key, buf))
 
     @_storage_errors
-    def set_uncommitted(self, key: str, value: bytes) -> None:
+    def set_uncommitted(self, key: str, value: bytes, created: set[str] | None = None) -> None:
         """Write `value` under a key of a step that is not committed yet.
 
         On a local directory this is a plain write: the step's commit marker, written last
         with `set`, is what makes the step visible, so the temporary file and rename that
         `set` does per key buy nothing here (a crash leaves an uncommitted step, which the
         next save of that step clears). Other stores, subclasses of `LocalStore` included
-        (they may override its writes), use `set`.
+        (they may override its writes), use `set`. Durable stores fsync the file; folders
+        it creates are added to `created` (see `sync_folders`).
         """
-        if type(self.store) is not LocalStore:
+        if self.local_root is None:
             self.set(key, value)
             return
         if self.store.read_only:
             raise TPDEError(f"{self.describe()} is open read-only", "read_only")
-        path = os.path.join(self.store.root, key)
-        try:
-            f = open(path, "wb")
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            f = open(path, "wb")
-        with f:
-            f.write(value)
+        disk.write_file(os.path.join(self.local_root, key), value, durable=self.durable, created=created)
+
+    @_storage_errors
+    def set_committed(self, key: str, value: bytes) -> None:
+        """Write `value` under `key` all at once (manifest, commit marker): on a local
+        directory a temporary file, fsynced, renamed into place, its folder fsynced."""
+        if self.local_root is None:
+            self.set(key, value)
+            return
+        if self.store.read_only:
+            raise TPDEError(f"{self.describe()} is open read-only", "read_only")
+        disk.write_atomic(os.path.join(self.local_root, key), value, durable=self.durable)
+
+    def sync_folders(self, created: set[str]) -> None:
+        """fsync the local folders a step's writes created (nothing elsewhere)."""
+        if self.local_root is not None and self.durable and created:
+            disk.sync_dirs(created)
+
+    def _check_inside(self, key: str) -> None:
+        """Refuse a key that resolves (through symbolic links) outside the local store:
+        the same error whether or not the outside file exists."""
+        real = os.path.realpath(os.path.join(self._real_root, key))
+        if not real.startswith(self._real_root + os.sep):
+            raise TPDEError(f"{key!r} resolves outside the store (a symbolic link?); refusing to read it",
+                            "corrupt")
 
     def has_folders(self) -> bool:
         """Whether keys are files in folders of a local directory this store may write."""
@@ -202,8 +231,10 @@ class KeyValueAccess:
 
     @_storage_errors
     def is_empty(self) -> bool:
-        """Whether the store holds no keys at all."""
-        return sync(self.store.is_empty(""))
+        """Whether the store holds no keys at all (a writer lease alone does not count)."""
+        from .lease import LEASE_KEY
+
+        return sync(self.store.is_empty("")) or not [n for n in self.list_dir("") if n != LEASE_KEY]
 
     def describe(self) -> str:
         """A short human name for the store (its path or URL), for error messages."""

@@ -32,7 +32,16 @@ class Reader:
 
     def load(self, step: int, *, allow_pickle: bool, progress: bool | None) -> object:
         """The state saved at `step` (`CheckpointStore.load`)."""
-        manifest = self.catalog.manifest(step)
+        marker = self.catalog.marker(step)
+        try:
+            return self._load(marker, allow_pickle=allow_pickle is True, progress=progress)
+        except TPDEError as e:
+            raise self.catalog.was_pruned(marker.step, e) from e
+
+    def _load(self, marker: Marker, *, allow_pickle: bool, progress: bool | None) -> object:
+        step = marker.step
+        chain = chain_markers(self.catalog, step)  # the markers' own checks first
+        manifest = self.catalog.manifest(step, marker)
         pickled = [n for n, e in manifest.arrays.items() if e.spec.kind == "pickle"]
         if pickled and not allow_pickle:
             raise TPDEError(
@@ -41,14 +50,42 @@ class Reader:
                 "pickle_refused",
             )
         names = list(manifest.arrays)
-        chain = chain_markers(self.catalog, step)
         arrays, _ = self.reconstruct(chain, manifest, names, progress=progress)
         objects = {n: from_storage(arrays[n], manifest.arrays[n].spec) for n in names}
-        return unflatten_state(manifest.tree, objects, unpickle=lambda n: pickle.loads(objects[n]))
+
+        def unpickle(name: str) -> object:
+            # the caller's allow_pickle decides, and only entries stored as pickles qualify
+            # (the manifest check refuses any other target; this is the second lock)
+            if not allow_pickle or manifest.arrays[name].spec.kind != "pickle":
+                raise TPDEError(f"step {step}: refusing to unpickle {name!r} (allow_pickle is not set, "
+                                "or it is not a pickled entry)", "pickle_refused")
+            try:
+                return pickle.loads(objects[name])
+            except Exception as e:  # noqa: BLE001 - unpickling raises anything
+                raise TPDEError(f"step {step}: cannot unpickle {name!r} ({type(e).__name__}: {e})",
+                                "corrupt") from e
+
+        try:
+            return unflatten_state(manifest.tree, objects, unpickle=unpickle)
+        except TPDEError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError,
+                RuntimeError) as e:
+            raise TPDEError(f"step {step}: the stored state skeleton is malformed ({type(e).__name__})",
+                            "corrupt") from e
 
     def load_tensor(self, step: int, name: str, index: object) -> object:
         """One tensor or a slice of it (`CheckpointStore.load_tensor`)."""
-        manifest = self.catalog.manifest(step)
+        marker = self.catalog.marker(step)
+        try:
+            return self._load_tensor(marker, name, index)
+        except TPDEError as e:
+            raise self.catalog.was_pruned(marker.step, e) from e
+
+    def _load_tensor(self, marker: Marker, name: str, index: object) -> object:
+        step = marker.step
+        chain = chain_markers(self.catalog, step)
+        manifest = self.catalog.manifest(step, marker)
         entry = manifest.arrays.get(name)
         if entry is None:
             close = difflib.get_close_matches(name, list(manifest.arrays), n=3)
@@ -58,7 +95,6 @@ class Reader:
             raise TPDEError(f"{name!r} at step {step} is a pickled object, not a tensor", "unknown_tensor")
         box, local = parse_index(index, entry.spec.shape)
         storage_box = box + tuple((0, s) for s in entry.spec.storage_shape[len(box):])
-        chain = chain_markers(self.catalog, step)
         arrays, _ = self.reconstruct(chain, manifest, [name], boxes={name: storage_box})
         picked = np.array(arrays[name][local], order="C")
         extra = len(entry.spec.storage_shape) - len(entry.spec.shape)

@@ -53,8 +53,11 @@ def open_root(kv: KeyValueAccess, mode: str) -> dict:
         hint = " (mode 'w' erases only tpde stores)" if mode == "w" else ""
         raise TPDEError(f"{where} is not a tpde checkpoint store{hint}", "not_a_store")
     if mode == "w":
+        from .lease import LEASE_KEY
+
         for key in kv.list_dir(""):
-            kv.delete(key)  # a folder key removes the folder
+            if key != LEASE_KEY:  # the lease this writer holds
+                kv.delete(key)  # a folder key removes the folder
         return {}
     if settings.get("format") != STORE_FORMAT:
         raise TPDEError(

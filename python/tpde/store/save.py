@@ -10,15 +10,17 @@ marker does, so a save that dies leaves at most an uncommitted folder (`clean`).
 from __future__ import annotations
 
 import math
+import os
 import time
 import zlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from .. import _core
 from ..bounds import describe
-from ..errors import TPDEError
+from ..errors import StoreIOError, TPDEError
 from ..state.arrays import ArraySpec
 from ..state.torch_adapter import alias_key, is_array, pickle_to_storage, shares_memory, to_storage
 from ..state.tree import flatten_state
@@ -32,6 +34,7 @@ from .info import StepInfo, step_info
 from .layout import StepLayout, step_metadata
 from .load import Reader
 from .lossy import LOSSLESS, TensorBound, encode_lossy, resolve_bounds
+from .names import check_saved_name
 from .schema import (
     DELTA,
     KEYFRAME,
@@ -97,6 +100,8 @@ def prepare_save(
     specs: dict[str, ArraySpec] = {}
     borrowed = set()
     for leaf in leaves:
+        check_saved_name(leaf.name, leaf.name)  # before anything is written
+    for leaf in leaves:
         if leaf.pickled:
             arrays[leaf.name], specs[leaf.name] = pickle_to_storage(leaf.value)
             continue
@@ -118,11 +123,28 @@ class StepWriter:
         self.snapshots = snapshots
         self.keyframe_every = keyframe_every
         self.chunk_elements = chunk_elements
+        self.before_commit: Callable[[], None] | None = None  # the writer lease's check
 
     def write(self, job: SaveJob, cross_state: bool, progress, level: str = "default") -> StepInfo:
         """Code the prepared arrays against the latest committed step and commit the step.
-        `level`: the chunk coder's level for lossless chunks ("default" or "fast")."""
+
+        If anything fails before the commit marker is in place, the step stays invisible;
+        what it wrote is a leftover (`uncommitted()`, removed by `clean()` or by the next
+        save of that step). An OSError becomes a `StoreIOError` naming the step (and the
+        tensor and chunk, for a chunk write).
+        """
+        try:
+            return self._write(job, cross_state, progress, level)
+        except OSError as e:
+            if isinstance(e, StoreIOError):
+                raise
+            state = "is committed, but" if _exists(self.kv, commit_key(job.step)) else "was not saved:"
+            raise StoreIOError(f"step {job.step} {state} {_reason(e)}", e.errno) from e
+
+    def _write(self, job: SaveJob, cross_state: bool, progress, level: str) -> StepInfo:
+        """The save itself; `level`: the chunk coder's level for lossless chunks ("default" or "fast")."""
         step, sources, specs, blobs = job.step, job.arrays, job.specs, job.blobs
+        created: set[str] = set()  # local folders this save makes (synced before the marker)
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
         # the owned arrays (kept as the next step's reference); borrowed ones are filled
         # chunk by chunk by the coding threads, each chunk copied just before it is coded
@@ -198,12 +220,16 @@ class StepWriter:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
             if layout is not None:
                 layout.wait_folder(name)
-            self.kv.set_uncommitted(f"{array_prefix(step, name)}/{grid.key(index)}", blob)
+            try:
+                self.kv.set_uncommitted(f"{array_prefix(step, name)}/{grid.key(index)}", blob, created)
+            except OSError as e:
+                raise StoreIOError(f"step {step}, tensor {name!r}, chunk {grid.key(index)}: cannot write it "
+                                   f"({_reason(e)})", e.errno) from e
             changed = 0 if ref is None else _count_changed(data, ref)
             return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
         for i, (_, stored) in enumerate(blobs):
-            self.kv.set_uncommitted(blob_key(step_prefix(step), i), stored)
+            self.kv.set_uncommitted(blob_key(step_prefix(step), i), stored, created)
         try:
             per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes,
                                       done=sum(entry.size for entry, _ in blobs))
@@ -226,7 +252,7 @@ class StepWriter:
             error_bounds=job.requested,
             blobs=[entry for entry, _ in blobs],
         )
-        marker = self.commit(manifest, layout)
+        marker = self.commit(manifest, layout, created)
         self.snapshots.keep(base, Snapshot(step, arrays, entries))
         return step_info(marker, manifest, tensors=True)
 
@@ -262,18 +288,24 @@ class StepWriter:
             return base, None
         return base, Snapshot(manifest.base_step, before, {})
 
-    def commit(self, manifest: Manifest, layout: StepLayout | None = None) -> Marker:
+    def commit(self, manifest: Manifest, layout: StepLayout | None = None, created: set[str] | None = None) -> Marker:
         """Write a step's metadata (unless `layout` wrote it while coding), then its
-        manifest, then (last) its commit marker."""
+        manifest, then (last) its commit marker; on durable local stores every file and
+        the folders in `created` (and those `layout` made) are synced first."""
         step = manifest.step
+        created = set() if created is None else created
         if layout is not None:
             layout.finish()
+            created.update(layout.made)
+            created.update(os.path.dirname(folder) for folder in layout.made)
         else:
             meta = step_metadata(step, {n: e.spec for n, e in manifest.arrays.items()},
                                  {n: e.chunks for n, e in manifest.arrays.items()})
-            self.pool.run(self.kv.set_uncommitted, list(meta.items()), "", False, [len(v) for v in meta.values()])
+            self.pool.run(lambda key, value: self.kv.set_uncommitted(key, value, created), list(meta.items()), "",
+                          False, [len(v) for v in meta.values()])
+        self.kv.sync_folders(created)
         body = manifest.to_bytes()
-        self.kv.set(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
+        self.kv.set_committed(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
         entries = manifest.arrays.values()
         marker = Marker(
             step=step,
@@ -289,7 +321,9 @@ class StepWriter:
             lossy=any(e.error_bound is not None for e in entries),
             predicted=any(e.predict is not None for e in entries),
         )
-        self.kv.set(commit_key(step), marker.to_bytes())
+        if self.before_commit is not None:
+            self.before_commit()  # a writer that lost its lease commits nothing
+        self.kv.set_committed(commit_key(step), marker.to_bytes())
         return marker
 
 
@@ -323,6 +357,18 @@ def _entries(
             predict=predict,
         )
     return entries
+
+
+def _exists(kv, key: str) -> bool:
+    try:
+        return kv.exists(key)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _reason(error: OSError) -> str:
+    """'No space left on device' and the like, without the path of a temporary file."""
+    return error.strerror or str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:

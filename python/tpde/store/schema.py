@@ -113,11 +113,13 @@ class Marker:
     @classmethod
     def from_bytes(cls, step: int, data: bytes) -> Marker:
         """Parse a marker; a truncated or foreign one raises TPDEError("corrupt")."""
+        from .wellformed import check_marker_fields
+
         try:
             fields = json.loads(data)
-            marker = cls(**fields)
-        except (ValueError, TypeError) as e:
-            raise TPDEError(f"commit marker of step {step} is unreadable ({e})", "corrupt") from e
+        except (ValueError, RecursionError) as e:
+            raise TPDEError(f"commit marker of step {step} is unreadable ({_short(e)})", "corrupt") from e
+        marker = cls(**check_marker_fields(fields, step))
         if marker.step != step:
             raise TPDEError(f"commit marker of step {step} names step {marker.step}", "corrupt")
         return marker
@@ -226,16 +228,22 @@ class Manifest:
             raise TPDEError(f"step {step} is committed but its manifest is missing", "corrupt")
         if zlib.crc32(data) != marker.manifest_crc32:
             raise TPDEError(f"manifest of step {step} does not match its commit marker", "corrupt")
+        from .wellformed import check_manifest_body
+
         try:
-            body = json.loads(data)["tpde_step"]
-        except (ValueError, KeyError, TypeError, RecursionError) as e:  # RecursionError: nested too deep
-            raise TPDEError(f"manifest of step {step} is unreadable ({type(e).__name__})", "corrupt") from None
+            doc = json.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise TPDEError(f"manifest of step {step} is unreadable ({_short(e)})", "corrupt") from e
+        body = doc.get("tpde_step") if isinstance(doc, dict) else None
+        if not isinstance(body, dict):
+            raise TPDEError(f"manifest of step {step} has no tpde_step object", "corrupt")
         if body.get("format") not in READABLE_FORMATS:
             raise TPDEError(
                 f"step {step} uses store format {body.get('format')}; this tpde reads "
                 f"formats {', '.join(map(str, READABLE_FORMATS))}",
                 "unsupported_version",
             )
+        check_manifest_body(body, marker)
         arrays = {n: ArrayEntry.from_json(n, e) for n, e in body["arrays"].items()}
         return cls(
             step=step,
@@ -250,3 +258,8 @@ class Manifest:
             error_bounds=body.get("error_bounds"),
             blobs=blob_entries(body.get("blobs"), step) if body["format"] == STORE_FORMAT_BLOBS else [],
         )
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) <= 100 else text[:97] + "..."
