@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 
+from ..errors import StoreIOError
 from ..state.arrays import ArraySpec
 from .kv import KeyValueAccess
 from .schema import ROOT_GROUP, array_prefix, group_bytes, step_prefix, zarray_bytes
@@ -53,7 +54,10 @@ class StepLayout:
                 self.made += self.kv.make_folders([array_prefix(self.step, name)], known)
                 self._ready[name].set()
             for key, value in self.meta.items():
-                self.kv.set_uncommitted(key, value)
+                try:
+                    self.kv.set_uncommitted(key, value)
+                except OSError as e:
+                    raise StoreIOError(f"step {self.step}: cannot write {key} ({e.strerror or e})", e.errno) from e
         except BaseException as e:  # noqa: BLE001  (handed to the coding threads and the commit)
             self._error = e
         finally:
