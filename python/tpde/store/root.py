@@ -11,7 +11,7 @@ from ..errors import TPDEError
 from .kv import KeyValueAccess
 from .schema import ROOT_ATTRS, ROOT_GROUP, STEPS, STORE_FORMAT, group_bytes, json_bytes
 
-DEFAULT_KEYFRAME_EVERY = 16
+DEFAULT_KEYFRAME_EVERY = 8  # docs/design.md section 3.0
 DEFAULT_CHUNK_ELEMENTS = 2**20
 MODES = ("r", "r+", "a", "w", "w-")
 
