@@ -309,3 +309,25 @@ def torch_tensor():
     import torch
 
     return torch.arange(6, dtype=torch.float32)
+
+
+def test_a_finalizer_never_waits_for_the_lease_lock(tmp_path):
+    """A store object collected on a thread that `share` is starting (while it holds the
+    lock) must not wait for that lock: that was a deadlock. Its lease is given back later."""
+    import threading
+
+    from tpde.store import lease as lease_mod
+
+    path = tmp_path / "s"
+    CheckpointStore(path).close()
+    lease = lease_mod.share(KeyValueAccess(open_zarr_store(path, read_only=False)), "s")
+    assert (path / LEASE_KEY).exists()
+    returned = threading.Event()
+    with lease_mod._shared_lock:  # as share() holds it while it starts the heartbeat thread
+        worker = threading.Thread(target=lambda: (lease_mod.unshare_later(lease), returned.set()))
+        worker.start()
+        assert returned.wait(10)
+        assert (path / LEASE_KEY).exists()  # deferred, not lost
+    worker.join()
+    lease_mod.release_deferred()
+    assert not (path / LEASE_KEY).exists()
