@@ -9,6 +9,7 @@ calls that work from worker threads. Stores with zarr's own synchronous methods
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 from pathlib import Path
@@ -104,16 +105,17 @@ class KeyValueAccess:
         self.local_root = str(store.root) if type(store) is LocalStore else None
         root = str(store.root) if isinstance(store, LocalStore) else None
         self._real_root = os.path.realpath(root) if root is not None else None
+        self._inside: set[str] = set()  # folders (keys) seen to resolve inside the store
 
     @_storage_errors
     def get(self, key: str) -> bytes | None:
         """The bytes under `key`, or None when there is no such key."""
-        if self._real_root is not None:
-            self._check_inside(key)
         if type(self.store) is LocalStore and getattr(self.store, "_is_open", False):
             # a plain local folder: read the file itself (zarr's get_sync reads it into a
             # buffer and copies it out again)
-            return _read_file(os.path.join(self.store.root, key))
+            return self._read_local(key)
+        if self._real_root is not None:
+            self._check_inside(key)
         if self._get_sync is not None:
             buf = self._get_sync(key, prototype=self._prototype)
         else:
@@ -141,7 +143,8 @@ class KeyValueAccess:
             sync(self.store.set(key, buf))
 
     @_storage_errors
-    def set_uncommitted(self, key: str, value: bytes, created: set[str] | None = None) -> None:
+    def set_uncommitted(self, key: str, value: bytes, created: set[str] | None = None,
+                        flusher: disk.Flusher | None = None) -> None:
         """Write `value` under a key of a step that is not committed yet.
 
         On a local directory this is a plain write: the step's commit marker, written last
@@ -149,14 +152,16 @@ class KeyValueAccess:
         `set` does per key buy nothing here (a crash leaves an uncommitted step, which the
         next save of that step clears). Other stores, subclasses of `LocalStore` included
         (they may override its writes), use `set`. Durable stores fsync the file; folders
-        it creates are added to `created` (see `sync_folders`).
+        it creates are added to `created` (see `sync_folders`); with `flusher`, on its
+        threads (synced once `flusher.wait()` returns).
         """
         if self.local_root is None:
             self.set(key, value)
             return
         if self.store.read_only:
             raise TPDEError(f"{self.describe()} is open read-only", "read_only")
-        disk.write_file(os.path.join(self.local_root, key), value, durable=self.durable, created=created)
+        disk.write_file(os.path.join(self.local_root, key), value, durable=self.durable, created=created,
+                        flusher=flusher)
 
     @_storage_errors
     def set_committed(self, key: str, value: bytes) -> None:
@@ -169,10 +174,38 @@ class KeyValueAccess:
             raise TPDEError(f"{self.describe()} is open read-only", "read_only")
         disk.write_atomic(os.path.join(self.local_root, key), value, durable=self.durable)
 
-    def sync_folders(self, created: set[str]) -> None:
-        """fsync the local folders a step's writes created (nothing elsewhere)."""
+    def flusher(self) -> disk.Flusher | None:
+        """A save's fsync threads (`durable.Flusher`) on a durable local store, else None."""
+        return disk.Flusher() if self.local_root is not None and self.durable else None
+
+    def sync_folders(self, created: set[str], flusher: disk.Flusher | None = None) -> None:
+        """fsync the local folders a step's writes created (nothing elsewhere); with
+        `flusher`, all at once on its threads, and wait for them and for every file
+        handed to it before."""
         if self.local_root is not None and self.durable and created:
-            disk.sync_dirs(created)
+            disk.sync_dirs(created, flusher)
+        if flusher is not None:
+            flusher.wait()
+
+    def _read_local(self, key: str) -> bytes | None:
+        """A key's file of a plain local store, checked as `_check_inside` does, at the
+        cost of one path resolution per folder: the folder's once (then remembered), the
+        file itself opened without following a symbolic link (one is checked in full)."""
+        folder = key.rpartition("/")[0]
+        if folder not in self._inside:
+            real = os.path.realpath(os.path.join(self._real_root, folder))
+            if real != self._real_root and not real.startswith(self._real_root + os.sep):
+                self._check_inside(key)  # raises, naming the key
+            else:
+                self._inside.add(folder)
+        path = os.path.join(self.store.root, key)
+        try:
+            return _read_file(path, follow=False)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+        self._check_inside(key)  # the file is a symbolic link
+        return _read_file(path)
 
     def _check_inside(self, key: str) -> None:
         """Refuse a key that resolves (through symbolic links) outside the local store:
@@ -241,10 +274,12 @@ class KeyValueAccess:
         return describe_store(self.store)
 
 
-def _read_file(path: str) -> bytes | None:
-    """A whole file's bytes (None when there is no such file), as `LocalStore.get_sync`."""
+def _read_file(path: str, follow: bool = True) -> bytes | None:
+    """A whole file's bytes (None when there is no such file), as `LocalStore.get_sync`.
+    `follow=False`: a symbolic link raises OSError(ELOOP)."""
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     try:
-        with open(path, "rb", buffering=0) as f:
+        with open(os.open(path, flags), "rb", buffering=0) as f:
             return f.readall()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None

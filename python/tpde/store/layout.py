@@ -16,6 +16,7 @@ import threading
 
 from ..errors import StoreIOError
 from ..state.arrays import ArraySpec
+from .durable import Flusher
 from .kv import KeyValueAccess
 from .schema import ROOT_GROUP, array_prefix, group_bytes, step_prefix, zarray_bytes
 
@@ -36,8 +37,9 @@ class StepLayout:
     started at once; `order`: the arrays in the order their chunks are coded."""
 
     def __init__(self, kv: KeyValueAccess, step: int, specs: dict[str, ArraySpec], chunks: dict[str, tuple],
-                 order: list[str]):
+                 order: list[str], flusher: Flusher | None = None):
         self.kv = kv
+        self.flusher = flusher  # the save's fsync threads (durable stores)
         self.step = step
         self.meta = step_metadata(step, specs, chunks)
         self.order = order
@@ -55,7 +57,7 @@ class StepLayout:
                 self._ready[name].set()
             for key, value in self.meta.items():
                 try:
-                    self.kv.set_uncommitted(key, value)
+                    self.kv.set_uncommitted(key, value, flusher=self.flusher)
                 except OSError as e:
                     raise StoreIOError(f"step {self.step}: cannot write {key} ({e.strerror or e})", e.errno) from e
         except BaseException as e:  # noqa: BLE001  (handed to the coding threads and the commit)

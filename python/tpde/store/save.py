@@ -133,15 +133,19 @@ class StepWriter:
         save of that step). An OSError becomes a `StoreIOError` naming the step (and the
         tensor and chunk, for a chunk write).
         """
+        flusher = self.kv.flusher()  # durable local stores: the fsyncs, on threads of their own
         try:
-            return self._write(job, cross_state, progress, level)
+            return self._write(job, cross_state, progress, level, flusher)
         except OSError as e:
             if isinstance(e, StoreIOError):
                 raise
             state = "is committed, but" if _exists(self.kv, commit_key(job.step)) else "was not saved:"
             raise StoreIOError(f"step {job.step} {state} {_reason(e)}", e.errno) from e
+        finally:
+            if flusher is not None:
+                flusher.close()
 
-    def _write(self, job: SaveJob, cross_state: bool, progress, level: str) -> StepInfo:
+    def _write(self, job: SaveJob, cross_state: bool, progress, level: str, flusher=None) -> StepInfo:
         """The save itself; `level`: the chunk coder's level for lossless chunks ("default" or "fast")."""
         step, sources, specs, blobs = job.step, job.arrays, job.specs, job.blobs
         created: set[str] = set()  # local folders this save makes (synced before the marker)
@@ -169,7 +173,7 @@ class StepWriter:
         layout = None  # a local directory: folders and metadata files made while coding
         if self.kv.has_folders():
             order = list(dict.fromkeys(n for names, _ in tasks for n in names))
-            layout = StepLayout(self.kv, step, specs, chunks, order + [n for n in specs if n not in order])
+            layout = StepLayout(self.kv, step, specs, chunks, order + [n for n in specs if n not in order], flusher)
 
         def encode_group(names: tuple[str, ...], index: tuple) -> list[Coded]:
             coded_here: dict[str, np.ndarray] = {}  # this step's reconstructions of the group
@@ -221,7 +225,7 @@ class StepWriter:
             if layout is not None:
                 layout.wait_folder(name)
             try:
-                self.kv.set_uncommitted(f"{array_prefix(step, name)}/{grid.key(index)}", blob, created)
+                self.kv.set_uncommitted(f"{array_prefix(step, name)}/{grid.key(index)}", blob, created, flusher)
             except OSError as e:
                 raise StoreIOError(f"step {step}, tensor {name!r}, chunk {grid.key(index)}: cannot write it "
                                    f"({_reason(e)})", e.errno) from e
@@ -229,7 +233,7 @@ class StepWriter:
             return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
         for i, (_, stored) in enumerate(blobs):
-            self.kv.set_uncommitted(blob_key(step_prefix(step), i), stored, created)
+            self.kv.set_uncommitted(blob_key(step_prefix(step), i), stored, created, flusher)
         try:
             per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes,
                                       done=sum(entry.size for entry, _ in blobs))
@@ -252,7 +256,7 @@ class StepWriter:
             error_bounds=job.requested,
             blobs=[entry for entry, _ in blobs],
         )
-        marker = self.commit(manifest, layout, created)
+        marker = self.commit(manifest, layout, created, flusher)
         self.snapshots.keep(base, Snapshot(step, arrays, entries))
         return step_info(marker, manifest, tensors=True)
 
@@ -288,7 +292,8 @@ class StepWriter:
             return base, None
         return base, Snapshot(manifest.base_step, before, {})
 
-    def commit(self, manifest: Manifest, layout: StepLayout | None = None, created: set[str] | None = None) -> Marker:
+    def commit(self, manifest: Manifest, layout: StepLayout | None = None, created: set[str] | None = None,
+               flusher=None) -> Marker:
         """Write a step's metadata (unless `layout` wrote it while coding), then its
         manifest, then (last) its commit marker; on durable local stores every file and
         the folders in `created` (and those `layout` made) are synced first."""
@@ -301,9 +306,9 @@ class StepWriter:
         else:
             meta = step_metadata(step, {n: e.spec for n, e in manifest.arrays.items()},
                                  {n: e.chunks for n, e in manifest.arrays.items()})
-            self.pool.run(lambda key, value: self.kv.set_uncommitted(key, value, created), list(meta.items()), "",
-                          False, [len(v) for v in meta.values()])
-        self.kv.sync_folders(created)
+            self.pool.run(lambda key, value: self.kv.set_uncommitted(key, value, created, flusher),
+                          list(meta.items()), "", False, [len(v) for v in meta.values()])
+        self.kv.sync_folders(created, flusher)  # and wait for every file's fsync
         body = manifest.to_bytes()
         self.kv.set_committed(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
         entries = manifest.arrays.values()
