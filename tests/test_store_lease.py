@@ -316,7 +316,7 @@ def test_a_finalizer_never_waits_for_the_lease_lock(tmp_path):
     lock) must not wait for that lock: that was a deadlock. Its lease is given back later."""
     import threading
 
-    from tpde.store import lease as lease_mod
+    from tpde.store import lease_share as lease_mod
 
     path = tmp_path / "s"
     CheckpointStore(path).close()

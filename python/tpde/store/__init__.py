@@ -28,7 +28,7 @@ from ..bounds import BoundSpec, ErrorBounds
 from ..errors import TPDEError
 from ..levels import check_level
 from . import lease as writer_lease
-from . import retention
+from . import lease_share, retention
 from .background import BackgroundSaves
 from .blobs import read_blobs
 from .catalog import Catalog
@@ -358,10 +358,10 @@ class CheckpointStore:
             return
         self._give_back()
         try:
-            self._lease = writer_lease.share(self._kv, self._kv.describe(), takeover=self._takeover)
+            self._lease = lease_share.share(self._kv, self._kv.describe(), takeover=self._takeover)
         except OSError as e:
             raise TPDEError(f"{self._kv.describe()}: cannot write the writer lease ({e})", "io_error") from e
-        self._release = weakref.finalize(self, writer_lease.unshare_later, self._lease)
+        self._release = weakref.finalize(self, lease_share.unshare_later, self._lease)
 
     def _check_lease(self) -> None:
         if self._lease is None:
@@ -371,4 +371,4 @@ class CheckpointStore:
     def _give_back(self) -> None:
         release, lease, self._release, self._lease = self._release, self._lease, None, None
         if release is not None and release.detach() is not None:
-            writer_lease.unshare(lease)  # now, not on a thread as a finalizer would
+            lease_share.unshare(lease)  # now, not on a thread as a finalizer would
