@@ -191,6 +191,32 @@ WRITER = textwrap.dedent(
 )
 
 
+def test_a_lease_being_created_is_never_read_half_written(tmp_path):
+    """A claimant that reads the lease while another process creates it must see either no
+    lease or the whole of it: a half-written one reads as unreadable, which is stale, and
+    the second writer was told to take over a live writer's lease (a CI failure)."""
+    from tpde.store.lease import _LocalBackend
+
+    backend = _LocalBackend(str(tmp_path))
+    data = LeaseInfo(owner="a" * 32, pid=os.getpid(), host=HOST, boot=BOOT, started=time.time(),
+                     heartbeat=time.time(), pid_start=None).to_bytes()
+    script = textwrap.dedent(f"""
+        import sys
+        from tpde.store.lease import _LocalBackend
+        backend, data = _LocalBackend({str(tmp_path)!r}), {data!r}
+        for _ in range(3000):
+            assert backend.create(data)
+            assert backend.remove_if(data)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    seen = set()
+    while child.poll() is None:
+        seen.add(backend.read())
+    assert child.wait() == 0
+    assert seen <= {None, data} and data in seen
+    assert os.listdir(tmp_path) == []  # no temporary file left behind
+
+
 @pytest.mark.slow
 def test_two_writer_processes(tmp_path):
     """Two processes save to one store for a few seconds: one wins the lease, the other

@@ -4,8 +4,9 @@ A writer (any `CheckpointStore` that saves, deletes, prunes or cleans) first tak
 lease, a small JSON object at the store's root (`writer.lease`) naming its owner token,
 pid, host, boot id, start time and heartbeat. Readers never look at it.
 
-- Local directories: the lease file is created with O_CREAT|O_EXCL (atomic on local file
-  systems; NFSv3+ too).
+- Local directories: the lease is written under a temporary name and hard-linked to its own
+  (atomic, fails if the name exists, and no one reads it half-written; local file systems and
+  NFS), or created with O_CREAT|O_EXCL where the file system has no hard links.
 - Other stores: the object is created conditionally where the store can (S3's If-None-Match
   through s3fs, zarr's `set_if_not_exists` on stores that implement it atomically), then
   read back after a short pause: whoever reads back its own token holds the lease.
@@ -140,14 +141,39 @@ def new_lease() -> LeaseInfo:
 
 
 class _LocalBackend:
-    """The lease as a file in a local directory (O_CREAT|O_EXCL)."""
+    """The lease as a file in a local directory (written aside, then hard-linked)."""
 
     def __init__(self, root: str):
         self.root = root
         self.path = os.path.join(root, LEASE_KEY)
 
     def create(self, data: bytes) -> bool:
+        """Create the lease holding `data` unless one exists. The bytes are written and
+        synced under a temporary name first and then hard-linked to the lease's name (a
+        link fails if the name exists), so a racing writer never reads a half-written
+        lease and takes it for a stale one."""
         os.makedirs(self.root, exist_ok=True)
+        tmp = f"{self.path}.{uuid.uuid4().hex}.new"
+        with open(tmp, "wb") as f:
+            try:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            except BaseException:
+                f.close()
+                os.unlink(tmp)  # a lease we could not write (full disk) must not lock anyone out
+                raise
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: an exclusive create, then the bytes
+            return self._create_exclusive(data)
+        finally:
+            os.unlink(tmp)
+
+    def _create_exclusive(self, data: bytes) -> bool:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -158,7 +184,7 @@ class _LocalBackend:
             os.fsync(fd)
         except BaseException:
             os.close(fd)
-            os.unlink(self.path)  # a lease we could not write (full disk) must not lock anyone out
+            os.unlink(self.path)
             raise
         os.close(fd)
         return True
