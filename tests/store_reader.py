@@ -69,7 +69,7 @@ class Store:
         if data is None or zlib.crc32(data) != marker["manifest_crc32"]:
             raise StoreError("corrupt", f"manifest of step {step}")
         manifest = json.loads(data)["tpde_step"]
-        if manifest["format"] not in (1, 2, 3):
+        if manifest["format"] not in (1, 2, 3, 4):
             raise StoreError("unsupported_version", f"manifest format {manifest['format']}")
         if manifest["step"] != step or manifest["kind"] != marker["kind"]:
             raise StoreError("corrupt", "manifest and marker disagree")
@@ -178,9 +178,18 @@ def reconstruct(store: Store, step: int, names: list[str]) -> dict[str, list[byt
                             len(inputs) != {"adam_direction": 2, "scaled_delta": 3}[kind]:
                         raise StoreError("corrupt", f"prediction term {kind}")
             _, indices = grid(entry)
+            ranges = entry.get("bundle")  # section 13
+            if ranges is not None and (not isinstance(ranges, list) or len(ranges) != len(indices)):
+                raise StoreError("corrupt", f"bundle ranges of {name}")
+            bundle = store.get(f"steps/{marker['step']}/.bundle") if ranges else None
             chunks = []
             for flat, index in enumerate(indices):
-                blob = store.get(f"steps/{marker['step']}/{name}/{chunk_key(index)}")
+                if ranges is None:
+                    blob = store.get(f"steps/{marker['step']}/{name}/{chunk_key(index)}")
+                else:
+                    offset, length = ranges[flat]
+                    blob = None if bundle is None or offset + length > len(bundle) else \
+                        bundle[offset:offset + length]
                 if blob is None:
                     raise StoreError("missing_reference", f"chunk {name} {index}")
                 if j == 0:
@@ -311,8 +320,9 @@ def read_step(root: Path, step: int, *, allow_pickle: bool = False) -> dict:
 
 
 def read_blobs(store: Store, manifest: dict) -> dict[str, bytes]:
-    """Section 11: the blobs of a manifest of format 3, checked (none for formats 1 and 2)."""
-    if manifest["format"] != 3:
+    """Section 11: the blobs of a manifest of format 3 or 4, checked (none for formats 1
+    and 2, nor for format 4 without a `blobs` list)."""
+    if manifest["format"] < 3 or (manifest["format"] == 4 and "blobs" not in manifest):
         return {}
     out: dict[str, bytes] = {}
     for i, entry in enumerate(manifest["blobs"]):

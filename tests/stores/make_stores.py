@@ -233,7 +233,41 @@ def make_v3(store_dir: Path) -> dict:
     return {"allow_pickle": False}
 
 
-MAKERS = {"v1": (1, make_v1), "v2": (2, make_v2), "v3": (3, make_v3), "v1-first-writer": (1, make_v1_first_writer)}
+def make_v4(store_dir: Path) -> dict:
+    """Store format 4: bundled arrays (manifest format 4). Small tensors bundled (one chunk,
+    three chunks with edge padding, 0-d, empty) beside multi-chunk arrays with keys of their
+    own; AdamW moments with cross-state predictions on bundled arrays; blobs in one step;
+    then, the setting turned off, a keyframe without bundles (manifest format 1) and a delta."""
+    import tpde.store.save as writer
+
+    if not hasattr(writer, "PREDICTION_COST"):
+        raise SystemExit("tpde.store.save.PREDICTION_COST moved: update make_v4")
+    writer.PREDICTION_COST = -(1 << 30)
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Linear(24, 16), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    extra = {"multi": torch.randn(150), "scalar": torch.tensor(1.5), "empty": torch.empty(0, 3)}
+    store = tpde.CheckpointStore(store_dir, mode="w-", keyframe_every=8, chunk_elements=64, bundle_below=200,
+                                 workers=1)
+    for step in (0, 10, 20, 30, 40):
+        ((model(torch.randn(4, 24)) ** 2).mean()).backward()
+        opt.step()
+        opt.zero_grad()
+        extra = {**extra, "multi": extra["multi"] + 0.01 * torch.randn(150), "scalar": extra["scalar"] + 1}
+        if step == 30:
+            store.bundle_below = 0
+        blobs = {"trainer_state.json": json.dumps({"global_step": step}).encode()} if step == 20 else None
+        info = store.save(step, {"model": model.state_dict(), "optimizer": opt.state_dict(), "extra": extra},
+                          blobs=blobs, cross_state=step in (10, 20))
+        if (info.kind == "keyframe") != (step in (0, 30)):
+            raise SystemExit(f"step {step} is a {info.kind}: the v4 store would not cover the layout change")
+        if step in (10, 20) and not info.predicted:
+            raise SystemExit(f"step {step} took no prediction: the v4 store would not cover it")
+    return {"allow_pickle": False}
+
+
+MAKERS = {"v1": (1, make_v1), "v2": (2, make_v2), "v3": (3, make_v3), "v4": (4, make_v4),
+          "v1-first-writer": (1, make_v1_first_writer)}
 
 
 def main(argv: list[str]) -> int:

@@ -36,7 +36,16 @@ from .info import StepInfo, TensorInfo, step_info
 from .kv import KeyValueAccess, open_zarr_store
 from .load import Reader
 from .parallel import Pool
-from .root import DEFAULT_CHUNK_ELEMENTS, DEFAULT_KEYFRAME_EVERY, check_mode, create_root, open_root, positive
+from .bundle import check_bundle_below
+from .root import (
+    DEFAULT_CHUNK_ELEMENTS,
+    DEFAULT_KEYFRAME_EVERY,
+    bundle_setting,
+    check_mode,
+    create_root,
+    open_root,
+    positive,
+)
 from .save import StepWriter, prepare_save
 from .schema import Manifest, Marker
 from .snapshots import SnapshotCache
@@ -59,6 +68,9 @@ class CheckpointStore:
     "r+" existing store, "a" open or create, "w" create (erasing what is there),
     "w-" create, failing if something is there. `keyframe_every` and `chunk_elements`
     apply to steps this object saves (None: the store's setting, else the default).
+    `bundle_below`: arrays of fewer elements (biases, norms, counters) are saved into one
+    object per step, the step's bundle, instead of objects of their own (0: never; None:
+    the store's setting, 65,536 for a new store, 0 for a store made before bundles).
     `workers` threads code chunks in parallel. `progress`: None shows a bar for large
     saves and loads on a terminal, True/False forces it. `storage_options` go to fsspec
     for a URL (`{"endpoint_url": ..., "key": ..., "secret": ...}` for an S3 server).
@@ -79,6 +91,7 @@ class CheckpointStore:
         *,
         keyframe_every: int | None = None,
         chunk_elements: int | None = None,
+        bundle_below: int | None = None,
         workers: int | None = None,
         progress: bool | None = None,
         storage_options: dict | None = None,
@@ -114,12 +127,13 @@ class CheckpointStore:
             self._snapshots,
             keyframe_every or settings.get("keyframe_every", DEFAULT_KEYFRAME_EVERY),
             chunk_elements or settings.get("chunk_elements", DEFAULT_CHUNK_ELEMENTS),
+            bundle_setting(bundle_below, settings),
         )
         check = weakref.WeakMethod(self._check_lease)  # no cycle: an unreferenced store is collected
         self._writer.before_commit = lambda: (check() or _lease_gone)()
         if not settings:
             self._writable()
-            create_root(self._kv, self.keyframe_every, self.chunk_elements)
+            create_root(self._kv, self.keyframe_every, self.chunk_elements, self.bundle_below)
 
     # ------------------------------------------------------------------ settings
 
@@ -129,6 +143,9 @@ class CheckpointStore:
     chunk_elements = property(lambda self: self._writer.chunk_elements,
                               lambda self, v: setattr(self._writer, "chunk_elements", v),
                               doc="About how many elements one chunk of a saved array holds.")
+    bundle_below = property(lambda self: self._writer.bundle_below,
+                            lambda self, v: setattr(self._writer, "bundle_below", check_bundle_below(v)),
+                            doc="Arrays of fewer elements are saved into their step's bundle (one object).")
     workers = property(lambda self: self._pool.workers, lambda self, v: setattr(self._pool, "workers", v),
                        doc="Threads that code and decode chunks.")
     progress = property(lambda self: self._pool.progress, lambda self, v: setattr(self._pool, "progress", v),

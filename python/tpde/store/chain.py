@@ -16,9 +16,9 @@ from ..dtypes import storage_dtype
 from ..errors import TPDEError
 from . import cross_state as xs
 from .catalog import Catalog
+from .bundle import ChunkFetcher
 from .grid import ChunkGrid, Index
-from .kv import KeyValueAccess
-from .schema import DELTA, ArrayEntry, Manifest, Marker, array_prefix
+from .schema import DELTA, ArrayEntry, Manifest, Marker
 
 
 def chain_markers(catalog: Catalog, step: int) -> list[Marker]:
@@ -51,13 +51,15 @@ def chain_markers(catalog: Catalog, step: int) -> list[Marker]:
 
 class ChainSteps:
     """The manifests a chain decode needs: only the last step's, unless some step of the
-    chain has cross-state predictions (its commit marker says so); then every step's."""
+    chain has cross-state predictions (its commit marker says so) or the last step has
+    bundled arrays (so, by the chain rules, every step has: their places differ by step);
+    then every step's."""
 
     def __init__(self, catalog: Catalog, chain: list[Marker], manifest: Manifest):
         self.chain = chain
         self.last = manifest
         self.manifests: list[Manifest] | None = None
-        if any(m.predicted for m in chain):
+        if any(m.predicted for m in chain) or manifest.bundled():
             self.manifests = [manifest if m.step == manifest.step else catalog.manifest(m.step, m) for m in chain]
         self._plans = [self._plan_of(j) for j in range(len(chain))]
 
@@ -92,6 +94,16 @@ class ChainSteps:
         if self.manifests is None:
             return list(group)
         return [n for n in group if n in self.manifests[j].arrays]
+
+    def entry_at(self, j: int, name: str) -> ArrayEntry:
+        """Tensor `name`'s manifest entry at chain step j (where it is present)."""
+        if self.manifests is None:
+            return self.last.arrays[name]
+        entry = self.manifests[j].arrays[name]
+        if (entry.bundle is None) != (self.last.arrays[name].bundle is None):
+            raise TPDEError(f"step {self.chain[j].step}, tensor {name!r}: bundled at some steps of its chain "
+                            "and not at others", "corrupt")
+        return entry
 
     def entry(self, name: str) -> ArrayEntry:
         """The latest manifest entry of tensor `name` along the chain."""
@@ -129,7 +141,7 @@ class ChainSteps:
 
 
 def decode_chunk(
-    kv: KeyValueAccess, steps: ChainSteps, group, grid: ChunkGrid, index: Index, seed: dict,
+    fetcher: ChunkFetcher, steps: ChainSteps, group, grid: ChunkGrid, index: Index, seed: dict,
     into: dict[str, np.ndarray] | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Reconstructions of one chunk of each tensor of `group` at the last two steps of
@@ -156,7 +168,7 @@ def decode_chunk(
     key = grid.key(index)
     flat = int(np.ravel_multi_index(index, grid.grid))
     wanted = [(j, n) for j in range(start, len(chain)) for n in steps.present(j, group)]
-    blobs = dict(zip(wanted, kv.get_many([f"{array_prefix(chain[j].step, n)}/{key}" for j, n in wanted])))
+    blobs = dict(zip(wanted, fetcher.fetch([(chain[j].step, steps.entry_at(j, n), key, flat) for j, n in wanted])))
     for j in range(start, len(chain)):
         marker, plan = chain[j], steps.plan(j)
         decoded: dict[str, np.ndarray] = {}

@@ -47,6 +47,13 @@ class ChunkGrid:
         """Every chunk index, in C order."""
         return itertools.product(*(range(n) for n in self.grid))
 
+    def flat(self, index: Index) -> int:
+        """Position of chunk `index` in C order of the chunk indices."""
+        flat = 0
+        for i, n in zip(index, self.grid):
+            flat = flat * n + i
+        return flat
+
     def key(self, index: Index) -> str:
         """zarr v2 chunk key ("0.3.0"; "0" for a 0-d array)."""
         return ".".join(map(str, index)) if index else "0"

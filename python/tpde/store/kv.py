@@ -14,7 +14,7 @@ import functools
 import os
 from pathlib import Path
 
-from zarr.abc.store import Store
+from zarr.abc.store import RangeByteRequest, Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import collect_aiterator, sync
 from zarr.storage import FsspecStore, LocalStore
@@ -73,7 +73,8 @@ def one_line(error: BaseException) -> str:
 
 def _storage_errors(method):
     """Turn any failure of the underlying store into one StorageError line naming the store."""
-    verb = "read" if method.__name__ in ("get", "get_many", "list_dir", "exists", "is_empty") else "write to"
+    verb = "read" if method.__name__ in ("get", "get_many", "get_ranges", "list_dir", "exists", "is_empty") \
+        else "write to"
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -134,6 +135,36 @@ class KeyValueAccess:
         return [None if b is None else b.to_bytes() for b in sync(fetch())]
 
     @_storage_errors
+    def get_ranges(self, ranges: list[tuple[str, int, int]]) -> list[bytes | None]:
+        """The bytes `[offset, offset + length)` of each `(key, offset, length)`: None when
+        the key is missing or holds fewer bytes (fetched concurrently on stores without
+        sync access)."""
+        if type(self.store) is LocalStore and getattr(self.store, "_is_open", False):
+            return [self._read_local(key, (offset, length)) for key, offset, length in ranges]
+        if self._real_root is not None:
+            for key, _, _ in ranges:
+                self._check_inside(key)
+
+        def request(offset: int, length: int) -> RangeByteRequest:
+            return RangeByteRequest(offset, offset + length)
+
+        if self._get_sync is not None:
+            bufs = [self._get_sync(k, prototype=self._prototype, byte_range=request(o, n)) if n else None
+                    for k, o, n in ranges]
+        else:
+            async def fetch() -> list:
+                return await asyncio.gather(*(self.store.get(k, self._prototype, byte_range=request(o, n))
+                                              for k, o, n in ranges if n))
+
+            fetched = iter(sync(fetch()))
+            bufs = [next(fetched) if n else None for _, _, n in ranges]
+        out = []
+        for (key, offset, length), buf in zip(ranges, bufs):
+            data = b"" if length == 0 and self.exists(key) else None if buf is None else buf.to_bytes()
+            out.append(data if data is not None and len(data) == length else None)
+        return out
+
+    @_storage_errors
     def set(self, key: str, value: bytes) -> None:
         """Write `value` under `key` (whole-object write)."""
         buf = self._prototype.buffer.from_bytes(value)
@@ -187,10 +218,11 @@ class KeyValueAccess:
         if flusher is not None:
             flusher.wait()
 
-    def _read_local(self, key: str) -> bytes | None:
-        """A key's file of a plain local store, checked as `_check_inside` does, at the
-        cost of one path resolution per folder: the folder's once (then remembered), the
-        file itself opened without following a symbolic link (one is checked in full)."""
+    def _read_local(self, key: str, span: tuple[int, int] | None = None) -> bytes | None:
+        """A key's file of a plain local store (`span`: only its bytes `(offset, length)`;
+        None when the file is shorter), checked as `_check_inside` does, at the cost of one
+        path resolution per folder: the folder's once (then remembered), the file itself
+        opened without following a symbolic link (one is checked in full)."""
         folder = key.rpartition("/")[0]
         if folder not in self._inside:
             real = os.path.realpath(os.path.join(self._real_root, folder))
@@ -200,12 +232,12 @@ class KeyValueAccess:
                 self._inside.add(folder)
         path = os.path.join(self.store.root, key)
         try:
-            return _read_file(path, follow=False)
+            return _read_file(path, follow=False, span=span)
         except OSError as e:
             if e.errno != errno.ELOOP:
                 raise
         self._check_inside(key)  # the file is a symbolic link
-        return _read_file(path)
+        return _read_file(path, span=span)
 
     def _check_inside(self, key: str) -> None:
         """Refuse a key that resolves (through symbolic links) outside the local store:
@@ -274,13 +306,20 @@ class KeyValueAccess:
         return describe_store(self.store)
 
 
-def _read_file(path: str, follow: bool = True) -> bytes | None:
-    """A whole file's bytes (None when there is no such file), as `LocalStore.get_sync`.
+def _read_file(path: str, follow: bool = True, span: tuple[int, int] | None = None) -> bytes | None:
+    """A whole file's bytes (None when there is no such file), as `LocalStore.get_sync`;
+    `span` (offset, length): only those bytes (None when the file is shorter).
     `follow=False`: a symbolic link raises OSError(ELOOP)."""
     flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     try:
         with open(os.open(path, flags), "rb", buffering=0) as f:
-            return f.readall()
+            if span is None:
+                return f.readall()
+            offset, length = span
+            if offset + length > os.fstat(f.fileno()).st_size:
+                return None
+            data = os.pread(f.fileno(), length, offset) if length else b""
+            return data if len(data) == length else None
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
 

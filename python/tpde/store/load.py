@@ -17,6 +17,7 @@ from ..state.torch_adapter import from_storage
 from ..state.tree import unflatten_state
 from . import cross_state as xs
 from .catalog import Catalog
+from .bundle import ChunkFetcher
 from .chain import ChainSteps, chain_markers, decode_chunk
 from .grid import Box, ChunkGrid, parse_index
 from .parallel import Pool
@@ -142,6 +143,11 @@ class Reader:
         sizes = [sum(steps.chunk_bytes(n) for n in group) for group, _ in tasks]
 
         whole = {n for n in names if boxes[n] == grids[n].full_box() and grids[n].chunks}
+        fetcher = ChunkFetcher(self.catalog.kv)
+        if steps.manifests is not None:
+            wanted = {n for group, _ in tasks for n in group}
+            for m in steps.manifests:
+                fetcher.prefetch(m, wanted)
 
         def decode_group(group: tuple[str, ...], index: tuple) -> None:
             grid = grids[next(n for n in group if n in out)]
@@ -152,7 +158,7 @@ class Reader:
                     target = out[name][grid.region(index)]
                     if target.shape == grid.chunks and target.flags.c_contiguous:
                         into[name] = target
-            recon = decode_chunk(self.catalog.kv, steps, group, grid, index, seed, into)
+            recon = decode_chunk(fetcher, steps, group, grid, index, seed, into)
             for name in group:
                 if name not in out:
                     continue

@@ -8,6 +8,7 @@ import time
 
 from .. import _core
 from ..errors import TPDEError
+from .bundle import DEFAULT_BUNDLE_BELOW, check_bundle_below
 from .kv import KeyValueAccess
 from .schema import ROOT_ATTRS, ROOT_GROUP, STEPS, STORE_FORMAT, group_bytes, json_bytes
 
@@ -68,12 +69,27 @@ def open_root(kv: KeyValueAccess, mode: str) -> dict:
     return settings
 
 
-def create_root(kv: KeyValueAccess, keyframe_every: int, chunk_elements: int) -> None:
+def bundle_setting(asked: int | None, settings: dict) -> int:
+    """The `bundle_below` a writer uses: the one asked for, else the store's; a new store
+    gets the default, a store made before bundles existed keeps writing without them
+    (so that the tpde that made it still reads its new steps)."""
+    if asked is not None:
+        return check_bundle_below(asked)
+    if not settings:
+        return DEFAULT_BUNDLE_BELOW
+    value = settings.get("bundle_below", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TPDEError(f"the store's bundle_below setting is {str(value)[:40]!r}, not an integer >= 0", "corrupt")
+    return value
+
+
+def create_root(kv: KeyValueAccess, keyframe_every: int, chunk_elements: int, bundle_below: int = 0) -> None:
     """Write the root group and settings of a new store."""
     settings = {
         "format": STORE_FORMAT,
         "keyframe_every": keyframe_every,
         "chunk_elements": chunk_elements,
+        "bundle_below": bundle_below,
         "created": time.time(),
         "tpde_version": _core.__version__,
     }

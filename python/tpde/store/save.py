@@ -27,6 +27,7 @@ from ..state.tree import flatten_state
 from . import cross_state as xs
 from .background import BackgroundSaves
 from .blobs import blob_key, encode_blobs
+from .bundle import BundleWriter, bundle_key, bundled_names
 from .catalog import Catalog, check_step
 from .chain import chain_markers
 from .grid import ChunkGrid, choose_chunks
@@ -115,7 +116,8 @@ def prepare_save(
 class StepWriter:
     """Codes prepared saves against the latest committed step and commits them."""
 
-    def __init__(self, reader: Reader, snapshots: SnapshotCache, keyframe_every: int, chunk_elements: int):
+    def __init__(self, reader: Reader, snapshots: SnapshotCache, keyframe_every: int, chunk_elements: int,
+                 bundle_below: int = 0):
         self.reader = reader
         self.catalog = reader.catalog
         self.kv = reader.catalog.kv
@@ -123,6 +125,7 @@ class StepWriter:
         self.snapshots = snapshots
         self.keyframe_every = keyframe_every
         self.chunk_elements = chunk_elements
+        self.bundle_below = bundle_below  # arrays of fewer elements go to the step's bundle (bundle.py)
         self.before_commit: Callable[[], None] | None = None  # the writer lease's check
 
     def write(self, job: SaveJob, cross_state: bool, progress, level: str = "default") -> StepInfo:
@@ -154,7 +157,9 @@ class StepWriter:
         # chunk by chunk by the coding threads, each chunk copied just before it is coded
         arrays = {n: np.empty_like(a) if n in job.borrowed else a for n, a in sources.items()}
 
-        base, prev, depth = self._references(step, specs, chunks)
+        bundled = bundled_names({n: s.storage_shape for n, s in specs.items()}, self.bundle_below)
+        bundle = BundleWriter(bundled)
+        base, prev, depth = self._references(step, specs, chunks, bundled)
         kind = KEYFRAME if base is None else DELTA
         bounds = resolve_bounds(job.error_bound, specs, sources, step, base)
         coded_bounds = {n: b.resolved for n, b in bounds.items() if b.resolved is not None}
@@ -172,8 +177,9 @@ class StepWriter:
         sizes = [sum(math.prod(chunks[n]) * arrays[n].itemsize for n in names) for names, _ in tasks]
         layout = None  # a local directory: folders and metadata files made while coding
         if self.kv.has_folders():
-            order = list(dict.fromkeys(n for names, _ in tasks for n in names))
-            layout = StepLayout(self.kv, step, specs, chunks, order + [n for n in specs if n not in order], flusher)
+            own = {n: s for n, s in specs.items() if n not in bundled}  # arrays with keys of their own
+            order = [n for n in dict.fromkeys(n for names, _ in tasks for n in names) if n in own]
+            layout = StepLayout(self.kv, step, own, chunks, order + [n for n in own if n not in order], flusher)
 
         def encode_group(names: tuple[str, ...], index: tuple) -> list[Coded]:
             coded_here: dict[str, np.ndarray] = {}  # this step's reconstructions of the group
@@ -222,6 +228,9 @@ class StepWriter:
             data = recon
             if bound is not None:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
+            if name in bundled:
+                bundle.add(name, grid.flat(index), blob)
+                return _coded(blob, data, ref, coefs)
             if layout is not None:
                 layout.wait_folder(name)
             try:
@@ -229,8 +238,7 @@ class StepWriter:
             except OSError as e:
                 raise StoreIOError(f"step {step}, tensor {name!r}, chunk {grid.key(index)}: cannot write it "
                                    f"({_reason(e)})", e.errno) from e
-            changed = 0 if ref is None else _count_changed(data, ref)
-            return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
+            return _coded(blob, data, ref, coefs)
 
         for i, (_, stored) in enumerate(blobs):
             self.kv.set_uncommitted(blob_key(step_prefix(step), i), stored, created, flusher)
@@ -242,7 +250,10 @@ class StepWriter:
                 layout.join()
         coded = [(name, result) for (names, _), results in zip(tasks, per_group)
                  for name, result in zip(names, results)]
-        entries = _entries(specs, chunks, coded, kind, bounds, plan)
+        packed, ranges = bundle.assemble(list(specs), {n: len(grids[n]) for n in bundled})
+        if packed:
+            self.kv.set_uncommitted(bundle_key(step), packed, created, flusher)
+        entries = _entries(specs, chunks, coded, kind, bounds, plan, ranges)
         manifest = Manifest(
             step=step,
             kind=kind,
@@ -261,7 +272,7 @@ class StepWriter:
         return step_info(marker, manifest, tensors=True)
 
     def _references(
-        self, step: int, specs: dict[str, ArraySpec], chunks: dict[str, tuple]
+        self, step: int, specs: dict[str, ArraySpec], chunks: dict[str, tuple], bundled: set[str]
     ) -> tuple[Snapshot | None, Snapshot | None, int]:
         """Base and context reconstructions for a new step, and its depth (keyframe: 0)."""
         earlier = [s for s in self.catalog.steps() if s < step]
@@ -275,7 +286,7 @@ class StepWriter:
             entry = manifest.arrays.get(name)
             if entry is None or entry.spec.kind != spec.kind:
                 return None, None, 0
-            if entry.layout() != (spec.codec_dtype, spec.storage_shape, chunks[name]):
+            if entry.layout() != (spec.codec_dtype, spec.storage_shape, chunks[name], name in bundled):
                 return None, None, 0
         base, prev = self.snapshots.lookup(manifest)
         if base is None:
@@ -304,8 +315,8 @@ class StepWriter:
             created.update(layout.made)
             created.update(os.path.dirname(folder) for folder in layout.made)
         else:
-            meta = step_metadata(step, {n: e.spec for n, e in manifest.arrays.items()},
-                                 {n: e.chunks for n, e in manifest.arrays.items()})
+            own = {n: e for n, e in manifest.arrays.items() if e.bundle is None}
+            meta = step_metadata(step, {n: e.spec for n, e in own.items()}, {n: e.chunks for n, e in own.items()})
             self.pool.run(lambda key, value: self.kv.set_uncommitted(key, value, created, flusher),
                           list(meta.items()), "", False, [len(v) for v in meta.values()])
         self.kv.sync_folders(created, flusher)  # and wait for every file's fsync
@@ -334,7 +345,7 @@ class StepWriter:
 
 def _entries(
     specs: dict[str, ArraySpec], chunks: dict[str, tuple], coded: list[tuple[str, Coded]], kind: str,
-    bounds: dict[str, TensorBound], plan: xs.Plan,
+    bounds: dict[str, TensorBound], plan: xs.Plan, bundle_ranges: dict[str, list],
 ) -> dict[str, ArrayEntry]:
     """Manifest entries from the coded chunks (each array's chunks come in C order)."""
     per_name: dict[str, list[Coded]] = {n: [] for n in specs}
@@ -360,6 +371,7 @@ def _entries(
             rms=bound.rms,
             rms_step=bound.rms_step,
             predict=predict,
+            bundle=bundle_ranges.get(name),
         )
     return entries
 
@@ -374,6 +386,11 @@ def _exists(kv, key: str) -> bool:
 def _reason(error: OSError) -> str:
     """'No space left on device' and the like, without the path of a temporary file."""
     return error.strerror or str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _coded(blob: bytes, data: np.ndarray, ref: np.ndarray | None, coefs: list | None) -> tuple[Coded, np.ndarray]:
+    changed = 0 if ref is None else _count_changed(data, ref)
+    return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
 
 def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:

@@ -3,7 +3,8 @@ normative specification: store format 2; frozen stores in tests/stores/).
 
 The root's settings record the root layout version 1 (`STORE_FORMAT`); each step manifest
 records 1, 2 (`STORE_FORMAT_PREDICTED`) when some entry carries a cross-state prediction
-("predict"), or 3 (`STORE_FORMAT_BLOBS`) when the step holds blobs ("blobs", blobs.py).
+("predict"), 3 (`STORE_FORMAT_BLOBS`) when the step holds blobs ("blobs", blobs.py), or 4
+(`STORE_FORMAT_BUNDLED`) when some array's chunks are in the step's bundle ("bundle", bundle.py).
 `READABLE_FORMATS` lists the store format versions this package reads; each has a frozen
 store (tests/test_frozen_stores.py checks it).
 
@@ -13,6 +14,7 @@ store (tests/test_frozen_stores.py checks it).
     steps/<step>/<name>/.zarray      zarr v2 array, compressor {"id": "tpde"}
     steps/<step>/<name>/<i.j>        chunk bytes (tpde chunk format)
     steps/<step>/.blobs/<i>          the i-th blob of the manifest's "blobs" (raw or zlib)
+    steps/<step>/.bundle             the chunks of the step's small arrays, one after another
     commits/<step>                   commit marker: written last, deleted first
 
 A step exists for tpde only when its commit marker does; the marker carries a summary of
@@ -33,7 +35,8 @@ from .blobs import BlobEntry, blob_entries
 STORE_FORMAT = 1  # what steps without cross-state predictions are written as
 STORE_FORMAT_PREDICTED = 2  # steps with predicted tensors (entries carry "predict")
 STORE_FORMAT_BLOBS = 3  # steps with blobs (the manifest carries "blobs"; blobs.py)
-READABLE_FORMATS = (1, 2, 3)
+STORE_FORMAT_BUNDLED = 4  # steps with bundled arrays (entries carry "bundle"; bundle.py)
+READABLE_FORMATS = (1, 2, 3, 4)
 ROOT_ATTRS = ".zattrs"
 ROOT_GROUP = ".zgroup"
 STEPS = "steps"
@@ -140,6 +143,7 @@ class ArrayEntry:
     rms: float | None = None  # rms bounds: the RMS the bound is relative to ...
     rms_step: int | None = None  # ... measured at this step (the chain's keyframe)
     predict: dict | None = None  # {"terms": [...], "coefs": [per chunk: list or None]} (cross_state.py)
+    bundle: list | None = None  # per chunk [offset, length] in the step's bundle; None: chunk keys of its own
 
     @property
     def raw_bytes(self) -> int:
@@ -151,7 +155,7 @@ class ArrayEntry:
 
     def layout(self) -> tuple:
         """What must match between two steps for a delta: dtype, shape and chunks."""
-        return (self.spec.codec_dtype, self.spec.storage_shape, self.chunks)
+        return (self.spec.codec_dtype, self.spec.storage_shape, self.chunks, self.bundle is not None)
 
     def to_json(self) -> dict:
         """The manifest entry."""
@@ -162,7 +166,7 @@ class ArrayEntry:
             "stored_bytes": self.stored_bytes,
             "changed": self.changed,
             "error_bound": self.error_bound,
-            **{k: getattr(self, k) for k in ("bound", "rms", "rms_step", "predict") if getattr(self, k) is not None},
+            **{k: getattr(self, k) for k in ("bound", "rms", "rms_step", "predict", "bundle") if getattr(self, k) is not None},
         }
 
     @classmethod
@@ -180,6 +184,7 @@ class ArrayEntry:
             rms=entry.get("rms"),
             rms_step=entry.get("rms_step"),
             predict=entry.get("predict"),
+            bundle=entry.get("bundle"),
         )
 
 
@@ -199,11 +204,22 @@ class Manifest:
     error_bounds: dict | None = None  # what save(error_bound=...) asked for; None: lossless
     blobs: list[BlobEntry] = field(default_factory=list)  # files kept byte for byte (blobs.py)
 
+    def format(self) -> int:
+        """The manifest format version this step is written as (the lowest that holds it)."""
+        if any(a.bundle is not None for a in self.arrays.values()):
+            return STORE_FORMAT_BUNDLED
+        if self.blobs:
+            return STORE_FORMAT_BLOBS
+        return STORE_FORMAT_PREDICTED if any(a.predict is not None for a in self.arrays.values()) else STORE_FORMAT
+
+    def bundled(self) -> bool:
+        """Whether some array's chunks are in the step's bundle."""
+        return any(a.bundle is not None for a in self.arrays.values())
+
     def to_bytes(self) -> bytes:
         """The step group's `.zattrs` bytes."""
-        predicted = any(a.predict is not None for a in self.arrays.values())
         body = {
-            "format": STORE_FORMAT_BLOBS if self.blobs else STORE_FORMAT_PREDICTED if predicted else STORE_FORMAT,
+            "format": self.format(),
             "step": self.step,
             "kind": self.kind,
             "base_step": self.base_step,
@@ -256,7 +272,7 @@ class Manifest:
             meta=body["meta"],
             tpde_version=body["tpde_version"],
             error_bounds=body.get("error_bounds"),
-            blobs=blob_entries(body.get("blobs"), step) if body["format"] == STORE_FORMAT_BLOBS else [],
+            blobs=blob_entries(body.get("blobs"), step) if body["format"] >= STORE_FORMAT_BLOBS else [],
         )
 
 

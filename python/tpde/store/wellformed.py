@@ -122,4 +122,10 @@ def check_entry(name: str, entry: object, step: int) -> str:
         if entry.get(key) is not None and not isinstance(entry[key], types):
             _fail(where, f"has a {key} of the wrong type")
     check_step_number(entry.get("rms_step"), f"{where}: rms_step")
+    bundle = entry.get("bundle")
+    if bundle is not None and not (
+        isinstance(bundle, list) and len(bundle) == n_chunks
+        and all(isinstance(r, list) and len(r) == 2 and all(_is_int(v) and v < 2**48 for v in r) for r in bundle)
+    ):
+        _fail(where, "has bundle ranges that do not match its chunk grid")
     return kind
