@@ -158,9 +158,9 @@ def test_dcp_object_count_per_step_with_thousands_of_small_tensors(bucket, tmp_p
     state["model"]["embed.weight"] = torch.randn(512, 256)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # one array per tensor (packing off), on a local folder: the same objects, faster
-        dcp.save(state, storage_writer=tpde.dcp.Writer(tmp_path / "unpacked", pack_below=0), checkpoint_id=1,
-                 no_dist=True)
+        # one array per tensor (packing and bundles off), on a local folder: the same objects, faster
+        dcp.save(state, storage_writer=tpde.dcp.Writer(tmp_path / "unpacked", pack_below=0, bundle_below=0),
+                 checkpoint_id=1, no_dist=True)
         before = log.total()
         dcp.save(state, storage_writer=tpde.dcp.Writer(f"s3://{name}/packed", storage_options=options),
                  checkpoint_id=1, no_dist=True)
@@ -171,6 +171,28 @@ def test_dcp_object_count_per_step_with_thousands_of_small_tensors(bucket, tmp_p
           f"({requests} requests)")
     assert unpacked > 6000
     assert packed < 20 and requests < 60
+
+
+def test_checkpoint_store_object_count_per_step_with_thousands_of_small_tensors(bucket, tmp_path):
+    name, options, log, client = bucket
+    state = {"model": {f"layers.{i}.norm.weight": torch.full((16,), float(i)) for i in range(3000)}}
+    state["model"]["embed.weight"] = torch.randn(512, 256)
+    tpde.CheckpointStore(tmp_path / "own", bundle_below=0).save(1, state)  # one array per tensor, locally
+    own = sum(1 for p in (tmp_path / "own" / "steps").rglob("*") if p.is_file())
+    store = tpde.CheckpointStore(f"s3://{name}/bundled", storage_options=options)
+    store.save(0, state)
+    before = log.total()
+    store.save(1, {"model": {k: v + 1 for k, v in state["model"].items()}})
+    save_requests = log.total() - before
+    bundled = len(objects(client, name, "bundled/steps/1/"))
+    before = log.total()
+    got = tpde.CheckpointStore(f"s3://{name}/bundled", mode="r", storage_options=options).load(1)
+    load_requests = log.total() - before
+    assert torch.equal(got["model"]["layers.7.norm.weight"], state["model"]["layers.7.norm.weight"] + 1)
+    print(f"\nobjects for one step of 3001 tensors: {own} one array per tensor, {bundled} bundled "
+          f"({save_requests} requests to save, {load_requests} to load)")
+    assert own > 6000
+    assert bundled < 10 and save_requests < 40 and load_requests < 40
 
 
 def test_storage_errors_are_one_line_naming_the_url(bucket, capsys):

@@ -41,12 +41,13 @@ class Writer(StorageWriter):
 
     The step number: `step=` here, or `checkpoint_id=` of `dcp.save`, else one more than
     the latest committed step (0 for the first). Items below `pack_below` elements are
-    packed into one array per dtype (fewer objects per step).
+    packed into one array per dtype (fewer objects per step); arrays below `bundle_below`
+    elements go to the rank store's bundle (`CheckpointStore`; None: its default).
     """
 
     def __init__(self, url: str | os.PathLike, *, step: int | None = None, storage_options: dict | None = None,
                  keyframe_every: int | None = None, chunk_elements: int | None = None, workers: int | None = None,
-                 pack_below: int = DEFAULT_PACK_BELOW, allow_pickle: bool = False):
+                 pack_below: int = DEFAULT_PACK_BELOW, bundle_below: int | None = None, allow_pickle: bool = False):
         super().__init__()
         self.url = hooks.normalize_root(url)
         self.storage_options = dict(storage_options or {})
@@ -54,7 +55,7 @@ class Writer(StorageWriter):
         self.pack_below = int(pack_below)
         self.allow_pickle = allow_pickle
         self._settings = {k: v for k, v in (("keyframe_every", keyframe_every), ("chunk_elements", chunk_elements),
-                                            ("workers", workers)) if v is not None}
+                                            ("workers", workers), ("bundle_below", bundle_below)) if v is not None}
         self._rank = 0
         self._is_coordinator = True
         self._save_id = str(uuid.uuid4())

@@ -159,7 +159,7 @@ class KeyValueAccess:
             fetched = iter(sync(fetch()))
             bufs = [next(fetched) if n else None for _, _, n in ranges]
         out = []
-        for (key, offset, length), buf in zip(ranges, bufs):
+        for (key, _, length), buf in zip(ranges, bufs):
             data = b"" if length == 0 and self.exists(key) else None if buf is None else buf.to_bytes()
             out.append(data if data is not None and len(data) == length else None)
         return out

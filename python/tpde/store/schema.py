@@ -166,7 +166,8 @@ class ArrayEntry:
             "stored_bytes": self.stored_bytes,
             "changed": self.changed,
             "error_bound": self.error_bound,
-            **{k: getattr(self, k) for k in ("bound", "rms", "rms_step", "predict", "bundle") if getattr(self, k) is not None},
+            **{k: getattr(self, k) for k in ("bound", "rms", "rms_step", "predict", "bundle")
+               if getattr(self, k) is not None},
         }
 
     @classmethod
