@@ -31,12 +31,12 @@ from . import lease as writer_lease
 from . import lease_share, retention
 from .background import BackgroundSaves
 from .blobs import read_blobs
+from .bundle import check_bundle_below
 from .catalog import Catalog
 from .info import StepInfo, TensorInfo, step_info
 from .kv import KeyValueAccess, open_zarr_store
 from .load import Reader
 from .parallel import Pool
-from .bundle import check_bundle_below
 from .root import (
     DEFAULT_CHUNK_ELEMENTS,
     DEFAULT_KEYFRAME_EVERY,

@@ -15,8 +15,8 @@ from .. import _core
 from ..dtypes import storage_dtype
 from ..errors import TPDEError
 from . import cross_state as xs
-from .catalog import Catalog
 from .bundle import ChunkFetcher
+from .catalog import Catalog
 from .grid import ChunkGrid, Index
 from .schema import DELTA, ArrayEntry, Manifest, Marker
 

@@ -16,8 +16,8 @@ from ..errors import TPDEError
 from ..state.torch_adapter import from_storage
 from ..state.tree import unflatten_state
 from . import cross_state as xs
-from .catalog import Catalog
 from .bundle import ChunkFetcher
+from .catalog import Catalog
 from .chain import ChainSteps, chain_markers, decode_chunk
 from .grid import Box, ChunkGrid, parse_index
 from .parallel import Pool
