@@ -13,6 +13,11 @@ manifests, are pinned in the packing processes (`time.time` returns a constant,
     python bench/check_identical.py --old-python /tmp/old/bin/python          # small series (a minute)
     python bench/check_identical.py --old-python /tmp/old/bin/python --full   # full-size series
 
+Since store format 4 the current build bundles small arrays by default
+(docs/store-format.md section 13); the script packs with `bundle_below=0` where the build
+has it, so the layouts compare file for file (the chunk bytes are the same either way); the root
+settings then differ by their `bundle_below` field, and only by it.
+
 Exit status 0 when every file is identical; prints the counts and the first differences.
 Series are cached under bench/.cache (series-small / series); stores go to --out.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import inspect
 import json
 import os
 import shutil
@@ -67,7 +73,10 @@ def pack_worker(jobs_file: Path) -> None:
         use_async = save.pop("async", False)
         if "bound" in save:
             save["error_bound"] = bounds[save.pop("bound")]
-        store = CheckpointStore(job["out"], mode="w-", workers=2, progress=False, **config["store"])
+        settings = dict(config["store"])
+        if "bundle_below" in inspect.signature(CheckpointStore).parameters:
+            settings["bundle_below"] = 0  # store format 4 bundles small arrays; the old build cannot
+        store = CheckpointStore(job["out"], mode="w-", workers=2, progress=False, **settings)
         for step, path in enumerate(job["files"]):
             state = torch.load(path, map_location="cpu", weights_only=True)
             if use_async:

@@ -52,6 +52,19 @@ def test_pack_then_unpack_is_bit_identical(ckpt_dir, packed, tmp_path, capsys):
         assert_same_state(torch.load(out, weights_only=True), original)
 
 
+@pytest.mark.parametrize(("flag", "bundled"), [([], True), (["--bundle-below", "0"], False)])
+def test_pack_bundle_below(ckpt_dir, tmp_path, capsys, flag, bundled):
+    out = tmp_path / "s"
+    code, _, _ = run(capsys, "pack", str(ckpt_dir / "ckpt-3.pt"), str(ckpt_dir / "ckpt-6.pt"), "-o", str(out), *flag)
+    assert code == 0
+    assert CheckpointStore(out, mode="r").bundle_below == (65536 if bundled else 0)
+    assert CheckpointStore(out, mode="r").steps() == [3, 6]
+    for step in (3, 6):
+        assert (out / "steps" / str(step) / ".bundle").is_file() == bundled
+        assert_same_state(CheckpointStore(out, mode="r").load(step),
+                          torch.load(ckpt_dir / f"ckpt-{step}.pt", weights_only=True))
+
+
 def test_pack_prints_sizes_and_ratio(ckpt_dir, tmp_path, capsys):
     files = sorted(ckpt_dir.glob("*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     code, out, _ = run(capsys, "pack", *map(str, files[:2]), "-o", str(tmp_path / "s"), "--first-step", "100")
@@ -268,8 +281,8 @@ def test_prune_and_clean(ckpt_dir, tmp_path, capsys):
 def test_verify_fails_on_corruption(tmp_path, capsys):
     store = CheckpointStore(tmp_path / "s")
     store.save(0, {"w": torch.randn(100)})
-    chunk = tmp_path / "s" / "steps" / "0" / "w" / "0"
-    chunk.write_bytes(chunk.read_bytes()[:-3] + b"abc")
+    bundle = tmp_path / "s" / "steps" / "0" / ".bundle"  # small tensors share one object per step
+    bundle.write_bytes(bundle.read_bytes()[:-3] + b"abc")
     code, out, err = run(capsys, "verify", str(tmp_path / "s"))
     assert code == 1 and out.startswith("step 0: ")
     assert err.strip() == "tpde-pack: error: 1 of 1 step(s) failed verification"

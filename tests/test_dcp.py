@@ -114,7 +114,8 @@ def test_one_process_save_and_async_save_load_into_two_ranks_reading_half(tmp_pa
     out.mkdir()
     model = w.make_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    writer = tpde.dcp.Writer(root, chunk_elements=w.CHUNK_ELEMENTS, pack_below=64)  # shards of their own
+    writer = tpde.dcp.Writer(root, chunk_elements=w.CHUNK_ELEMENTS, pack_below=64,
+                             bundle_below=0)  # shards of their own, one file per chunk
     for step in (5, 6):
         w.train_steps(model, opt, 2, seed=step)
         state = w.state_of(model, opt, step)

@@ -69,7 +69,7 @@ def load_fails(store: CheckpointStore, step: int, *words: str) -> TPDEError:
 @pytest.fixture
 def saved(tmp_path):
     root = tmp_path / "s"
-    store = CheckpointStore(root, mode="w")
+    store = CheckpointStore(root, mode="w", bundle_below=0)  # one file per chunk; bundles: test_store_bundle
     store.save(0, {"w": torch.arange(64, dtype=torch.float32), "i": torch.arange(64, dtype=torch.int32), "n": 1})
     return root, CheckpointStore(root, mode="r")
 

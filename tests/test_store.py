@@ -136,7 +136,7 @@ def test_extrapolated_references_on_training_checkpoints(tmp_path, dtype):
     ckpts = train_checkpoints(10)
     if dtype is torch.bfloat16:
         ckpts = [(s, {**st, "model": {k: v.to(dtype) for k, v in st["model"].items()}}) for s, st in ckpts]
-    store = CheckpointStore(tmp_path / "run.tpde", keyframe_every=16, chunk_elements=512)
+    store = CheckpointStore(tmp_path / "run.tpde", keyframe_every=16, chunk_elements=512, bundle_below=0)
     for step, state in ckpts:
         store.save(step, state)
     transforms = _chunk_transforms(tmp_path / "run.tpde")
@@ -240,7 +240,7 @@ def test_same_process_save_uses_memory_not_reads():
 
 def test_partial_restore_reads_only_overlapping_chunks_along_the_chain():
     counting = CountingStore()
-    store = CheckpointStore(counting, keyframe_every=8, chunk_elements=256)
+    store = CheckpointStore(counting, keyframe_every=8, chunk_elements=256, bundle_below=0)
     w = torch.randn(64, 32)  # chunks of 8 rows -> 8 chunks
     for step in range(5):
         w = drift(w, step)
@@ -291,7 +291,7 @@ def test_load_tensor_scalar_numpy_and_complex(store):
 
 
 def test_plain_zarr_reads_keyframes_and_refuses_deltas(tmp_path):
-    store = CheckpointStore(tmp_path / "s", chunk_elements=100)
+    store = CheckpointStore(tmp_path / "s", chunk_elements=100, bundle_below=0)
     w = torch.randn(30, 7)
     store.save(0, {"model": {"w": w}})
     store.save(1, {"model": {"w": drift(w, 1)}})
@@ -396,7 +396,7 @@ def test_prune_keeps_what_kept_steps_need():
 
 def test_corruption_is_detected(tmp_path):
     path = tmp_path / "s"
-    store = CheckpointStore(path, chunk_elements=50)
+    store = CheckpointStore(path, chunk_elements=50, bundle_below=0)
     x = torch.randn(200)
     for step in range(3):
         x = drift(x, step)
@@ -418,7 +418,7 @@ def test_corruption_is_detected(tmp_path):
 
 
 def test_chunk_of_another_array_is_refused(tmp_path):
-    store = CheckpointStore(tmp_path / "s")
+    store = CheckpointStore(tmp_path / "s", bundle_below=0)
     store.save(0, {"a": torch.ones(3), "b": torch.ones(4)})
     chunks = tmp_path / "s" / "steps" / "0"
     (chunks / "a" / "0").write_bytes((chunks / "b" / "0").read_bytes())
@@ -459,7 +459,7 @@ def test_torn_chunk_of_an_uncommitted_step_is_rewritten(tmp_path):
     killed mid-write leaves a torn file in an uncommitted step, which stays invisible and
     is replaced when that step is saved again."""
     path = tmp_path / "s"
-    store = CheckpointStore(path)
+    store = CheckpointStore(path, bundle_below=0)
     w = np.arange(4096, dtype=np.float32)
     store.save(0, {"w": w})
     store.save(1, {"w": w + 1})
@@ -503,7 +503,7 @@ def test_numpy_only_state_needs_no_torch_objects(store):
 
 
 def test_store_layout_is_plain_zarr_v2(tmp_path):
-    store = CheckpointStore(tmp_path / "s")
+    store = CheckpointStore(tmp_path / "s", bundle_below=0)
     store.save(3, {"model": {"layers.0.w": torch.ones(2, 2)}})
     meta = json.loads((tmp_path / "s" / "steps" / "3" / "model" / "layers.0.w" / ".zarray").read_text())
     assert meta["compressor"] == {"id": "tpde"} and meta["zarr_format"] == 2
@@ -581,7 +581,7 @@ def test_bad_error_bounds_are_refused(store):
 
 def test_damaged_metadata_is_reported_clearly(tmp_path):
     path = tmp_path / "s"
-    store = CheckpointStore(path)
+    store = CheckpointStore(path, bundle_below=0)
     for step in range(3):
         store.save(step, {"a": torch.full((4,), float(step)), "b": torch.full((4,), -1.0 - step)})
     marker = path / "commits" / "2"

@@ -14,15 +14,15 @@ from tpde.store import CheckpointStore
 
 
 class FailingStore(WrapperStore):
-    """A memory store whose metadata writes of step `fail_step` raise OSError: the step's
-    chunks are written, then the save fails before its commit marker."""
+    """A memory store whose array metadata and bundle writes of step `fail_step` raise
+    OSError: the step's other chunks are written, then the save fails before its commit marker."""
 
     def __init__(self, fail_step: int):
         super().__init__(MemoryStore())
         self.fail_step = fail_step
 
     async def set(self, key, value):
-        if key.startswith(f"steps/{self.fail_step}/") and key.endswith(".zarray"):
+        if key.startswith(f"steps/{self.fail_step}/") and key.endswith((".zarray", ".bundle")):
             raise OSError(f"disk full while writing {key}")
         await self._store.set(key, value)
 
@@ -63,7 +63,7 @@ def test_async_save_snapshots_the_state_at_the_call():
 def test_async_failure_is_reported_and_committed_steps_stay():
     ckpts = train_checkpoints(5)
     backing = FailingStore(fail_step=3)
-    store = CheckpointStore(backing, keyframe_every=16, chunk_elements=512)
+    store = CheckpointStore(backing, keyframe_every=16, chunk_elements=512, bundle_below=0)
     futures = {step: store.save_async(step, state) for step, state in ckpts[:3]}
     with pytest.raises(OSError, match="disk full"):
         store.wait()

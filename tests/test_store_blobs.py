@@ -17,7 +17,7 @@ def manifest_path(root, step):
 
 
 def test_blobs_round_trip_byte_exact_and_recorded(tmp_path):
-    store = CheckpointStore(tmp_path / "s")
+    store = CheckpointStore(tmp_path / "s", bundle_below=0)
     text = b'{"global_step": 5}\n' * 50
     noise = np.random.default_rng(0).bytes(3000)
     info = store.save(5, {"w": np.arange(10.0)}, blobs={"trainer_state.json": text, "sub/rng.pth": noise, "e": b""})

@@ -91,7 +91,7 @@ def test_lossy_moments_predict_exp_avg_and_keep_every_bound(run):
 
 def test_partial_restore_of_a_predicted_weight_reads_its_moments(run):
     counting = CountingStore()
-    store = CheckpointStore(counting, chunk_elements=512)
+    store = CheckpointStore(counting, chunk_elements=512, bundle_below=0)
     for step, state in enumerate(run[:5]):
         store.save(step, state, cross_state=True)
     depth = store.info(4).depth
@@ -121,7 +121,7 @@ def test_a_reopened_store_continues_a_predicted_chain(run):
 
 
 def test_a_missing_moment_chunk_is_named_when_loading_a_weight(run):
-    store = CheckpointStore(MemoryStore(), chunk_elements=1024)
+    store = CheckpointStore(MemoryStore(), chunk_elements=1024, bundle_below=0)
     for step, state in enumerate(run[:3]):
         store.save(step, state, cross_state=True)
     store._kv.delete_prefix(f"steps/1/{M}")

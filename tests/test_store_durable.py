@@ -51,7 +51,7 @@ class _Recorder:
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fsynced files")
 def test_commit_order_chunks_manifest_then_marker(tmp_path, monkeypatch):
     path = tmp_path / "s"
-    store = CheckpointStore(path, chunk_elements=1024, workers=2)
+    store = CheckpointStore(path, chunk_elements=1024, workers=2, bundle_below=0)
     store.save(0, _state(0))
     rec = _Recorder(monkeypatch)
     store.save(1, _state(1))
@@ -102,16 +102,17 @@ def _fail_after(monkeypatch, n: int, err: int = errno.ENOSPC, counts=lambda path
     return count
 
 
-def test_every_failing_write_of_a_save_loses_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("bundle_below", [0, None])
+def test_every_failing_write_of_a_save_loses_nothing(tmp_path, monkeypatch, bundle_below):
     path = tmp_path / "s"
-    store = CheckpointStore(path, chunk_elements=1024)
+    store = CheckpointStore(path, chunk_elements=1024, bundle_below=bundle_below)
     store.save(0, _state(0))
     count = _fail_after(monkeypatch, 10**9)
     store.save(1, _state(1))
     writes = count[0]
     monkeypatch.undo()
     store.delete(1)
-    assert writes > 5
+    assert writes > (5 if bundle_below == 0 else 2)  # chunks, or one bundle; manifest; marker
     for n in range(writes):
         _fail_after(monkeypatch, n)
         with pytest.raises(OSError) as e:
@@ -127,7 +128,7 @@ def test_every_failing_write_of_a_save_loses_nothing(tmp_path, monkeypatch):
 
 
 def test_failing_chunk_write_names_the_tensor(tmp_path, monkeypatch):
-    store = CheckpointStore(tmp_path / "s", workers=1)
+    store = CheckpointStore(tmp_path / "s", workers=1, bundle_below=0)
     _fail_after(monkeypatch, 0, counts=lambda path: not os.path.basename(path).startswith("."))  # chunk files
     with pytest.raises(TPDEError, match=r"step 0, tensor 'model/[wb]', chunk 0: .*No space left") as e:
         store.save(0, _state(0))

@@ -82,7 +82,7 @@ ESCAPES = ["../../outside/w", "/abs/w", "a\\b", "w\x00", ".zarray", "a//b", "x" 
 @pytest.mark.parametrize("name", ESCAPES)
 def test_names_that_escape_the_store_are_refused(tmp_path, name):
     path = tmp_path / "s"
-    CheckpointStore(path).save(0, {"w": np.arange(100, dtype=np.float32)})
+    CheckpointStore(path, bundle_below=0).save(0, {"w": np.arange(100, dtype=np.float32)})
     edit_manifest(path, 0, lambda body: rename_array(body, "w", name))
     store = CheckpointStore(path, mode="r")
     with pytest.raises(TPDEError) as missing:
@@ -98,9 +98,22 @@ def test_names_that_escape_the_store_are_refused(tmp_path, name):
     assert len(problems) == 1 and "tensor name" in problems[0]
 
 
-def test_symbolic_links_out_of_the_store_are_refused(tmp_path):
+@pytest.mark.parametrize("name", ESCAPES)
+def test_names_that_escape_are_refused_for_bundled_arrays_too(tmp_path, name):
+    """A bundled array is never opened as a path, but its name is still a tensor name
+    that a user may write out (unpack, get): the same rules apply."""
     path = tmp_path / "s"
     CheckpointStore(path).save(0, {"w": np.arange(100, dtype=np.float32)})
+    assert (path / "steps" / "0" / ".bundle").is_file() and not (path / "steps" / "0" / "w").exists()
+    edit_manifest(path, 0, lambda body: rename_array(body, "w", name))
+    with pytest.raises(TPDEError) as e:
+        CheckpointStore(path, mode="r").load(0)
+    assert e.value.code == "corrupt" and "refusing to use it as a path" in str(e.value)
+
+
+def test_symbolic_links_out_of_the_store_are_refused(tmp_path):
+    path = tmp_path / "s"
+    CheckpointStore(path, bundle_below=0).save(0, {"w": np.arange(100, dtype=np.float32)})
     outside = tmp_path / "outside"
     shutil.move(path / "steps" / "0" / "w", outside)
     (path / "steps" / "0" / "w").symlink_to(outside)

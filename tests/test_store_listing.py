@@ -69,14 +69,14 @@ def test_deleting_the_newest_marker_is_reported(tmp_path, capsys):
 
 
 class _PruneOnRead(WrapperStore):
-    """Deletes step 3 (marker first, as prune does) when its first chunk is read."""
+    """Deletes step 3 (marker first, as prune does) when its first chunk or bundle is read."""
 
     def __init__(self, store):
         super().__init__(store)
         self.armed = True
 
     async def get(self, key, prototype, byte_range=None):
-        if self.armed and key.startswith("steps/3/w/"):
+        if self.armed and key.startswith(("steps/3/w/", "steps/3/.bundle")):
             self.armed = False
             await self._store.delete("commits/3")
             await self._store.delete_dir("steps/3")

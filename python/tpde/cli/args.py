@@ -43,6 +43,17 @@ def count(text: str) -> int:
     return value
 
 
+def non_negative(text: str) -> int:
+    """An integer of 0 or more (--bundle-below)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def step_number(text: str) -> int:
     """A step number: an integer of 0 or more."""
     try:

@@ -22,7 +22,7 @@ from ..errors import TPDEError
 from ..kinds import KINDS
 from ..store import CheckpointStore, StepInfo, TensorInfo
 from . import maintenance
-from .args import bound_arg, count, one_line, output_path, parse_slice, positive, step_number
+from .args import bound_arg, count, non_negative, one_line, output_path, parse_slice, positive, step_number
 from .json_output import dump_json, history_json, info_json, stats_json
 from .pack import human_size as _size
 from .pack import pack_sources, unpack_step
@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                             "(overrides --abs-error/--rel-error)")
     p.add_argument("--keyframe-every", type=count, metavar="K")
     p.add_argument("--chunk-elements", type=count, metavar="N")
+    p.add_argument("--bundle-below", type=non_negative, metavar="N",
+                   help="tensors of fewer than N elements share one object per step (default: the "
+                        "store's setting, 65536 for a new store; 0: every tensor its own objects)")
     p.add_argument("--first-step", type=step_number, metavar="N",
                    help="number the files N, N+1, ... (default: numbers in the file names "
                         "when they increase, else the store's next step)")

@@ -49,7 +49,7 @@ def pack_sources(args, bound, interactive: bool, storage_options: dict | None = 
     first = read_source(todo[0][0], allow_pickle=args.allow_pickle, identity=todo[0][1])  # before creating a store
     store = CheckpointStore(
         args.output, mode="a", keyframe_every=args.keyframe_every, chunk_elements=args.chunk_elements,
-        storage_options=storage_options, level=level,
+        bundle_below=args.bundle_below, storage_options=storage_options, level=level,
     )
     existing = store.steps()
     start = existing[-1] + 1 if existing else 0
