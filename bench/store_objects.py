@@ -149,6 +149,8 @@ def report(rows: list[tuple[str, dict, dict]], commit: str, command: str, load: 
         f"{load[0]:.2f} / {load[1]:.2f}",
         "- a keyframe and two deltas; the figures are the last delta's (depth 2); requests counted on a "
         "counting in-memory zarr store (listings not counted); times on a local folder, best of the runs",
+        "- one small tensor costs 2 more reads with bundles at depth 2: its byte ranges are in the manifests of "
+        "the chain's earlier steps, which are read too (without bundles, zarr's chunk keys need no manifest)",
         "",
         "| state | model tensors | bundle_below | objects / step | save PUTs | load GETs | one small tensor GETs "
         "| save s | load s |",
