@@ -164,3 +164,30 @@ def test_rank_killed_mid_save_leaves_earlier_steps(tmp_path):
     assert 3 not in tpde.CheckpointStore(root / "ranks" / "1", mode="r").steps()
     assert_same(w.full_state(model, opt, 3), load_single(root, 3))
     assert tpde.dcp.verify(root) == []
+
+
+def _lease_threads() -> set:
+    import threading
+
+    return {t for t in threading.enumerate() if t.name == "tpde-lease"}
+
+
+def test_writer_close_releases_its_rank_stores_and_a_new_writer_continues_the_chain(tmp_path):
+    from tpde.dcp.layout import rank_folder
+
+    root = tmp_path / "ckpt"
+    w0 = torch.randn(256, 64)
+    before = _lease_threads()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tpde.dcp.Writer(root) as writer:
+            dcp.save({"w": w0}, storage_writer=writer, checkpoint_id=0, no_dist=True)
+            assert _lease_threads() - before  # the rank store stays open between saves
+        assert not _lease_threads() - before
+        with tpde.dcp.Writer(root) as writer:  # reopens the store, rebuilds the reference from it
+            dcp.save({"w": w0 + 1e-3}, storage_writer=writer, checkpoint_id=1, no_dist=True)
+        got = {"w": torch.zeros(256, 64)}
+        dcp.load(got, storage_reader=tpde.dcp.Reader(root, step=1), no_dist=True)
+    assert torch.equal(got["w"], w0 + 1e-3)
+    history = tpde.CheckpointStore(root / rank_folder(0), mode="r").history()
+    assert [h.kind for h in history] == ["keyframe", "delta"]

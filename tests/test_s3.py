@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import threading
 import uuid
 import warnings
 
@@ -46,6 +47,7 @@ def s3_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    earlier = set(threading.enumerate())
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     log = _RequestLog()
@@ -58,6 +60,8 @@ def s3_server():
     finally:
         werkzeug.removeHandler(log)
         server.stop()
+    left = [t for t in threading.enumerate() if t.name == "tpde-lease" and t not in earlier]
+    assert not left, "a test left a writer store open: its lease heartbeat outlives the server"
 
 
 @pytest.fixture
@@ -119,6 +123,7 @@ def test_checkpoint_store_on_s3(bucket):
     assert store.prune(keep_last=1) == [0, 1, 2]
     assert tpde.CheckpointStore(url, mode="r", storage_options=options).steps() == [3]
     assert objects(client, name, "run/steps/0/") == []
+    store.close()  # its lease heartbeat would outlive the server (and retry with jitter from `random`)
 
 
 def test_dcp_writer_and_reader_on_s3(bucket):
@@ -159,11 +164,11 @@ def test_dcp_object_count_per_step_with_thousands_of_small_tensors(bucket, tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # one array per tensor (packing and bundles off), on a local folder: the same objects, faster
-        dcp.save(state, storage_writer=tpde.dcp.Writer(tmp_path / "unpacked", pack_below=0, bundle_below=0),
-                 checkpoint_id=1, no_dist=True)
+        with tpde.dcp.Writer(tmp_path / "unpacked", pack_below=0, bundle_below=0) as writer:
+            dcp.save(state, storage_writer=writer, checkpoint_id=1, no_dist=True)
         before = log.total()
-        dcp.save(state, storage_writer=tpde.dcp.Writer(f"s3://{name}/packed", storage_options=options),
-                 checkpoint_id=1, no_dist=True)
+        with tpde.dcp.Writer(f"s3://{name}/packed", storage_options=options) as writer:
+            dcp.save(state, storage_writer=writer, checkpoint_id=1, no_dist=True)
         requests = log.total() - before
     unpacked = sum(1 for p in (tmp_path / "unpacked").rglob("*") if p.is_file())
     packed = len(objects(client, name, "packed/"))
@@ -193,6 +198,7 @@ def test_checkpoint_store_object_count_per_step_with_thousands_of_small_tensors(
           f"({save_requests} requests to save, {load_requests} to load)")
     assert own > 6000
     assert bundled < 10 and save_requests < 40 and load_requests < 40
+    store.close()
 
 
 def test_storage_errors_are_one_line_naming_the_url(bucket, capsys):
@@ -242,6 +248,7 @@ def test_cli_storage_option(bucket, capsys):
     store = tpde.CheckpointStore(url, storage_options=options)
     for step, state in enumerate(states(2)):
         store.save(step, state)
+    store.close()
     pairs = (("key", "testing"), ("secret", "testing"), ("endpoint_url", options["endpoint_url"]),
              ("client_kwargs", '{"region_name": "us-east-1"}'))
     flags = [x for k, v in pairs for x in ("--storage-option", f"{k}={v}")]

@@ -77,10 +77,13 @@ def rank_store(root: str, folder: str, storage_options: dict | None, *, mode: st
 
 
 def forget_rank_stores(root: str) -> None:
-    """Drop the cached rank stores of `root` (after pruning it, say)."""
+    """Close and drop this process's cached rank stores of `root` (after pruning it, or
+    when its writer is closed): their writer leases are released and the next save opens
+    them afresh."""
     with _OPEN_LOCK:
-        for key in [k for k in _OPEN if k[1] == root]:
-            del _OPEN[key]
+        dropped = [_OPEN.pop(k) for k in [k for k in _OPEN if k[0] == os.getpid() and k[1] == root]]
+    for store in dropped:
+        store.close()
 
 
 def _one_line(error: BaseException) -> str:

@@ -154,6 +154,18 @@ class Writer(StorageWriter):
             return False
         return True
 
+    def close(self) -> None:
+        """Close this process's rank stores of the root and release their writer leases
+        (otherwise they stay open across saves, keeping the last save for the next delta);
+        a later save reopens them and rebuilds its reference from the store."""
+        hooks.forget_rank_stores(self.url)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ helpers
 
     def _rank_store(self, rank: int):
