@@ -1,0 +1,131 @@
+"""Peak memory of save, load and pack against the state's size (issue 16, Memory).
+
+Each operation runs in a fresh interpreter, and its peak resident set size (VmHWM, see EPILOGUE)
+(VmHWM) is reported beside the raw size of the tensors it handles. The interpreter with torch,
+tpde and numpy imported is measured too; each peak is reported with that baseline
+subtracted, as a multiple of the state.
+
+  torch.load      torch.load of one checkpoint file (the reference: one copy of the state)
+  save 2 steps    CheckpointStore.save of two consecutive checkpoints (a keyframe, a delta)
+                  loaded one at a time with torch.load
+  load delta      a fresh CheckpointStore's load of that delta
+  pack N files    tpde-pack pack of the N checkpoint files into a new store
+
+States: the store_scale sizes (bench/store_scale.py, trained on demand into bench/.cache/scale).
+
+    python bench/store_memory.py [--sizes 200MB 800MB]
+
+Writes the `store_memory` section of bench/store_results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+import torch  # noqa: E402
+
+from bench import store_scale  # noqa: E402
+
+PRELUDE = "import sys, torch, numpy, tpde\nfrom tpde.store import CheckpointStore\n"
+# VmHWM: the high-water mark of this process image (ru_maxrss would carry the parent's
+# peak across fork and exec)
+EPILOGUE = ("\nprint(1024 * int(next(line.split()[1] for line in open('/proc/self/status') "
+            "if line.startswith('VmHWM:'))))\n")
+
+
+def peak_bytes(code: str) -> int:
+    """Peak RSS in bytes of a fresh interpreter running PRELUDE + code."""
+    out = subprocess.run([sys.executable, "-c", PRELUDE + code + EPILOGUE], check=True, capture_output=True,
+                         text=True).stdout
+    return int(out.strip().splitlines()[-1])
+
+
+def measure(size: str, work: Path) -> dict:
+    """Peaks of each operation on one size, in bytes, and the state's raw tensor bytes."""
+    meta = store_scale.ensure(size)
+    files = [str(p) for p in store_scale.step_paths(size)]
+    store, packed = str(work / size), str(work / f"{size}-pack")
+    for folder in (store, packed):
+        shutil.rmtree(folder, ignore_errors=True)
+    state = torch.load(files[-1], weights_only=True)
+    row = dict(size=size, params=meta["params"], files=len(files), state=store_scale.raw_bytes(state))
+    del state
+    row["baseline"] = peak_bytes("")
+    row["torch_load"] = peak_bytes(f"torch.load({files[-1]!r}, weights_only=True)")
+    row["save"] = peak_bytes(
+        f"st = CheckpointStore({store!r}, mode='w', progress=False)\n"
+        f"for i, f in enumerate({files[:2]!r}):\n"
+        "    s = torch.load(f, weights_only=True)\n"
+        "    st.save(i, s)\n"
+        "    del s\n"
+        "st.close()")
+    row["load"] = peak_bytes(f"CheckpointStore({store!r}, mode='r', progress=False).load(1)")
+    row["pack"] = peak_bytes(f"from tpde.cli import main\nassert main(['pack', *{files!r}, '-o', {packed!r}]) == 0")
+    for folder in (store, packed):
+        shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def report(rows: list[dict], commit: str, command: str, load: tuple[float, float]) -> str:
+    """The `store_memory` section of bench/store_results.md."""
+    def x(row: dict, key: str) -> str:
+        return f"{(row[key] - row['baseline']) / row['state']:.2f}x"
+
+    lines = [
+        "<!-- store_memory -->",
+        "## Peak memory against the state's size (bench/store_memory.py)",
+        "",
+        f"- commit {commit} · `{command}` · {os.cpu_count()} cores · load average (1 min) before / after "
+        f"{load[0]:.2f} / {load[1]:.2f}",
+        "- peak RSS of a fresh interpreter per operation, less that of the interpreter with torch and tpde "
+        "imported (baseline column), as a multiple of the state's raw tensor bytes; fp32 weights + AdamW moments",
+        "- save: two consecutive checkpoints (a keyframe, then a delta, which keeps the keyframe's "
+        "reconstruction in memory); load: that delta; pack: every checkpoint file of the size",
+        "",
+        "| size | state | baseline | torch.load | save 2 steps | load delta | pack (files) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['state'] / 1e6:.0f} MB | {r['baseline'] / 1e6:.0f} MB | {x(r, 'torch_load')} "
+                     f"| {x(r, 'save')} | {x(r, 'load')} | {x(r, 'pack')} ({r['files']}) |")
+    lines.append("<!-- /store_memory -->")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure the sizes and write the section."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["200MB", "800MB"], choices=list(store_scale.SIZES))
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
+    work = HERE / ".cache" / "store-bench" / "memory"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in args.sizes:
+        rows.append(measure(size, work))
+        print(json.dumps(rows[-1]), flush=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
+                            text=True).stdout.strip()
+    command = "python bench/store_memory.py" + (" --sizes " + " ".join(args.sizes) if argv or sys.argv[1:] else "")
+    section = report(rows, commit, command, (load_before, os.getloadavg()[0]))
+    print(section)
+    results = HERE / "store_results.md"
+    text = results.read_text() if results.exists() else ""
+    pattern = re.compile(r"<!-- store_memory -->.*?<!-- /store_memory -->\n", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    results.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
