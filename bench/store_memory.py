@@ -1,7 +1,7 @@
 """Peak memory of save, load and pack against the state's size (issue 16, Memory).
 
-Each operation runs in a fresh interpreter, and its peak resident set size (VmHWM, see EPILOGUE)
-(VmHWM) is reported beside the raw size of the tensors it handles. The interpreter with torch,
+Each operation runs in a fresh interpreter, and its peak resident set size (VmHWM, see
+EPILOGUE) is reported beside the raw size of the tensors it handles. The interpreter with torch,
 tpde and numpy imported is measured too; each peak is reported with that baseline
 subtracted, as a multiple of the state.
 
