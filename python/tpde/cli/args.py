@@ -32,37 +32,30 @@ def output_path(text: str, suffixes: tuple[str, ...], names: str) -> Path:
     return path
 
 
-def count(text: str) -> int:
-    """An integer of 1 or more (--keyframe-every, --chunk-elements)."""
+def int_at_least(text: str, low: int, too_low: str) -> int:
+    """`text` as an integer >= `low`; else ArgumentTypeError (`too_low` formatted with the value)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(too_low.format(value))
     return value
+
+
+def count(text: str) -> int:
+    """An integer of 1 or more (--keyframe-every, --chunk-elements)."""
+    return int_at_least(text, 1, "must be 1 or more, not {}")
 
 
 def non_negative(text: str) -> int:
     """An integer of 0 or more (--bundle-below)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+    return int_at_least(text, 0, "must be 0 or more, not {}")
 
 
 def step_number(text: str) -> int:
     """A step number: an integer of 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"steps are numbered from 0, not {value}")
-    return value
+    return int_at_least(text, 0, "steps are numbered from 0, not {}")
 
 
 def positive(text: str) -> float:

@@ -7,6 +7,7 @@ import argparse
 from ..errors import TPDEError
 from ..store.kv import KeyValueAccess, open_zarr_store
 from ..store.lease import unlock
+from .args import int_at_least
 
 _hooks: dict = {}  # main's --storage-option helpers (see add_parsers)
 
@@ -39,13 +40,7 @@ def add_parsers(sub, *, storage_arg, open_store, options_of) -> None:
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value} (--all deletes every step)")
-    return value
+    return int_at_least(text, 1, "must be at least 1, not {} (--all deletes every step)")
 
 
 def _open(args: argparse.Namespace, mode: str):
