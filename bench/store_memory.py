@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ if str(HERE.parent) not in sys.path:
 import torch  # noqa: E402
 
 from bench import store_scale  # noqa: E402
+from bench.sections import head_commit, write_section  # noqa: E402
 
 PRELUDE = "import sys, torch, numpy, tpde\nfrom tpde.store import CheckpointStore\n"
 # VmHWM: the high-water mark of this process image (ru_maxrss would carry the parent's
@@ -114,16 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     for size in args.sizes:
         rows.append(measure(size, work))
         print(json.dumps(rows[-1]), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True,
-                            text=True).stdout.strip()
     command = "python bench/store_memory.py" + (" --sizes " + " ".join(args.sizes) if argv or sys.argv[1:] else "")
-    section = report(rows, commit, command, (load_before, os.getloadavg()[0]))
+    section = report(rows, head_commit(), command, (load_before, os.getloadavg()[0]))
     print(section)
-    results = HERE / "store_results.md"
-    text = results.read_text() if results.exists() else ""
-    pattern = re.compile(r"<!-- store_memory -->.*?<!-- /store_memory -->\n", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    results.write_text(text)
+    write_section(HERE / "store_results.md", "store_memory", section)
     return 0
 
 

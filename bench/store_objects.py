@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from bench import store_scale  # noqa: E402
+from bench.sections import head_commit, write_section  # noqa: E402
 from tpde.store import CheckpointStore  # noqa: E402
 
 
@@ -183,14 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             print(label, rows[-1][1:], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
-    text = report(rows, commit, "python bench/store_objects.py " + " ".join(sys.argv[1:]),
+    text = report(rows, head_commit(), "python bench/store_objects.py " + " ".join(sys.argv[1:]),
                   (load_before, os.getloadavg()[0]))
-    out = HERE / "store_results.md"
-    old = out.read_text() if out.exists() else ""
-    pattern = re.compile(r"<!-- store_objects -->\n.*?<!-- /store_objects -->\n?", re.S)
-    out.write_text(pattern.sub(lambda _m: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text)
+    write_section(HERE / "store_results.md", "store_objects", text)
     print(text)
     return 0
 

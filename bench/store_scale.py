@@ -31,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,7 @@ if str(HERE.parent) not in sys.path:
 
 from bench import series as S  # noqa: E402
 from bench.bench_store import same_bits  # noqa: E402
+from bench.sections import head_commit, write_section  # noqa: E402
 from tpde.store import CheckpointStore  # noqa: E402
 
 CACHE = HERE / ".cache" / "scale"
@@ -217,14 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = [measure(size, work) for _ in range(args.reps)]
         rows.append({k: min(r[k] for r in runs) if k.endswith("_s_gb") else v for k, v in runs[0].items()})
         print(json.dumps(rows[-1]), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
-    text = report(rows, commit, "python bench/store_scale.py " + " ".join(sys.argv[1:]),
+    text = report(rows, head_commit(), "python bench/store_scale.py " + " ".join(sys.argv[1:]),
                   (load_before, os.getloadavg()[0]))
-    out = HERE / "store_results.md"
-    old = out.read_text() if out.exists() else ""
-    pattern = re.compile(r"<!-- store_scale -->\n.*?<!-- /store_scale -->\n?", re.S)
-    out.write_text(pattern.sub(lambda _m: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text)
+    write_section(HERE / "store_results.md", "store_scale", text)
     print(text)
     return 0 if math.isfinite(sum(r["save_s_gb"] for r in rows)) else 1
 

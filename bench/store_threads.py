@@ -235,18 +235,12 @@ def report(r: dict, commit: str, command: str, load_before: float) -> str:
 
 def main(series: str, depth: int, command: str, repeat: int = 1) -> str:
     """Run, print and write the section into bench/store_results.md; returns its text."""
-    import re
+    from bench.sections import head_commit, write_section
     load_before = os.getloadavg()[0]
     work = HERE / ".cache" / "store-bench"
     work.mkdir(parents=True, exist_ok=True)
     r = run(series, depth, work, repeat)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
-    text = report(r, commit, command, load_before)
-    out = HERE / "store_results.md"
-    old = out.read_text() if out.exists() else ""
-    pattern = re.compile(r"<!-- store_threads -->\n.*?<!-- /store_threads -->\n?", re.S)
-    new = pattern.sub(lambda _m: text, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    out.write_text(new)
+    text = report(r, head_commit(), command, load_before)
+    write_section(HERE / "store_results.md", "store_threads", text)
     print(text)
     return text
