@@ -81,6 +81,7 @@ BAD = [
     ("step empty", ("info", "{store}", "--step", "")),
     ("get without --tensor", ("get", "{store}", "--step", "0")),
     ("prune count not an int", ("prune", "{store}", "--keep-last", "x")),
+    ("prune keep-last 0", ("prune", "{store}", "--keep-last", "0")),
     ("abs error negative", ("pack", "{ckpt}", "-o", "{new}", "--lossy", "--abs-error", "-1")),
     ("abs error zero", ("pack", "{ckpt}", "-o", "{new}", "--lossy", "--abs-error", "0")),
     ("abs error nan", ("pack", "{ckpt}", "-o", "{new}", "--lossy", "--abs-error", "nan")),
@@ -167,6 +168,8 @@ BAD = [
     ("keyframe-every 0", ("pack", "{ckpt}", "-o", "{new}", "--keyframe-every", "0")),
     ("keyframe-every negative", ("pack", "{ckpt}", "-o", "{new}", "--keyframe-every", "-2")),
     ("first-step negative", ("pack", "{ckpt}", "-o", "{new}", "--first-step", "-3")),
+    ("bundle-below negative", ("pack", "{ckpt}", "-o", "{new}", "--bundle-below", "-1")),
+    ("bundle-below text", ("pack", "{ckpt}", "-o", "{new}", "--bundle-below", "small")),
     ("first-step taken", ("pack", "{ckpt}", "-o", "{store}", "--first-step", "0")),
 ]
 
@@ -184,6 +187,10 @@ WORDS = {  # what some of the lines must say
     "get -o in a missing folder": "does not exist",
     "unknown URL scheme": "nosuchscheme",
     "first-step negative": "numbered from 0",
+    "bundle-below negative": "must be 0 or more, not -1",
+    "bundle-below text": "'small' is not an integer",
+    "prune keep-last 0": "must be at least 1, not 0 (--all deletes every step)",
+    "prune count not an int": "'x' is not an integer",
 }
 
 
