@@ -14,15 +14,15 @@ from tpde.store import CheckpointStore
 
 
 class FailingStore(WrapperStore):
-    """A memory store whose array metadata and bundle writes of step `fail_step` raise
-    OSError: the step's other chunks are written, then the save fails before its commit marker."""
+    """A memory store whose metadata writes of step `fail_step` raise OSError: the step's
+    chunks are written, then the save fails before its commit marker."""
 
     def __init__(self, fail_step: int):
         super().__init__(MemoryStore())
         self.fail_step = fail_step
 
     async def set(self, key, value):
-        if key.startswith(f"steps/{self.fail_step}/") and key.endswith((".zarray", ".bundle")):
+        if key.startswith(f"steps/{self.fail_step}/") and key.endswith(".zarray"):
             raise OSError(f"disk full while writing {key}")
         await self._store.set(key, value)
 
