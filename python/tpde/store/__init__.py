@@ -49,6 +49,7 @@ from .root import (
 from .save import StepWriter, prepare_save
 from .schema import Manifest, Marker
 from .snapshots import SnapshotCache
+from .spill import check_cache_dir, check_predecessor_cache
 from .verify import verify
 
 __all__ = ["CheckpointStore", "ErrorBoundArg", "StepInfo", "TensorInfo"]
@@ -82,6 +83,12 @@ class CheckpointStore:
     lease (its holder is gone; docs/security.md has the rule). Reading needs no lease.
     `durable=False` skips the fsyncs that make a local save survive a power loss (scratch
     runs; a crash of the process is survived either way).
+
+    `predecessor_cache`: where the saver keeps the last saved step, the reference of the
+    next delta. "memory" (the default, fastest) holds about two states' worth beside the
+    state being saved; "disk" keeps it in unnamed temporary files in `cache_dir` (None:
+    the store's own folder for a local store, else the system's temporary folder), for
+    states that do not fit in memory twice. docs/store.md has the figures.
     """
 
     def __init__(
@@ -98,9 +105,12 @@ class CheckpointStore:
         level: str = "default",
         takeover: bool = False,
         durable: bool = True,
+        predecessor_cache: str = "memory",
+        cache_dir: str | os.PathLike | None = None,
     ):
         self.mode = check_mode(mode)
         self.level = check_level(level)
+        predecessor_on_disk = check_predecessor_cache(predecessor_cache) == "disk"
         self._takeover = takeover is True
         self._lease: writer_lease.WriterLease | None = None
         self._release = None
@@ -113,7 +123,7 @@ class CheckpointStore:
         self._catalog = Catalog(self._kv)
         self._pool = Pool(workers or min(32, os.cpu_count() or 1), progress)
         self._reader = Reader(self._catalog, self._pool)
-        self._snapshots = SnapshotCache()
+        self._snapshots = SnapshotCache(predecessor_on_disk, check_cache_dir(cache_dir) or self._kv.local_root)
         self._background = BackgroundSaves()
         if mode == "w":
             self._writable()  # erasing is writing

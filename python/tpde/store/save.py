@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import _core
 from ..bounds import describe
+from ..dtypes import storage_dtype
 from ..errors import StoreIOError, TPDEError
 from ..state.arrays import ArraySpec
 from ..state.torch_adapter import alias_key, is_array, pickle_to_storage, shares_memory, to_storage
@@ -50,6 +51,7 @@ from .schema import (
 )
 from .snapshots import Snapshot, SnapshotCache
 
+RECONSTRUCT_BATCH_BYTES = 256 << 20  # a disk-cached reconstruction decodes this much at a time
 PREDICTION_COST = 200  # manifest bytes of a predicted chunk (its coefficients, a share of the terms)
 
 
@@ -155,7 +157,12 @@ class StepWriter:
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
         # the owned arrays (kept as the next step's reference); borrowed ones are filled
         # chunk by chunk by the coding threads, each chunk copied just before it is coded
-        arrays = {n: np.empty_like(a) if n in job.borrowed else a for n, a in sources.items()}
+        on_disk = self.snapshots.on_disk  # the reconstructions go to a file, chunk by chunk
+        if on_disk:
+            spill = self.snapshots.new_file()
+            arrays = {n: spill.array(a.shape, a.dtype) for n, a in sources.items()}
+        else:
+            arrays = {n: np.empty_like(a) if n in job.borrowed else a for n, a in sources.items()}
 
         bundled = bundled_names({n: s.storage_shape for n, s in specs.items()}, self.bundle_below)
         bundle = BundleWriter(bundled)
@@ -196,10 +203,10 @@ class StepWriter:
         def encode_chunk(name: str, index: tuple, chunk_of) -> tuple[Coded, np.ndarray]:
             grid = grids[name]
             dtype = specs[name].codec_dtype
-            if name in job.borrowed:
+            if name in job.borrowed and not on_disk:
                 region = grid.region(index)
                 arrays[name][region] = sources[name][region]
-            data = grid.extract(arrays[name], index)
+            data = grid.extract(sources[name] if on_disk else arrays[name], index)
             ref = None if base is None else grid.extract(base.arrays[name], index)
             # the fast level codes without a prev-reference context
             ctx = None if prev is None or level == "fast" else grid.extract(prev.arrays[name], index)
@@ -226,7 +233,7 @@ class StepWriter:
             except TPDEError as e:
                 raise TPDEError(f"step {step}, tensor {name!r}: {e}", e.code) from e
             data = recon
-            if bound is not None:
+            if bound is not None or on_disk:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
             if name in bundled:
                 bundle.add(name, grid.flat(index), blob)
@@ -297,11 +304,27 @@ class StepWriter:
         """Decode the predecessor (and its base, the coding context) from the store."""
         chain = chain_markers(self.catalog, manifest.step)
         names = list(manifest.arrays)
-        last, before = self.reader.reconstruct(chain, manifest, names, keep_base=True)
+        if self.snapshots.on_disk:
+            last, before = self._reconstruct_to_disk(chain, manifest, names)
+        else:
+            last, before = self.reader.reconstruct(chain, manifest, names, keep_base=True)
         base = Snapshot(manifest.step, last, manifest.arrays)
         if manifest.kind == KEYFRAME:
             return base, None
         return base, Snapshot(manifest.base_step, before, {})
+
+    def _reconstruct_to_disk(self, chain: list, manifest: Manifest, names: list[str]) -> tuple[dict, dict]:
+        """`reconstruct` with keep_base into the disk cache, a batch of arrays at a time, so
+        that no more than a batch is in memory."""
+        last_file, before_file = self.snapshots.new_file(), self.snapshots.new_file()
+        last, before = {}, {}
+        for batch in _batches(names, lambda n: _stored_bytes(manifest.arrays[n].spec), RECONSTRUCT_BATCH_BYTES):
+            decoded, decoded_base = self.reader.reconstruct(chain, manifest, batch, keep_base=True)
+            for name in batch:
+                last[name] = last_file.spill(decoded.pop(name))
+                if name in decoded_base:
+                    before[name] = before_file.spill(decoded_base.pop(name))
+        return last, before
 
     def commit(self, manifest: Manifest, layout: StepLayout | None = None, created: set[str] | None = None,
                flusher=None) -> Marker:
@@ -396,3 +419,22 @@ def _coded(blob: bytes, data: np.ndarray, ref: np.ndarray | None, coefs: list | 
 def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:
     bits = np.dtype(f"u{data.itemsize}")
     return int(np.count_nonzero(data.view(bits) != ref.view(bits)))
+
+
+def _batches(names: list[str], size_of: Callable[[str], int], limit: int) -> list[list[str]]:
+    """`names` in order, cut into runs of at most `limit` bytes (a larger one alone)."""
+    batches: list[list[str]] = []
+    total = limit
+    for name in names:
+        size = size_of(name)
+        if total + size > limit:
+            batches.append([])
+            total = 0
+        batches[-1].append(name)
+        total += size
+    return batches
+
+
+def _stored_bytes(spec: ArraySpec) -> int:
+    """Bytes of the stored array of `spec`."""
+    return math.prod(spec.storage_shape) * storage_dtype(spec.codec_dtype).itemsize

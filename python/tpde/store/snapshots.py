@@ -1,5 +1,6 @@
-"""The last saved step's reconstruction kept in memory: the reference of the next delta,
-so that a run of saves never reads back what it just wrote."""
+"""The last saved step's reconstruction kept by the saver: the reference of the next delta,
+so that a run of saves never reads back what it just wrote. In memory, or with
+`on_disk` in unnamed files (spill.py) for states that do not fit in memory twice."""
 
 from __future__ import annotations
 
@@ -8,22 +9,29 @@ from dataclasses import dataclass
 import numpy as np
 
 from .schema import KEYFRAME, ArrayEntry, Manifest
+from .spill import SpilledArray, SpillFile
 
 
 @dataclass
 class Snapshot:
-    """A step's reconstruction kept in memory: the reference for the next delta."""
+    """A step's reconstruction: the reference for the next delta."""
 
     step: int
-    arrays: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray | SpilledArray]
     entries: dict[str, ArrayEntry]
 
 
 class SnapshotCache:
     """The reconstructions of the latest saved step and of its base step."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_disk: bool = False, folder: str | None = None) -> None:
         self.recent: list[Snapshot] = []
+        self.on_disk = on_disk  # keep reconstructions in files in `folder` (None: the temporary folder)
+        self.folder = folder
+
+    def new_file(self) -> SpillFile:
+        """A file for one step's reconstruction (only with `on_disk`)."""
+        return SpillFile(self.folder)
 
     def lookup(self, manifest: Manifest) -> tuple[Snapshot | None, Snapshot | None]:
         """The reconstructions of `manifest`'s step and of its base, if current
