@@ -10,6 +10,9 @@ subtracted, as a multiple of the state.
                   loaded one at a time with torch.load
   load delta      a fresh CheckpointStore's load of that delta
   pack N files    tpde-pack pack of the N checkpoint files into a new store
+  ... (disk)      the same save and pack with predecessor_cache="disk" (store/spill.py)
+
+Each operation's wall time is reported too (the cost of the disk cache).
 
 States: the store_scale sizes (bench/store_scale.py, trained on demand into bench/.cache/scale).
 
@@ -36,18 +39,21 @@ import torch  # noqa: E402
 from bench import store_scale  # noqa: E402
 from bench.sections import head_commit, write_section  # noqa: E402
 
-PRELUDE = "import sys, torch, numpy, tpde\nfrom tpde.store import CheckpointStore\n"
+PRELUDE = ("import sys, time, torch, numpy, tpde\nfrom tpde.store import CheckpointStore\n"
+           "started = time.perf_counter()\n")
 # VmHWM: the high-water mark of this process image (ru_maxrss would carry the parent's
 # peak across fork and exec)
-EPILOGUE = ("\nprint(1024 * int(next(line.split()[1] for line in open('/proc/self/status') "
+EPILOGUE = ("\nprint(time.perf_counter() - started)\n"
+            "print(1024 * int(next(line.split()[1] for line in open('/proc/self/status') "
             "if line.startswith('VmHWM:'))))\n")
 
 
-def peak_bytes(code: str) -> int:
-    """Peak RSS in bytes of a fresh interpreter running PRELUDE + code."""
+def peak_bytes(code: str) -> tuple[int, float]:
+    """Peak RSS in bytes of a fresh interpreter running PRELUDE + code, and the code's seconds."""
     out = subprocess.run([sys.executable, "-c", PRELUDE + code + EPILOGUE], check=True, capture_output=True,
                          text=True).stdout
-    return int(out.strip().splitlines()[-1])
+    seconds, peak = out.strip().splitlines()[-2:]
+    return int(peak), float(seconds)
 
 
 def measure(size: str, work: Path) -> dict:
@@ -60,17 +66,22 @@ def measure(size: str, work: Path) -> dict:
     state = torch.load(files[-1], weights_only=True)
     row = dict(size=size, params=meta["params"], files=len(files), state=store_scale.raw_bytes(state))
     del state
-    row["baseline"] = peak_bytes("")
-    row["torch_load"] = peak_bytes(f"torch.load({files[-1]!r}, weights_only=True)")
-    row["save"] = peak_bytes(
-        f"st = CheckpointStore({store!r}, mode='w', progress=False)\n"
-        f"for i, f in enumerate({files[:2]!r}):\n"
-        "    s = torch.load(f, weights_only=True)\n"
-        "    st.save(i, s)\n"
-        "    del s\n"
-        "st.close()")
-    row["load"] = peak_bytes(f"CheckpointStore({store!r}, mode='r', progress=False).load(1)")
-    row["pack"] = peak_bytes(f"from tpde.cli import main\nassert main(['pack', *{files!r}, '-o', {packed!r}]) == 0")
+    row["baseline"], _ = peak_bytes("")
+    row["torch_load"], row["torch_load_s"] = peak_bytes(f"torch.load({files[-1]!r}, weights_only=True)")
+    for cache, suffix in (("memory", ""), ("disk", "_disk")):
+        for folder in (store, packed):
+            shutil.rmtree(folder, ignore_errors=True)
+        row["save" + suffix], row["save_s" + suffix] = peak_bytes(
+            f"st = CheckpointStore({store!r}, mode='w', progress=False, predecessor_cache={cache!r})\n"
+            f"for i, f in enumerate({files[:2]!r}):\n"
+            "    s = torch.load(f, weights_only=True)\n"
+            "    st.save(i, s)\n"
+            "    del s\n"
+            "st.close()")
+        row["pack" + suffix], row["pack_s" + suffix] = peak_bytes(
+            "from tpde.cli import main\n"
+            f"assert main(['pack', *{files!r}, '-o', {packed!r}, '--predecessor-cache', {cache!r}]) == 0")
+    row["load"], row["load_s"] = peak_bytes(f"CheckpointStore({store!r}, mode='r', progress=False).load(1)")
     for folder in (store, packed):
         shutil.rmtree(folder, ignore_errors=True)
     return row
@@ -89,15 +100,21 @@ def report(rows: list[dict], commit: str, command: str, load: tuple[float, float
         f"{load[0]:.2f} / {load[1]:.2f}",
         "- peak RSS of a fresh interpreter per operation, less that of the interpreter with torch and tpde "
         "imported (baseline column), as a multiple of the state's raw tensor bytes; fp32 weights + AdamW moments",
-        "- save: two consecutive checkpoints (a keyframe, then a delta, which keeps the keyframe's "
-        "reconstruction in memory); load: that delta; pack: every checkpoint file of the size",
+        "- save: two consecutive checkpoints (a keyframe, then a delta coded against the keyframe's "
+        "reconstruction); load: that delta; pack: every checkpoint file of the size; memory / disk: "
+        "`predecessor_cache` (where the saver keeps that reconstruction); seconds of each operation "
+        "in brackets",
         "",
-        "| size | state | baseline | torch.load | save 2 steps | load delta | pack (files) |",
+        "| size | state | baseline | torch.load | load delta | save 2 steps, memory / disk "
+        "| pack (files), memory / disk |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['state'] / 1e6:.0f} MB | {r['baseline'] / 1e6:.0f} MB | {x(r, 'torch_load')} "
-                     f"| {x(r, 'save')} | {x(r, 'load')} | {x(r, 'pack')} ({r['files']}) |")
+        lines.append(
+            f"| {r['size']} | {r['state'] / 1e6:.0f} MB | {r['baseline'] / 1e6:.0f} MB "
+            f"| {x(r, 'torch_load')} ({r['torch_load_s']:.1f} s) | {x(r, 'load')} ({r['load_s']:.1f} s) "
+            f"| {x(r, 'save')} ({r['save_s']:.1f} s) / {x(r, 'save_disk')} ({r['save_s_disk']:.1f} s) "
+            f"| {x(r, 'pack')} ({r['pack_s']:.1f} s) / {x(r, 'pack_disk')} ({r['pack_s_disk']:.1f} s) ({r['files']}) |")
     lines.append("<!-- /store_memory -->")
     return "\n".join(lines) + "\n"
 

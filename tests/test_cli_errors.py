@@ -171,6 +171,8 @@ BAD = [
     ("bundle-below negative", ("pack", "{ckpt}", "-o", "{new}", "--bundle-below", "-1")),
     ("bundle-below text", ("pack", "{ckpt}", "-o", "{new}", "--bundle-below", "small")),
     ("first-step taken", ("pack", "{ckpt}", "-o", "{store}", "--first-step", "0")),
+    ("predecessor-cache unknown", ("pack", "{ckpt}", "-o", "{new}", "--predecessor-cache", "ram")),
+    ("cache-dir missing", ("pack", "{ckpt}", "-o", "{new}", "--cache-dir", "{missing}")),
 ]
 
 
@@ -189,6 +191,8 @@ WORDS = {  # what some of the lines must say
     "first-step negative": "numbered from 0",
     "bundle-below negative": "must be 0 or more, not -1",
     "bundle-below text": "'small' is not an integer",
+    "predecessor-cache unknown": "invalid choice: 'ram'",
+    "cache-dir missing": "is not an existing directory",
     "prune keep-last 0": "must be at least 1, not 0 (--all deletes every step)",
     "prune count not an int": "'x' is not an integer",
 }

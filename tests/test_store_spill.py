@@ -149,3 +149,53 @@ def test_spilled_arrays_read_and_write_contiguous_slabs():
                 with pytest.raises(ValueError, match="not contiguous"):
                     spilled[(slice(0, 2), slice(0, 1))]
     assert file.end % SpillFile.ALIGN == 0
+
+
+def test_pack_codes_the_same_bytes_with_either_cache(tmp_path):
+    from tpde.cli import main
+
+    files = []
+    for step, state in train_checkpoints(3):
+        files.append(tmp_path / f"ckpt-{step}.pt")
+        torch.save(state, files[-1])
+    outputs = {}
+    for cache in ("disk", "memory"):
+        outputs[cache] = tmp_path / cache
+        assert main(["pack", *map(str, files), "-o", str(outputs[cache]), "--bundle-below", "0",
+                     "--predecessor-cache", cache]) == 0
+    chunk_files = {cache: {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+                           if p.is_file() and CHUNK_KEY.match(str(p.relative_to(out)))}
+                   for cache, out in outputs.items()}
+    assert len(chunk_files["disk"]) > 10
+    assert chunk_files["disk"] == chunk_files["memory"]
+    assert [s.kind for s in CheckpointStore(outputs["disk"], mode="r").history()] == ["keyframe", "delta", "delta"]
+
+
+def test_a_dcp_writer_keeps_its_reference_on_disk(tmp_path):
+    import warnings
+
+    import torch.distributed.checkpoint as dcp
+
+    import tpde.dcp
+
+    root = tmp_path / "ckpt"
+    weights = [torch.randn(256, 64)]
+    weights.append(weights[0] + 1e-3 * (torch.rand(256, 64) < 0.2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with tpde.dcp.Writer(root, predecessor_cache="disk") as writer:
+            for step, w in enumerate(weights):
+                dcp.save({"w": w}, storage_writer=writer, checkpoint_id=step, no_dist=True)
+            stores = list(writer_stores(root))
+            assert stores and all(isinstance(a, SpilledArray) for s in stores
+                                  for snap in s._snapshots.recent for a in snap.arrays.values())
+        got = {"w": torch.zeros(256, 64)}
+        dcp.load(got, storage_reader=tpde.dcp.Reader(root, step=1), no_dist=True)
+    assert torch.equal(got["w"], weights[1])
+
+
+def writer_stores(root):
+    """The rank stores that tpde.dcp keeps open for writers under `root`."""
+    from tpde.dcp import store_hooks
+
+    return [s for key, s in store_hooks._OPEN.items() if str(root) in str(key)]

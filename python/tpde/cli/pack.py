@@ -50,6 +50,7 @@ def pack_sources(args, bound, interactive: bool, storage_options: dict | None = 
     store = CheckpointStore(
         args.output, mode="a", keyframe_every=args.keyframe_every, chunk_elements=args.chunk_elements,
         bundle_below=args.bundle_below, storage_options=storage_options, level=level,
+        predecessor_cache=args.predecessor_cache, cache_dir=args.cache_dir,
     )
     existing = store.steps()
     start = existing[-1] + 1 if existing else 0
@@ -60,8 +61,10 @@ def pack_sources(args, bound, interactive: bool, storage_options: dict | None = 
     total = sum(identity["size"] for _, identity in todo)
     with byte_progress("packing", total, interactive) as advance:
         for i, (step, (source, identity)) in enumerate(zip(steps, todo)):
+            # each input is released before the next is read (the store keeps what it needs as
+            # the next reference: this very state in memory, or its own copy on disk)
             loaded = first if i == 0 else read_source(source, allow_pickle=args.allow_pickle, identity=identity)
-            first = None  # each input is released once the store no longer needs it as a reference
+            first = None
             if step in existing:
                 raise TPDEError(f"step {step} is already in {args.output}, from other content than {source.path}; "
                                 "pack it with --first-step N, or into another store", "step_exists")
@@ -71,6 +74,7 @@ def pack_sources(args, bound, interactive: bool, storage_options: dict | None = 
                               meta=loaded.meta, error_bound=bound, cross_state=args.cross_state,
                               progress=coded, copy=False)  # the store keeps the read tensors: no copy
             coded.finish()
+            del loaded
             existing.append(step)
             file_bytes, raw, stored = file_bytes + size, raw + info.raw_bytes, stored + info.stored_bytes
             blobs = len(info.blobs or [])

@@ -13,6 +13,7 @@ from torch.distributed.checkpoint.storage import StorageWriter, WriteResult
 from torch.futures import Future
 
 from ..errors import TPDEError
+from ..store.spill import check_cache_dir, check_predecessor_cache
 from . import store_hooks as hooks
 from .layout import ROOT_KEY, commit_key, encode_commit, rank_folder, step_of
 from .packing import as_tensor, build_rank_state
@@ -43,11 +44,15 @@ class Writer(StorageWriter):
     the latest committed step (0 for the first). Items below `pack_below` elements are
     packed into one array per dtype (fewer objects per step); arrays below `bundle_below`
     elements go to the rank store's bundle (`CheckpointStore`; None: its default).
+    `predecessor_cache` and `cache_dir`: where each rank keeps its last save, the
+    reference of its next delta ("memory", or "disk" for ranks short of host memory;
+    see `CheckpointStore`).
     """
 
     def __init__(self, url: str | os.PathLike, *, step: int | None = None, storage_options: dict | None = None,
                  keyframe_every: int | None = None, chunk_elements: int | None = None, workers: int | None = None,
-                 pack_below: int = DEFAULT_PACK_BELOW, bundle_below: int | None = None, allow_pickle: bool = False):
+                 pack_below: int = DEFAULT_PACK_BELOW, bundle_below: int | None = None, allow_pickle: bool = False,
+                 predecessor_cache: str = "memory", cache_dir: str | os.PathLike | None = None):
         super().__init__()
         self.url = hooks.normalize_root(url)
         self.storage_options = dict(storage_options or {})
@@ -55,7 +60,9 @@ class Writer(StorageWriter):
         self.pack_below = int(pack_below)
         self.allow_pickle = allow_pickle
         self._settings = {k: v for k, v in (("keyframe_every", keyframe_every), ("chunk_elements", chunk_elements),
-                                            ("workers", workers), ("bundle_below", bundle_below)) if v is not None}
+                                            ("workers", workers), ("bundle_below", bundle_below),
+                                            ("predecessor_cache", check_predecessor_cache(predecessor_cache)),
+                                            ("cache_dir", check_cache_dir(cache_dir))) if v is not None}
         self._rank = 0
         self._is_coordinator = True
         self._save_id = str(uuid.uuid4())
