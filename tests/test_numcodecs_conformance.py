@@ -165,3 +165,74 @@ def test_zarr_v2_with_a_configured_dtype_refuses_a_chunk_of_another_dtype(tmp_pa
     with pytest.raises(tpde.TPDEError) as info:
         arr[:]
     assert info.value.code == "bad_dtype"
+
+
+@pytest.mark.parametrize("placed", [
+    np.arange(12, dtype=np.int32),  # same size, other values
+    np.arange(12, dtype=np.uint32),
+    np.arange(48, dtype=np.uint8),  # raw bytes of the right size
+    np.arange(6, dtype=np.float64),
+])
+def test_zarr_v2_with_a_bare_codec_refuses_a_chunk_of_another_dtype(tmp_path, placed):
+    import zarr
+
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=(12,), chunks=(12,), dtype="float32", zarr_format=2,
+                            compressors=TPDECodec(), filters=None)
+    arr[:] = F32
+    assert arr[:].tobytes() == F32.tobytes()
+    _chunk_file(tmp_path / "a.zarr").write_bytes(tpde.encode(placed))
+    with pytest.raises(tpde.TPDEError) as info:
+        arr[:]
+    assert info.value.code == "bad_dtype" and str(placed.dtype) in str(info.value)
+
+
+def test_zarr_v2_bool_array_refuses_a_chunk_of_bytes(tmp_path):
+    import zarr
+
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=(12,), chunks=(12,), dtype="bool", zarr_format=2,
+                            compressors=TPDECodec(), filters=None)
+    arr[:] = np.arange(12) % 3 == 0
+    _chunk_file(tmp_path / "a.zarr").write_bytes(tpde.encode(np.full(12, 7, np.uint8)))
+    with pytest.raises(tpde.TPDEError) as info:
+        arr[:]
+    assert info.value.code == "bad_dtype"
+
+
+@pytest.mark.parametrize("dtype", ["float32", ">f4", "<i8", ">u2", "complex64", "complex128", "S3", "U2",
+                                   "M8[ns]", "m8[s]", "bool", "uint8", "float16", "V12"])
+def test_zarr_v2_with_a_bare_codec_reads_back_every_dtype(tmp_path, dtype):
+    import zarr
+
+    values = np.frombuffer(np.random.default_rng(1).bytes(40 * np.dtype(dtype).itemsize), dtype=dtype).copy()
+    if values.dtype.kind == "b":
+        values = np.arange(40) % 3 == 0
+    if values.dtype.kind == "U":
+        values = np.array([str(i) for i in range(40)], dtype=dtype)
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=(40,), chunks=(16,), dtype=dtype, zarr_format=2,
+                            compressors=TPDECodec(), filters=None, fill_value=None)
+    arr[:] = values
+    got = zarr.open_array(tmp_path / "a.zarr", mode="r")[:]
+    assert got.dtype == values.dtype and got.tobytes() == values.tobytes()
+
+
+def test_zarr_v2_with_a_shuffle_filter_reads_back(tmp_path):
+    import zarr
+    from numcodecs import Shuffle
+
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=(40,), chunks=(16,), dtype="float32", zarr_format=2,
+                            compressors=TPDECodec(), filters=[Shuffle(elementsize=4)])
+    values = np.random.default_rng(2).standard_normal(40).astype(np.float32)
+    arr[:] = values
+    assert zarr.open_array(tmp_path / "a.zarr", mode="r")[:].tobytes() == values.tobytes()
+
+
+def test_a_decoded_chunk_views_as_its_own_dtype_and_as_bytes():
+    from tpde.codecs.numcodecs_codec import DecodedChunk
+
+    decoded = TPDECodec().decode(tpde.encode(F32))
+    assert isinstance(decoded, DecodedChunk)
+    assert type(decoded.view(np.float32)) is np.ndarray
+    assert decoded.view(np.uint8).tobytes() == F32.tobytes()
+    assert type(decoded.view(np.ndarray)) is np.ndarray
+    with pytest.raises(tpde.TPDEError):
+        decoded.view(np.int32)

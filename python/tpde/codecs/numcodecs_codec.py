@@ -34,16 +34,45 @@ def codable_view(arr: np.ndarray) -> np.ndarray:
     return flat.view(_UNSIGNED.get(dtype.itemsize, np.uint8))
 
 
+class DecodedChunk(np.ndarray):
+    """A decoded chunk that refuses to be viewed as values of another dtype.
+
+    zarr v2 does not tell a compressor the array's dtype: it views whatever the compressor
+    returns as the array's dtype, so a chunk of int32 values placed in a float32 array
+    would be read as floats without a word. Its `view` lets through what a chunk coded
+    from an array of the wanted dtype holds (`codable_view`), and raw-byte views; other
+    dtypes raise TPDEError("bad_dtype"). Every view it returns is a plain ndarray.
+    """
+
+    def view(self, *args, **kwargs):
+        """`ndarray.view`, checked as the class docstring says."""
+        wanted = args[0] if args else kwargs.get("dtype")
+        if wanted is not None and not (isinstance(wanted, type) and issubclass(wanted, np.ndarray)):
+            check_view(self.dtype, np.dtype(wanted))
+        return np.asarray(self).view(*args, **kwargs)
+
+
+def check_view(held: np.dtype, wanted: np.dtype) -> None:
+    """Raise TPDEError("bad_dtype") unless a chunk of `held` values may be read as `wanted`."""
+    if wanted == held or wanted.kind == "O" or (wanted.itemsize == 1 and wanted.kind != "b"):
+        return  # raw bytes: filters (Shuffle, ...) view typed chunks as uint8
+    expected = codable_view(np.empty(1, wanted)).dtype
+    if expected != held:
+        raise TPDEError(f"chunk holds {held} values, the array is {wanted}", "bad_dtype")
+
+
 class TPDECodec(Codec):
     """Lossless standalone tpde coding of one chunk (zero masking, Elias gaps, rANS).
 
     ``dtype`` overrides how the chunk's bits are read, e.g. ``"bfloat16"`` for a uint16
     view of bf16 values; by default the array's own dtype is used. When set, it is also the
     dtype every decoded chunk must have: a chunk of another dtype raises
-    :class:`tpde.TPDEError` ("bad_dtype"). Under zarr v2, whose compressors are not told
-    the array's dtype, set it to the array's dtype (``TPDECodec(dtype="float32")``) to have
-    a chunk of another dtype refused. A typed ``out`` buffer is checked the same way,
-    except against chunks of 8-bit values, which numcodecs treats as raw bytes.
+    :class:`tpde.TPDEError` ("bad_dtype"). Without it, a decoded chunk is a
+    :class:`DecodedChunk`, which refuses to be viewed as another dtype than the one it was
+    coded from: zarr v2 views each decoded chunk as the array's dtype, so a chunk of other
+    values placed in an array raises instead of being reinterpreted. A typed ``out``
+    buffer is checked the same way, except against chunks of 8-bit values, which
+    numcodecs treats as raw bytes.
 
     Arrays of dtypes the core does not code are coded by their bytes: complex as pairs of
     floats, datetimes and timedeltas as int64, and other fixed-size dtypes (fixed-width
@@ -79,7 +108,8 @@ class TPDECodec(Codec):
         """Decode a chunk; ``out``, if given, receives the values and is returned."""
         chunk = ensure_contiguous_ndarray_like(buf)
         if out is None:
-            return _core.decode(chunk, dtype=self.dtype)
+            decoded = _core.decode(chunk, dtype=self.dtype)
+            return decoded if self.dtype is not None else decoded.view(DecodedChunk)
         target = ensure_contiguous_ndarray_like(out)  # TypeError for object arrays
         if isinstance(out, np.ndarray) and self.dtype is None:
             held = STORAGE_DTYPES[_core.read_header(chunk)["dtype"]]
