@@ -152,6 +152,7 @@ def test_dcp_writer_and_reader_on_s3(bucket):
     assert torch.equal(partial["model"]["w"], saved[2]["model"]["w"])
     assert tpde.dcp.verify(url, storage_options=options) == []
     assert tpde.dcp.prune(url, keep_last=1, storage_options=options) == []  # one chain: all needed
+    writer.close()
     assert len(objects(client, name, "dcp/commits/")) == 3
 
 
@@ -182,7 +183,8 @@ def test_checkpoint_store_object_count_per_step_with_thousands_of_small_tensors(
     name, options, log, client = bucket
     state = {"model": {f"layers.{i}.norm.weight": torch.full((16,), float(i)) for i in range(3000)}}
     state["model"]["embed.weight"] = torch.randn(512, 256)
-    tpde.CheckpointStore(tmp_path / "own", bundle_below=0).save(1, state)  # one array per tensor, locally
+    with tpde.CheckpointStore(tmp_path / "own", bundle_below=0) as own:  # one array per tensor, locally
+        own.save(1, state)
     own = sum(1 for p in (tmp_path / "own" / "steps").rglob("*") if p.is_file())
     store = tpde.CheckpointStore(f"s3://{name}/bundled", storage_options=options)
     store.save(0, state)
