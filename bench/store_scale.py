@@ -12,9 +12,10 @@ warmup, a save every 5 steps, 4 saves). A save holds the weights and both AdamW 
 
 For each size, in one process, step by step: torch.save of the state to a .pt file and
 CheckpointStore.save (workers = all cores, the default keyframe interval) of the same
-state, same disk; then a fresh store's load of the last step (a delta at depth 3, checked
-bit-exact) and torch.load of its .pt. Reported per size: seconds per GB of raw tensors for
-each, and stored bytes per parameter of the keyframe and of the deltas (mean).
+state into two stores, same disk, one at the default level and one at level="fast"; then
+a fresh store's load of the last step from each (a delta at depth 3, checked bit-exact) and
+torch.load of its .pt. Reported per size: seconds per GB of raw tensors for each, and stored
+bytes per parameter of the keyframe and of the deltas (mean).
 
 Checkpoints are trained on demand (each size in a subprocess, the 2 GB one in ~5-10 min on
 2 cores) into bench/.cache/scale/ (~13 GB with all sizes) and reused by later runs.
@@ -52,6 +53,7 @@ from tpde.store import CheckpointStore  # noqa: E402
 CACHE = HERE / ".cache" / "scale"
 SIZES = {"40MB": (4, 256), "200MB": (6, 512), "800MB": (10, 768), "2GB": (9, 1280)}
 SAVE_EVERY, N_SAVES, WARMUP, LR = 5, 4, 5, 3e-4
+LEVELS = ("default", "fast")
 
 
 def config(size: str) -> S.Config:
@@ -119,35 +121,41 @@ def raw_bytes(state: object) -> int:
 
 
 def measure(size: str, work: Path) -> dict:
-    """torch and the store side by side on one size (see the module docstring)."""
+    """torch and the store (default and fast level) side by side on one size (see the module
+    docstring)."""
     meta = ensure(size)
     folder = work / size
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    pt, store_path = folder / "state.pt", folder / "store.tpde"
-    store = CheckpointStore(store_path, mode="w", workers=os.cpu_count() or 1, progress=False)
+    pt = folder / "state.pt"
+    paths = {level: folder / f"{level}.tpde" for level in LEVELS}
+    stores = {level: CheckpointStore(paths[level], mode="w", workers=os.cpu_count() or 1, progress=False,
+                                     level=level) for level in LEVELS}
     steps = []
+    t_load, t_tload = {}, 0.0
     try:
         for path in step_paths(size):
             state = torch.load(path, weights_only=True)
             t0 = time.perf_counter()
             torch.save(state, pt)
-            t_tsave = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            info = store.save(int(state["step"]), state)
-            t_save = time.perf_counter() - t0
-            steps.append(dict(kind=info.kind, raw=info.raw_bytes, stored=info.stored_bytes, t_save=t_save,
-                              t_tsave=t_tsave))
+            row = dict(t_tsave=time.perf_counter() - t0)
+            for level, store in stores.items():
+                t0 = time.perf_counter()
+                info = store.save(int(state["step"]), state)
+                row.update({f"t_save_{level}": time.perf_counter() - t0, f"stored_{level}": info.stored_bytes,
+                            "kind": info.kind, "raw": info.raw_bytes})
+            steps.append(row)
             last = state
             del state
-        store.close()
-        t0 = time.perf_counter()
-        back = CheckpointStore(store_path, mode="r", workers=os.cpu_count() or 1, progress=False).load(
-            int(last["step"]))
-        t_load = time.perf_counter() - t0
-        if not same_bits(back, last):
-            raise SystemExit(f"{size}: store load is not bit-exact")
-        del back
+        for level, store in stores.items():
+            store.close()
+            t0 = time.perf_counter()
+            back = CheckpointStore(paths[level], mode="r", workers=os.cpu_count() or 1, progress=False).load(
+                int(last["step"]))
+            t_load[level] = time.perf_counter() - t0
+            if not same_bits(back, last):
+                raise SystemExit(f"{size}: store load ({level}) is not bit-exact")
+            del back
         t0 = time.perf_counter()
         torch.load(pt, weights_only=True)
         t_tload = time.perf_counter() - t0
@@ -160,9 +168,12 @@ def measure(size: str, work: Path) -> dict:
         return sum(r[key] for r in rows) / len(rows)
 
     return dict(size=size, params=meta["params"], gb=gb, kinds=[s["kind"] for s in steps],
-                save_s_gb=mean("t_save", deltas) / gb, key_save_s_gb=steps[0]["t_save"] / gb,
-                tsave_s_gb=mean("t_tsave", steps) / gb, load_s_gb=t_load / gb, tload_s_gb=t_tload / gb,
-                key_bpp=steps[0]["stored"] / meta["params"], delta_bpp=mean("stored", deltas) / meta["params"])
+                save_s_gb=mean("t_save_default", deltas) / gb, key_save_s_gb=steps[0]["t_save_default"] / gb,
+                tsave_s_gb=mean("t_tsave", steps) / gb, load_s_gb=t_load["default"] / gb, tload_s_gb=t_tload / gb,
+                key_bpp=steps[0]["stored_default"] / meta["params"],
+                delta_bpp=mean("stored_default", deltas) / meta["params"],
+                fast_save_s_gb=mean("t_save_fast", deltas) / gb, fast_load_s_gb=t_load["fast"] / gb,
+                fast_delta_bpp=mean("stored_fast", deltas) / meta["params"])
 
 
 def report(rows: list[dict], commit: str, command: str, load: tuple[float, float]) -> str:
@@ -187,6 +198,19 @@ def report(rows: list[dict], commit: str, command: str, load: tuple[float, float
             f"| {r['size']} | {r['params'] / 1e6:.1f} M | {r['gb']:.3f} | {r['save_s_gb']:.2f} | "
             f"{r['key_save_s_gb']:.2f} | {r['tsave_s_gb']:.2f} | {r['load_s_gb']:.2f} | {r['tload_s_gb']:.2f} | "
             f"{r['key_bpp']:.3f} | {r['delta_bpp']:.3f} |")
+    lines += [
+        "",
+        "The fast level (`level=\"fast\"`) in the same runs, against torch.save and torch.load of the same state "
+        "(time ratios: below 1 is faster than torch):",
+        "",
+        "| size | fast save s/GB (deltas) | fast save / torch.save | fast load s/GB | fast load / torch.load "
+        "| fast delta bytes/param |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} | {r['fast_save_s_gb']:.2f} | {r['fast_save_s_gb'] / r['tsave_s_gb']:.2f} | "
+            f"{r['fast_load_s_gb']:.2f} | {r['fast_load_s_gb'] / r['tload_s_gb']:.2f} | {r['fast_delta_bpp']:.3f} |")
     if len(rows) > 1:
         def spread(key: str) -> str:
             vals = [r[key] for r in rows]
