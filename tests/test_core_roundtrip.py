@@ -653,3 +653,20 @@ def test_property_scaled_rows(name, data):
     else:
         chunk = check_roundtrip(name, x, reference=ref, prev_reference=prev)
         assert refdecoder.decode(chunk, ref.tobytes(), prev.tobytes()) == x.tobytes()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "uint16", "float64", "uint8", "V3"])
+def test_count_changed_counts_items_whose_bits_differ(dtype):
+    from tpde import _core
+
+    rng = np.random.default_rng(7)
+    n = 10_001
+    ref = np.frombuffer(rng.bytes(n * np.dtype(dtype).itemsize), dtype=dtype).copy()
+    data = ref.copy()
+    raw = data.view(np.uint8)
+    raw[rng.choice(raw.size, 500, replace=False)] ^= 0x10
+    expected = int((data.view(np.uint8) != ref.view(np.uint8)).reshape(n, -1).any(axis=1).sum())
+    assert _core.count_changed(data, ref) == expected > 0
+    assert _core.count_changed(ref, ref) == 0
+    with pytest.raises(tpde.TPDEError):
+        _core.count_changed(data[:-1], ref)

@@ -315,6 +315,50 @@ uint32_t fingerprint(const py::object& obj) {
   return tpde::crc32c(p, n);
 }
 
+// Items of `data` whose bits differ from `reference` (same byte size), counted without a
+// temporary mask: what the store records per chunk beside the coded bytes.
+template <typename Word>
+size_t count_differing(const Word* a, const Word* b, size_t n) {
+  size_t count = 0;
+  for (size_t i = 0; i < n; ++i) count += a[i] != b[i];
+  return count;
+}
+
+size_t count_changed(const py::object& data_obj, const py::object& reference_obj) {
+  const py::array data = contiguous(data_obj);
+  const py::array reference = contiguous(reference_obj);
+  const size_t item = static_cast<size_t>(data.itemsize());
+  const size_t nbytes = static_cast<size_t>(data.nbytes());
+  if (static_cast<size_t>(reference.nbytes()) != nbytes ||
+      static_cast<size_t>(reference.itemsize()) != item)
+    raise_error(tpde::ErrorCode::kInvalidArgument,
+                "count_changed: data and reference differ in size");
+  const void* a = data.data();
+  const void* b = reference.data();
+  py::gil_scoped_release release;
+  switch (item) {
+    case 1:
+      return count_differing(static_cast<const uint8_t*>(a), static_cast<const uint8_t*>(b),
+                             nbytes);
+    case 2:
+      return count_differing(static_cast<const uint16_t*>(a), static_cast<const uint16_t*>(b),
+                             nbytes / 2);
+    case 4:
+      return count_differing(static_cast<const uint32_t*>(a), static_cast<const uint32_t*>(b),
+                             nbytes / 4);
+    case 8:
+      return count_differing(static_cast<const uint64_t*>(a), static_cast<const uint64_t*>(b),
+                             nbytes / 8);
+    default: {
+      size_t count = 0;
+      const auto* x = static_cast<const uint8_t*>(a);
+      const auto* y = static_cast<const uint8_t*>(b);
+      for (size_t i = 0; i < nbytes; i += item) count += std::memcmp(x + i, y + i, item) != 0;
+      return count;
+    }
+  }
+}
+
 // Prediction terms from Python: [("adam_direction", m, v) | ("scaled_delta", w, w_ref, v), ...];
 // `holders` keeps the contiguous arrays alive while the GIL is released.
 std::vector<tpde::Term> prediction_terms(const py::object& terms_obj, const py::array& reference,
@@ -454,4 +498,6 @@ PYBIND11_MODULE(_core, m) {
         py::kw_only(), py::arg("eps") = 1e-8, py::arg("dtype") = py::none(),
         "A cross-state prediction: reference + sum of coefficient x term, rounded to the dtype.");
   m.def("fingerprint", &fingerprint, py::arg("array"), "CRC32C of an array's raw bytes.");
+  m.def("count_changed", &count_changed, py::arg("data"), py::arg("reference"),
+        "Items of data whose bits differ from reference's (same dtype size and byte size).");
 }

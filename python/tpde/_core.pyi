@@ -98,3 +98,6 @@ def predict(
 
 def fingerprint(array: npt.ArrayLike) -> int:
     """CRC32C of an array's raw bytes."""
+
+def count_changed(data: npt.ArrayLike, reference: npt.ArrayLike) -> int:
+    """Items of data whose bits differ from reference's (same dtype size and byte size)."""

@@ -417,8 +417,7 @@ def _coded(blob: bytes, data: np.ndarray, ref: np.ndarray | None, coefs: list | 
 
 
 def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:
-    bits = np.dtype(f"u{data.itemsize}")
-    return int(np.count_nonzero(data.view(bits) != ref.view(bits)))
+    return _core.count_changed(data, ref)
 
 
 def _batches(names: list[str], size_of: Callable[[str], int], limit: int) -> list[list[str]]:
