@@ -6,8 +6,9 @@ tpde and numpy imported is measured too; each peak is reported with that baselin
 subtracted, as a multiple of the state.
 
   torch.load      torch.load of one checkpoint file (the reference: one copy of the state)
-  save 2 steps    CheckpointStore.save of two consecutive checkpoints (a keyframe, a delta)
-                  loaded one at a time with torch.load
+  save 3 steps    CheckpointStore.save of three consecutive checkpoints (a keyframe, a delta,
+                  a delta with the keyframe as its coding context), loaded one at a time with
+                  torch.load
   load delta      a fresh CheckpointStore's load of that delta
   pack N files    tpde-pack pack of the N checkpoint files into a new store
   ... (disk)      the same save and pack with predecessor_cache="disk" (store/spill.py)
@@ -73,7 +74,7 @@ def measure(size: str, work: Path) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
         row["save" + suffix], row["save_s" + suffix] = peak_bytes(
             f"st = CheckpointStore({store!r}, mode='w', progress=False, predecessor_cache={cache!r})\n"
-            f"for i, f in enumerate({files[:2]!r}):\n"
+            f"for i, f in enumerate({files[:3]!r}):\n"
             "    s = torch.load(f, weights_only=True)\n"
             "    st.save(i, s)\n"
             "    del s\n"
@@ -81,7 +82,7 @@ def measure(size: str, work: Path) -> dict:
         row["pack" + suffix], row["pack_s" + suffix] = peak_bytes(
             "from tpde.cli import main\n"
             f"assert main(['pack', *{files!r}, '-o', {packed!r}, '--predecessor-cache', {cache!r}]) == 0")
-    row["load"], row["load_s"] = peak_bytes(f"CheckpointStore({store!r}, mode='r', progress=False).load(1)")
+    row["load"], row["load_s"] = peak_bytes(f"CheckpointStore({store!r}, mode='r', progress=False).load(2)")
     for folder in (store, packed):
         shutil.rmtree(folder, ignore_errors=True)
     return row
@@ -100,12 +101,13 @@ def report(rows: list[dict], commit: str, command: str, load: tuple[float, float
         f"{load[0]:.2f} / {load[1]:.2f}",
         "- peak RSS of a fresh interpreter per operation, less that of the interpreter with torch and tpde "
         "imported (baseline column), as a multiple of the state's raw tensor bytes; fp32 weights + AdamW moments",
-        "- save: two consecutive checkpoints (a keyframe, then a delta coded against the keyframe's "
-        "reconstruction); load: that delta; pack: every checkpoint file of the size; memory / disk: "
+        "- save: three consecutive checkpoints (a keyframe, a delta coded against the keyframe's "
+        "reconstruction, a delta coded against that one with the keyframe as context); load: the last; "
+        "pack: every checkpoint file of the size; memory / disk: "
         "`predecessor_cache` (where the saver keeps that reconstruction); seconds of each operation "
         "in brackets",
         "",
-        "| size | state | baseline | torch.load | load delta | save 2 steps, memory / disk "
+        "| size | state | baseline | torch.load | load delta | save 3 steps, memory / disk "
         "| pack (files), memory / disk |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]

@@ -3,6 +3,7 @@
 values that were saved, whatever the caller does to its tensors afterwards."""
 
 import numpy as np
+import pytest
 import torch
 
 import tpde
@@ -67,3 +68,50 @@ def test_a_default_save_keeps_its_own_copy(tmp_path):
     assert not np.shares_memory(kept["w"], state["w"].numpy())
     assert not np.shares_memory(kept["n"], state["n"])
     assert np.array_equal(kept["w"], state["w"].numpy())
+
+
+def test_the_context_steps_memory_becomes_the_next_copy(tmp_path):
+    store = tpde.CheckpointStore(tmp_path / "s", chunk_elements=4096, keyframe_every=16)
+    state = _state(3)
+    saved, kept = [], []
+    for step in range(5):
+        saved.append({k: v.clone() if isinstance(v, torch.Tensor) else v.copy() for k, v in state.items()})
+        store.save(step, state)
+        kept.append({n: a for n, a in store._snapshots.recent[-1].arrays.items()})
+        with torch.no_grad():
+            state["w"][::7].add_(0.01)
+            state["b"][:50].mul_(1.5)
+            state["n"][::3] += 1.0
+    # from step 3 on, the copy of a borrowed array reuses the memory of the step two back
+    assert kept[3]["w"] is kept[1]["w"] and kept[4]["w"] is kept[2]["w"]
+    assert kept[3]["n"] is kept[1]["n"]
+    reader = tpde.CheckpointStore(tmp_path / "s", mode="r")
+    for step in range(5):
+        assert _equal(reader.load(step), saved[step]), step
+    assert [reader.info(s).kind for s in range(5)] == ["keyframe"] + ["delta"] * 4
+
+
+def test_a_failed_save_that_reused_the_context_step_codes_the_next_one_right(tmp_path, monkeypatch):
+    import tpde.store.save as save_module
+
+    store = tpde.CheckpointStore(tmp_path / "s", chunk_elements=4096, keyframe_every=16, bundle_below=0)
+    states = [_state(s) for s in range(1, 6)]
+    for step in range(3):
+        store.save(step, states[step])
+    encode, calls = save_module._core.encode, {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 12:  # after some chunks of the context step were overwritten
+            raise tpde.TPDEError("injected", "corrupt")
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(save_module._core, "encode", failing)
+    with pytest.raises(tpde.TPDEError, match="injected"):
+        store.save(3, states[3])
+    monkeypatch.setattr(save_module._core, "encode", encode)
+    store.save(3, states[3])
+    store.save(4, states[4])
+    reader = tpde.CheckpointStore(tmp_path / "s", mode="r")
+    for step in range(5):
+        assert _equal(reader.load(step), states[step]), step

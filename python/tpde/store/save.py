@@ -155,19 +155,23 @@ class StepWriter:
         step, sources, specs, blobs = job.step, job.arrays, job.specs, job.blobs
         created: set[str] = set()  # local folders this save makes (synced before the marker)
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
-        # the owned arrays (kept as the next step's reference); borrowed ones are filled
-        # chunk by chunk by the coding threads, each chunk copied just before it is coded
-        on_disk = self.snapshots.on_disk  # the reconstructions go to a file, chunk by chunk
-        if on_disk:
-            spill = self.snapshots.new_file()
-            arrays = {n: spill.array(a.shape, a.dtype) for n, a in sources.items()}
-        else:
-            arrays = {n: np.empty_like(a) if n in job.borrowed else a for n, a in sources.items()}
-
         bundled = bundled_names({n: s.storage_shape for n, s in specs.items()}, self.bundle_below)
         bundle = BundleWriter(bundled)
         base, prev, depth = self._references(step, specs, chunks, bundled)
         kind = KEYFRAME if base is None else DELTA
+
+        # the owned arrays (kept as the next step's reference); borrowed ones are filled
+        # chunk by chunk by the coding threads, each chunk copied just before it is coded
+        on_disk = self.snapshots.on_disk  # the reconstructions go to a file, chunk by chunk
+        recycled = set() if on_disk else _recyclable(prev, sources, job.borrowed)
+        if on_disk:
+            spill = self.snapshots.new_file()
+            arrays = {n: spill.array(a.shape, a.dtype) for n, a in sources.items()}
+        else:
+            # the context step's arrays are overwritten chunk by chunk once that chunk is
+            # coded (no fresh pages to fault in, one state less at the peak)
+            arrays = {n: prev.arrays[n] if n in recycled else np.empty_like(a) if n in job.borrowed else a
+                      for n, a in sources.items()}
         bounds = resolve_bounds(job.error_bound, specs, sources, step, base)
         coded_bounds = {n: b.resolved for n, b in bounds.items() if b.resolved is not None}
 
@@ -203,10 +207,11 @@ class StepWriter:
         def encode_chunk(name: str, index: tuple, chunk_of) -> tuple[Coded, np.ndarray]:
             grid = grids[name]
             dtype = specs[name].codec_dtype
-            if name in job.borrowed and not on_disk:
+            after = on_disk or name in recycled  # the owned copy is written once the chunk is coded
+            if name in job.borrowed and not after:
                 region = grid.region(index)
                 arrays[name][region] = sources[name][region]
-            data = grid.extract(sources[name] if on_disk else arrays[name], index)
+            data = grid.extract(sources[name] if after else arrays[name], index)
             ref = None if base is None else grid.extract(base.arrays[name], index)
             # the fast level codes without a prev-reference context
             ctx = None if prev is None or level == "fast" else grid.extract(prev.arrays[name], index)
@@ -233,7 +238,7 @@ class StepWriter:
             except TPDEError as e:
                 raise TPDEError(f"step {step}, tensor {name!r}: {e}", e.code) from e
             data = recon
-            if bound is not None or on_disk:
+            if bound is not None or after:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
             if name in bundled:
                 bundle.add(name, grid.flat(index), blob)
@@ -252,6 +257,10 @@ class StepWriter:
         try:
             per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes,
                                       done=sum(entry.size for entry, _ in blobs))
+        except BaseException:
+            if recycled:  # partly overwritten: no longer that step's reconstruction
+                self.snapshots.drop(prev.step)
+            raise
         finally:
             if layout is not None:  # nothing of this save goes on writing after it returns
                 layout.join()
@@ -274,8 +283,14 @@ class StepWriter:
             error_bounds=job.requested,
             blobs=[entry for entry, _ in blobs],
         )
-        marker = self.commit(manifest, layout, created, flusher)
-        self.snapshots.keep(base, Snapshot(step, arrays, entries))
+        try:
+            marker = self.commit(manifest, layout, created, flusher)
+        except BaseException:
+            if recycled:
+                self.snapshots.drop(prev.step)
+            raise
+        owned = frozenset(n for n in arrays if n in job.borrowed or n in recycled or on_disk)
+        self.snapshots.keep(base, Snapshot(step, arrays, entries, owned))
         return step_info(marker, manifest, tensors=True)
 
     def _references(
@@ -308,10 +323,10 @@ class StepWriter:
             last, before = self._reconstruct_to_disk(chain, manifest, names)
         else:
             last, before = self.reader.reconstruct(chain, manifest, names, keep_base=True)
-        base = Snapshot(manifest.step, last, manifest.arrays)
+        base = Snapshot(manifest.step, last, manifest.arrays, frozenset(last))
         if manifest.kind == KEYFRAME:
             return base, None
-        return base, Snapshot(manifest.base_step, before, {})
+        return base, Snapshot(manifest.base_step, before, {}, frozenset(before))
 
     def _reconstruct_to_disk(self, chain: list, manifest: Manifest, names: list[str]) -> tuple[dict, dict]:
         """`reconstruct` with keep_base into the disk cache, a batch of arrays at a time, so
@@ -414,6 +429,17 @@ def _reason(error: OSError) -> str:
 def _coded(blob: bytes, data: np.ndarray, ref: np.ndarray | None, coefs: list | None) -> tuple[Coded, np.ndarray]:
     changed = 0 if ref is None else _count_changed(data, ref)
     return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
+
+
+def _recyclable(prev: Snapshot | None, sources: dict[str, np.ndarray], borrowed: frozenset) -> set[str]:
+    """Arrays of the context step `prev` that may become this save's owned copies: the
+    store's own memory (not a caller's adopted tensors), of the same shape and dtype as a
+    source that is copied (borrowed)."""
+    if prev is None:
+        return set()
+    return {n for n in borrowed
+            if n in prev.owned and isinstance(prev.arrays.get(n), np.ndarray)
+            and prev.arrays[n].shape == sources[n].shape and prev.arrays[n].dtype == sources[n].dtype}
 
 
 def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:

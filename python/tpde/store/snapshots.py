@@ -19,6 +19,7 @@ class Snapshot:
     step: int
     arrays: dict[str, np.ndarray | SpilledArray]
     entries: dict[str, ArrayEntry]
+    owned: frozenset = frozenset()  # arrays in the store's own memory (not the caller's tensors)
 
 
 class SnapshotCache:
