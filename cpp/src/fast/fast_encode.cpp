@@ -79,15 +79,40 @@ void put_u64(std::vector<uint8_t>& out, uint64_t v) {
   out.insert(out.end(), b, b + 8);
 }
 
-// Eight sub-histograms: runs of one byte value (common in low planes) then spread their
-// increments over eight counters instead of waiting on one.
-void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
+// Eight sub-histograms of 32-bit counts: runs of one byte value (common in low planes) then
+// spread their increments over eight counters instead of waiting on one.
+struct SubCounts {
   uint32_t h[8][256] = {};
-  uint64_t i = 0;
-  // 32-bit sub-counts: flush every 2^31 values so they never overflow.
-  while (i < n) {
-    const uint64_t stop = std::min<uint64_t>(n, i + (uint64_t(1) << 31));
-    for (; i + 8 <= stop; i += 8) {
+  uint64_t pending = 0;  // values added since the last flush
+
+  // Flushes first when the 32-bit counts could overflow.
+  void add(const uint8_t* p, uint64_t n, uint64_t* count) {
+    constexpr uint64_t kFlushAt = uint64_t(1) << 31;
+    while (n) {
+      if (pending >= kFlushAt) flush(count);
+      const uint64_t take = std::min<uint64_t>(n, kFlushAt - pending);
+      add_unchecked(p, take);
+      pending += take;
+      p += take;
+      n -= take;
+    }
+  }
+  void flush(uint64_t* count) {
+    for (int s = 0; s < 256; ++s) {
+      uint64_t sum = 0;
+      for (int k = 0; k < 8; ++k) {
+        sum += h[k][s];
+        h[k][s] = 0;
+      }
+      count[s] += sum;
+    }
+    pending = 0;
+  }
+
+ private:
+  void add_unchecked(const uint8_t* p, uint64_t n) {
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
       uint64_t v;
       std::memcpy(&v, p + i, 8);
       ++h[0][v & 0xFF];
@@ -99,16 +124,14 @@ void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
       ++h[6][(v >> 48) & 0xFF];
       ++h[7][v >> 56];
     }
-    for (; i < stop; ++i) ++h[0][p[i]];
-    for (int s = 0; s < 256; ++s) {
-      uint64_t sum = 0;
-      for (int k = 0; k < 8; ++k) {
-        sum += h[k][s];
-        h[k][s] = 0;
-      }
-      count[s] += sum;
-    }
+    for (; i < n; ++i) ++h[0][p[i]];
   }
+};
+
+void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
+  SubCounts sub;
+  sub.add(p, n, count);
+  sub.flush(count);
 }
 
 // Counts -> frequencies summing to 4096, every present symbol at least 1 (at least two
@@ -165,8 +188,9 @@ Sample sample_plane(const uint8_t* p, uint64_t n) {
   Sample out;
   if (n < 2 * kBlock * kBlocks) return out;
   uint64_t count[256] = {};
-  for (uint64_t b = 0; b < kBlocks; ++b)
-    histogram(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
+  SubCounts sub;
+  for (uint64_t b = 0; b < kBlocks; ++b) sub.add(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
+  sub.flush(count);
   double bits = 0;
   const double total = double(kBlock * kBlocks);
   for (int s = 0; s < 256; ++s) {
@@ -179,32 +203,65 @@ Sample sample_plane(const uint8_t* p, uint64_t n) {
   return out;
 }
 
-// The full count of a plane where one byte value dominates: 16 bytes at a time, only the
-// other bytes are counted one by one.
-void histogram_skewed(const uint8_t* p, uint64_t n, uint8_t common, uint64_t* count) {
-  uint64_t i = 0;
-#ifdef TPDE_FAST_SSE2
-  const __m128i c = _mm_set1_epi8(static_cast<char>(common));
-  uint64_t others = 0;
-  uint32_t h[256] = {};
-  uint32_t pending = 0;  // increments in h since its last flush
-  for (; i + 16 <= n; i += 16) {
-    unsigned m =
-        ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(load128(p + i), c))) & 0xFFFF;
-    for (; m; m &= m - 1) {
-      ++h[p[i + __builtin_ctz(m)]];
-      ++pending;
-    }
-    if (pending > 0xF0000000u) {  // 32-bit counts never overflow
-      for (int s = 0; s < 256; ++s) count[s] += h[s], h[s] = 0;
-      others += pending;
-      pending = 0;
+#ifdef TPDE_FAST_SSSE3
+// For each 8-bit mask of bytes to keep: a pshufb control that moves them, in order, to the
+// front of 8 bytes.
+struct CompactTable {
+  alignas(8) uint8_t c[256][8];
+  CompactTable() {
+    for (int m = 0; m < 256; ++m) {
+      int k = 0;
+      for (int b = 0; b < 8; ++b)
+        if (m >> b & 1) c[m][k++] = static_cast<uint8_t>(b);
+      for (; k < 8; ++k) c[m][k] = 0x80;
     }
   }
-  for (int s = 0; s < 256; ++s) count[s] += h[s];
-  count[common] += i - others - pending;
-#endif
+};
+const CompactTable kCompact;
+
+// The full count of a plane where one byte value dominates: 16 bytes at a time, the other
+// bytes are packed into a small buffer (no branch on their number), which is then counted.
+__attribute__((target("ssse3,popcnt"))) void histogram_skewed(const uint8_t* p, uint64_t n,
+                                                              uint8_t common, uint64_t* count) {
+  constexpr uint64_t kBlock = 4096;
+  alignas(16) uint8_t kept[kBlock + 8];
+  SubCounts sub;
+  const __m128i c = _mm_set1_epi8(static_cast<char>(common));
+  uint64_t i = 0, others = 0;
+  while (i + 16 <= n) {
+    const uint64_t stop = i + std::min<uint64_t>(kBlock, (n - i) & ~uint64_t(15));
+    uint8_t* o = kept;
+    for (; i < stop; i += 16) {
+      const __m128i v = load128(p + i);
+      const unsigned keep =
+          ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, c))) & 0xFFFF;
+      const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompact.c[keep & 0xFF]));
+      const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompact.c[keep >> 8]));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_shuffle_epi8(v, lo));
+      o += _mm_popcnt_u32(keep & 0xFF);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_shuffle_epi8(_mm_unpackhi_epi64(v, v), hi));
+      o += _mm_popcnt_u32(keep >> 8);
+    }
+    sub.add(kept, static_cast<uint64_t>(o - kept), count);
+    others += static_cast<uint64_t>(o - kept);
+  }
+  sub.flush(count);
+  count[common] += i - others;
   histogram(p + i, n - i, count);
+}
+
+bool has_ssse3_popcnt() {
+  static const bool yes = __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("popcnt");
+  return yes;
+}
+#endif
+
+// The full count of plane p; common: its most common byte in the sample, with that share.
+void count_plane(const uint8_t* p, uint64_t n, const Sample& sample, uint64_t* count) {
+#ifdef TPDE_FAST_SSSE3
+  if (sample.share > 0.4 && has_ssse3_popcnt()) return histogram_skewed(p, n, sample.common, count);
+#endif
+  histogram(p, n, count);
 }
 
 thread_local std::vector<uint8_t> t_planes;
@@ -380,10 +437,7 @@ void encode_planes(const U* x, const U* ref, Residual kind, uint64_t n, std::vec
       continue;
     }
     uint64_t count[256] = {};
-    if (sample.share > 0.6)
-      histogram_skewed(p, n, sample.common, count);
-    else
-      histogram(p, n, count);
+    count_plane(p, n, sample, count);
     int present = 0, only = 0;
     for (int s = 0; s < 256; ++s)
       if (count[s]) ++present, only = s;
