@@ -256,8 +256,9 @@ bool has_ssse3_popcnt() {
 }
 #endif
 
-// The full count of plane p; common: its most common byte in the sample, with that share.
-void count_plane(const uint8_t* p, uint64_t n, const Sample& sample, uint64_t* count) {
+// The full count of plane p, by the sample's most common byte where that one dominates.
+void count_plane(const uint8_t* p, uint64_t n, [[maybe_unused]] const Sample& sample,
+                 uint64_t* count) {
 #ifdef TPDE_FAST_SSSE3
   if (sample.share > 0.4 && has_ssse3_popcnt()) return histogram_skewed(p, n, sample.common, count);
 #endif
@@ -277,7 +278,25 @@ void rounds_scalar(uint32_t* x, const uint8_t* sym, int64_t top, const EncSymbol
   }
 }
 
+// One of the two word streams being coded: its 32 states and its words, written downwards
+// from end.
+struct EncStream {
+  uint32_t x[kLanes];
+  uint16_t* w;
+  uint16_t* end;
+};
+
 #ifdef TPDE_FAST_AVX2
+// The table for the vector loops: the reciprocal, and freq | shift << 12 | bias << 16.
+void pack_table(const EncSymbol* table, int* rcp, int* packed) {
+  for (int s = 0; s < 256; ++s) {
+    const EncSymbol& e = table[s];
+    const uint32_t freq = kProbScale - e.cmpl;
+    rcp[s] = static_cast<int>(e.rcp);
+    packed[s] = static_cast<int>((freq & 0xFFF) | (uint32_t(e.shift) << 12) | (e.bias << 16));
+  }
+}
+
 // For each 8-bit mask of lanes that emit a word: a pshufb control that packs the emitted
 // lanes' 16-bit words, in lane order, into the top slots of 8 (the rest is don't-care).
 struct PackTable {
@@ -307,12 +326,7 @@ __attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8
                                                         uint16_t*& w) {
   alignas(32) int rcp[256];
   alignas(32) int packed[256];
-  for (int s = 0; s < 256; ++s) {
-    const EncSymbol& e = table[s];
-    const uint32_t freq = kProbScale - e.cmpl;
-    rcp[s] = static_cast<int>(e.rcp);
-    packed[s] = static_cast<int>((freq & 0xFFF) | (uint32_t(e.shift) << 12) | (e.bias << 16));
-  }
+  pack_table(table, rcp, packed);
   __m256i st[4];
   for (int g = 0; g < 4; ++g)
     st[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * g));
@@ -358,7 +372,93 @@ bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
   return yes;
 }
+
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// 16 lanes of a round (lanes 16 h to 16 h + 15) with AVX-512F: the emitted lanes' words
+// are packed in lane order (compress) and stored below w.
+__attribute__((target("avx512f,popcnt"), always_inline)) inline void lanes_avx512(
+    __m512i& st, const uint8_t* s, const int* rcp, const int* packed, uint16_t*& w) {
+  const __m512i m12 = _mm512_set1_epi32(0xFFF);
+  const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+  const __m512i r = _mm512_i32gather_epi32(idx, rcp, 4);
+  const __m512i p = _mm512_i32gather_epi32(idx, packed, 4);
+  const __m512i freq = _mm512_and_si512(p, m12);
+  __m512i v = st;
+  const __mmask16 emit = _mm512_cmpge_epu32_mask(v, _mm512_slli_epi32(freq, 19));
+  const unsigned count = _mm_popcnt_u32(emit);
+  w -= count;
+  _mm512_mask_cvtepi32_storeu_epi16(w, static_cast<__mmask16>((1u << count) - 1),
+                                    _mm512_maskz_compress_epi32(emit, v));
+  v = _mm512_mask_srli_epi32(v, emit, v, 16);
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(v, r), 32);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(v, 32), _mm512_srli_epi64(r, 32));
+  const __m512i shift = _mm512_and_si512(_mm512_srli_epi32(p, 12), _mm512_set1_epi32(0xF));
+  const __m512i q = _mm512_srlv_epi32(_mm512_mask_blend_epi32(0xAAAA, even, odd), shift);
+  const __m512i cmpl = _mm512_sub_epi32(_mm512_set1_epi32(static_cast<int>(kProbScale)), freq);
+  st = _mm512_add_epi32(_mm512_add_epi32(v, _mm512_srli_epi32(p, 16)), _mm512_mullo_epi32(q, cmpl));
+}
+
+// One round of a stream: lanes 31 to 16, then 15 to 0.
+__attribute__((target("avx512f,popcnt"), always_inline)) inline void round_avx512(
+    __m512i* st, const uint8_t* s, const int* rcp, const int* packed, uint16_t*& w) {
+  lanes_avx512(st[1], s + 16, rcp, packed, w);
+  lanes_avx512(st[0], s, rcp, packed, w);
+}
+
+// The full rounds top, top - 1, ..., 0 of both streams, interleaved (independent chains in
+// flight); each stream sees its own rounds in the order of rounds_scalar.
+__attribute__((target("avx512f,popcnt"))) void rounds_avx512(EncStream* streams,
+                                                             const uint8_t* sym, int64_t top,
+                                                             const EncSymbol* table) {
+  alignas(64) int rcp[256];
+  alignas(64) int packed[256];
+  pack_table(table, rcp, packed);
+  __m512i st[kStreams][2];
+  uint16_t* w[kStreams];
+  for (int k = 0; k < kStreams; ++k) {
+    for (int h = 0; h < 2; ++h) st[k][h] = _mm512_loadu_si512(streams[k].x + 16 * h);
+    w[k] = streams[k].w;
+  }
+  static_assert(kStreams == 2, "rounds alternate between two streams");
+  int64_t r = top;
+  if (r % 2 == 0) round_avx512(st[0], sym + kLanes * r--, rcp, packed, w[0]);
+  for (; r >= 1; r -= 2) {
+    round_avx512(st[1], sym + kLanes * r, rcp, packed, w[1]);
+    round_avx512(st[0], sym + kLanes * (r - 1), rcp, packed, w[0]);
+  }
+  for (int k = 0; k < kStreams; ++k) {
+    for (int h = 0; h < 2; ++h) _mm512_storeu_si512(streams[k].x + 16 * h, st[k][h]);
+    streams[k].w = w[k];
+  }
+}
+
+#pragma GCC diagnostic pop
+
+bool has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
+  return yes;
+}
 #endif
+
+// The full rounds top, top - 1, ..., 0 (top: the last full round).
+void full_rounds(EncStream* streams, const uint8_t* sym, int64_t top, const EncSymbol* table) {
+#ifdef TPDE_FAST_AVX2
+  if (has_avx512()) return rounds_avx512(streams, sym, top, table);
+#endif
+  for (int k = 0; k < kStreams; ++k) {
+    const int64_t last = top % kStreams == k ? top : top - 1;  // the stream's last full round
+    if (last < 0) continue;
+#ifdef TPDE_FAST_AVX2
+    if (has_avx2()) {
+      rounds_avx2(streams[k].x, sym, last, table, streams[k].w);
+      continue;
+    }
+#endif
+    rounds_scalar(streams[k].x, sym, last, table, streams[k].w);
+  }
+}
 
 // Appends one rANS plane body: table, then per stream its u64 length and its bytes.
 void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq,
@@ -380,36 +480,30 @@ void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq,
     put_varint(out, freq[s] - 1);
     last = s;
   }
-  constexpr size_t kSlack = 8;  // the vector loop stores 8 words below w
-  if (t_words.size() < n + kSlack + 1) t_words.resize(n + kSlack + 1);
-  const int64_t rounds = static_cast<int64_t>((n + kLanes - 1) / kLanes);
-  for (int stream = 0; stream < kStreams; ++stream) {
-    uint16_t* end = t_words.data() + n + kSlack + 1;
-    uint16_t* w = end;
-    uint32_t x[kLanes];
-    for (auto& v : x) v = kStateLow;
-    // The stream's last round: round r belongs to stream r mod kStreams.
-    int64_t top = rounds - 1;
-    while (top >= 0 && top % kStreams != stream) --top;
-    if (top >= 0 && static_cast<uint64_t>(kLanes * (top + 1)) > n) {  // the partial last round
-      for (uint64_t i = n; i-- > static_cast<uint64_t>(kLanes * top);)
-        put_symbol(x[i & (kLanes - 1)], table[sym[i]], w);
-      top -= kStreams;
-    }
-    if (top >= 0) {
-#ifdef TPDE_FAST_AVX2
-      if (has_avx2())
-        rounds_avx2(x, sym, top, table, w);
-      else
-#endif
-        rounds_scalar(x, sym, top, table, w);
-    }
-    const size_t words = static_cast<size_t>(end - w);
+  constexpr size_t kSlack = 8;  // the AVX2 loop stores 8 words below w
+  const size_t room = n + kSlack + 1;  // words a stream may need, at most one a value
+  if (t_words.size() < kStreams * room) t_words.resize(kStreams * room);
+  EncStream streams[kStreams];
+  for (int k = 0; k < kStreams; ++k) {
+    for (auto& v : streams[k].x) v = kStateLow;
+    streams[k].w = streams[k].end = t_words.data() + (k + 1) * room;
+  }
+  // Round r (values 32 r to 32 r + 31) belongs to stream r mod kStreams; last round first.
+  int64_t top = static_cast<int64_t>((n + kLanes - 1) / kLanes) - 1;
+  if (top >= 0 && static_cast<uint64_t>(kLanes * (top + 1)) > n) {  // the partial last round
+    EncStream& st = streams[top % kStreams];
+    for (uint64_t i = n; i-- > static_cast<uint64_t>(kLanes * top);)
+      put_symbol(st.x[i & (kLanes - 1)], table[sym[i]], st.w);
+    --top;
+  }
+  if (top >= 0) full_rounds(streams, sym, top, table);
+  for (const EncStream& st : streams) {
+    const size_t words = static_cast<size_t>(st.end - st.w);
     put_u64(out, kStatesBytes + 2 * words);
     const size_t at = out.size();
     out.resize(at + kStatesBytes + 2 * words);
-    std::memcpy(out.data() + at, x, kStatesBytes);
-    std::memcpy(out.data() + at + kStatesBytes, w, 2 * words);
+    std::memcpy(out.data() + at, st.x, kStatesBytes);
+    std::memcpy(out.data() + at + kStatesBytes, st.w, 2 * words);
   }
 }
 
