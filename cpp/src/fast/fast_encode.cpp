@@ -129,20 +129,50 @@ struct SubCounts {
 };
 
 void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
+  if (n < 1024) {  // small planes: four 16-bit sub-histograms, cheaper to clear and sum
+    uint16_t h[4][256] = {};
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+      for (int k = 0; k < 4; ++k) ++h[k][p[i + k]];
+    for (; i < n; ++i) ++h[0][p[i]];
+    for (int s = 0; s < 256; ++s) count[s] += uint32_t(h[0][s]) + h[1][s] + h[2][s] + h[3][s];
+    return;
+  }
   SubCounts sub;
   sub.add(p, n, count);
   sub.flush(count);
 }
 
+// The byte values present in a plane (count > 0), ascending: the loops over them have no
+// branch on each of the 256 values (mispredicted on small planes).
+struct Present {
+  int size = 0;
+  uint8_t sym[256];
+};
+
+Present present_symbols(const uint64_t* count) {
+  Present used;
+  for (int s = 0; s < 256; ++s) {
+    used.sym[used.size] = static_cast<uint8_t>(s);
+    used.size += count[s] != 0;
+  }
+  return used;
+}
+
 // Counts -> frequencies summing to 4096, every present symbol at least 1 (at least two
 // symbols present, so none reaches 4096). Deterministic.
-void normalize(const uint64_t* count, uint64_t n, uint32_t* freq) {
+void normalize(const uint64_t* count, uint64_t n, const Present& used, uint32_t* freq) {
   int64_t sum = 0;
   int largest = -1;
-  for (int s = 0; s < 256; ++s) {
-    freq[s] = 0;
-    if (!count[s]) continue;
-    uint64_t f = (static_cast<unsigned __int128>(count[s]) * kProbScale + n / 2) / n;
+  std::memset(freq, 0, 256 * sizeof(uint32_t));
+  for (int k = 0; k < used.size; ++k) {
+    const int s = used.sym[k];
+    // count * 4096 / n rounded, in 64 bits where the product cannot overflow (always, for
+    // chunks under 64 GiB)
+    const uint64_t f =
+        n < (uint64_t(1) << 51)
+            ? (count[s] * kProbScale + n / 2) / n
+            : static_cast<uint64_t>((static_cast<unsigned __int128>(count[s]) * kProbScale + n / 2) / n);
     freq[s] = static_cast<uint32_t>(f ? f : 1);
     sum += freq[s];
     if (largest < 0 || count[s] > count[largest]) largest = s;
@@ -162,16 +192,25 @@ void normalize(const uint64_t* count, uint64_t n, uint32_t* freq) {
   }
 }
 
+// log2(f) for the frequencies f = 1 to 4096: the doubles std::log2 gives, computed once.
+const double* log2_of_freq() {
+  static const std::vector<double> table = [] {
+    std::vector<double> t(kProbScale + 1, 0.0);
+    for (uint32_t f = 1; f <= kProbScale; ++f) t[f] = std::log2(double(f));
+    return t;
+  }();
+  return table.data();
+}
+
 // Estimated bytes of a rANS plane: entropy under the normalised frequencies + tables + states.
-double rans_plane_cost(const uint64_t* count, const uint32_t* freq) {
+double rans_plane_cost(const uint64_t* count, const uint32_t* freq, const Present& used) {
+  const double* log2f = log2_of_freq();
   double bits = 0;
-  int used = 0;
-  for (int s = 0; s < 256; ++s) {
-    if (!count[s]) continue;
-    ++used;
-    bits += double(count[s]) * (kProbBits - std::log2(double(freq[s])));
+  for (int k = 0; k < used.size; ++k) {
+    const int s = used.sym[k];
+    bits += double(count[s]) * (kProbBits - log2f[freq[s]]);
   }
-  return bits / 8 + 3.0 * used + 8 + kStatesBytes + 16;
+  return bits / 8 + 3.0 * used.size + 8 + kStatesBytes + 16;
 }
 
 // What a sample of 32 blocks of 1 KiB spread over a plane says (planes under 64 KiB are
@@ -461,21 +500,19 @@ void full_rounds(EncStream* streams, const uint8_t* sym, int64_t top, const EncS
 }
 
 // Appends one rANS plane body: table, then per stream its u64 length and its bytes.
-void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq,
+void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq, const Present& used,
                     std::vector<uint8_t>& out) {
   EncSymbol table[256] = {};
-  int used = 0;
   uint32_t start = 0;
-  for (int s = 0; s < 256; ++s) {
-    if (!freq[s]) continue;
+  for (int k = 0; k < used.size; ++k) {
+    const int s = used.sym[k];
     table[s] = make_symbol(start, freq[s]);
     start += freq[s];
-    ++used;
   }
-  put_varint(out, used);
+  put_varint(out, used.size);
   int last = -1;
-  for (int s = 0; s < 256; ++s) {
-    if (!freq[s]) continue;
+  for (int k = 0; k < used.size; ++k) {
+    const int s = used.sym[k];
     put_varint(out, s - last - 1);
     put_varint(out, freq[s] - 1);
     last = s;
@@ -532,19 +569,17 @@ void encode_planes(const U* x, const U* ref, Residual kind, uint64_t n, std::vec
     }
     uint64_t count[256] = {};
     count_plane(p, n, sample, count);
-    int present = 0, only = 0;
-    for (int s = 0; s < 256; ++s)
-      if (count[s]) ++present, only = s;
-    if (present <= 1) {
+    const Present used = present_symbols(count);
+    if (used.size <= 1) {
       out.push_back(kPlaneConstant);
-      out.push_back(static_cast<uint8_t>(only));
+      out.push_back(used.size ? used.sym[0] : 0);
       continue;
     }
     uint32_t freq[256];
-    normalize(count, n, freq);
-    if (rans_plane_cost(count, freq) < (1.0 - kMinPlaneGain) * double(n)) {
+    normalize(count, n, used, freq);
+    if (rans_plane_cost(count, freq, used) < (1.0 - kMinPlaneGain) * double(n)) {
       out.push_back(kPlaneRans);
-      put_rans_plane(p, n, freq, out);
+      put_rans_plane(p, n, freq, used, out);
     } else {
       out.push_back(kPlaneRaw);
       out.insert(out.end(), p, p + n);
