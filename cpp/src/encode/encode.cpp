@@ -73,12 +73,14 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   if (!in.fast) payload.reserve(nbytes / 2 + 1024);
   if (in.fast) {
     // The payload goes straight after room for the header, written once its size and CRC
-    // are known: no second copy of the chunk.
+    // are known: no second copy of the chunk. Room for a Stored payload: a chunk that
+    // compresses less than 2:1 is not moved while it grows (pages never written stay
+    // unmapped).
     h.version = kFastFormatVersion;
     if (!dtype_valid(static_cast<uint8_t>(in.dtype))) fail(ErrorCode::kBadDtype, "unknown dtype");
     const size_t hs = header_size(h.shape.size());
     std::vector<uint8_t> out(hs);
-    out.reserve(hs + kPayloadPrefix + nbytes / 2 + 1024);
+    out.reserve(hs + kPayloadPrefix + nbytes + 1024);
     fast::encode_fast_payload(in.dtype, in.data, in.reference, n, out);
     if (in.reconstruction && n) std::memcpy(in.reconstruction, in.data, nbytes);
     h.payload_size = out.size() - hs;

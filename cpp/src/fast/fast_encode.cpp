@@ -79,15 +79,40 @@ void put_u64(std::vector<uint8_t>& out, uint64_t v) {
   out.insert(out.end(), b, b + 8);
 }
 
-// Eight sub-histograms: runs of one byte value (common in low planes) then spread their
-// increments over eight counters instead of waiting on one.
-void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
+// Eight sub-histograms of 32-bit counts: runs of one byte value (common in low planes) then
+// spread their increments over eight counters instead of waiting on one.
+struct SubCounts {
   uint32_t h[8][256] = {};
-  uint64_t i = 0;
-  // 32-bit sub-counts: flush every 2^31 values so they never overflow.
-  while (i < n) {
-    const uint64_t stop = std::min<uint64_t>(n, i + (uint64_t(1) << 31));
-    for (; i + 8 <= stop; i += 8) {
+  uint64_t pending = 0;  // values added since the last flush
+
+  // Flushes first when the 32-bit counts could overflow.
+  void add(const uint8_t* p, uint64_t n, uint64_t* count) {
+    constexpr uint64_t kFlushAt = uint64_t(1) << 31;
+    while (n) {
+      if (pending >= kFlushAt) flush(count);
+      const uint64_t take = std::min<uint64_t>(n, kFlushAt - pending);
+      add_unchecked(p, take);
+      pending += take;
+      p += take;
+      n -= take;
+    }
+  }
+  void flush(uint64_t* count) {
+    for (int s = 0; s < 256; ++s) {
+      uint64_t sum = 0;
+      for (int k = 0; k < 8; ++k) {
+        sum += h[k][s];
+        h[k][s] = 0;
+      }
+      count[s] += sum;
+    }
+    pending = 0;
+  }
+
+ private:
+  void add_unchecked(const uint8_t* p, uint64_t n) {
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
       uint64_t v;
       std::memcpy(&v, p + i, 8);
       ++h[0][v & 0xFF];
@@ -99,27 +124,55 @@ void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
       ++h[6][(v >> 48) & 0xFF];
       ++h[7][v >> 56];
     }
-    for (; i < stop; ++i) ++h[0][p[i]];
-    for (int s = 0; s < 256; ++s) {
-      uint64_t sum = 0;
-      for (int k = 0; k < 8; ++k) {
-        sum += h[k][s];
-        h[k][s] = 0;
-      }
-      count[s] += sum;
-    }
+    for (; i < n; ++i) ++h[0][p[i]];
   }
+};
+
+void histogram(const uint8_t* p, uint64_t n, uint64_t* count) {
+  if (n < 1024) {  // small planes: four 16-bit sub-histograms, cheaper to clear and sum
+    uint16_t h[4][256] = {};
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+      for (int k = 0; k < 4; ++k) ++h[k][p[i + k]];
+    for (; i < n; ++i) ++h[0][p[i]];
+    for (int s = 0; s < 256; ++s) count[s] += uint32_t(h[0][s]) + h[1][s] + h[2][s] + h[3][s];
+    return;
+  }
+  SubCounts sub;
+  sub.add(p, n, count);
+  sub.flush(count);
+}
+
+// The byte values present in a plane (count > 0), ascending: the loops over them have no
+// branch on each of the 256 values (mispredicted on small planes).
+struct Present {
+  int size = 0;
+  uint8_t sym[256];
+};
+
+Present present_symbols(const uint64_t* count) {
+  Present used;
+  for (int s = 0; s < 256; ++s) {
+    used.sym[used.size] = static_cast<uint8_t>(s);
+    used.size += count[s] != 0;
+  }
+  return used;
 }
 
 // Counts -> frequencies summing to 4096, every present symbol at least 1 (at least two
 // symbols present, so none reaches 4096). Deterministic.
-void normalize(const uint64_t* count, uint64_t n, uint32_t* freq) {
+void normalize(const uint64_t* count, uint64_t n, const Present& used, uint32_t* freq) {
   int64_t sum = 0;
   int largest = -1;
-  for (int s = 0; s < 256; ++s) {
-    freq[s] = 0;
-    if (!count[s]) continue;
-    uint64_t f = (static_cast<unsigned __int128>(count[s]) * kProbScale + n / 2) / n;
+  std::memset(freq, 0, 256 * sizeof(uint32_t));
+  for (int k = 0; k < used.size; ++k) {
+    const int s = used.sym[k];
+    // count * 4096 / n rounded, in 64 bits where the product cannot overflow (always, for
+    // chunks under 64 GiB)
+    const uint64_t f =
+        n < (uint64_t(1) << 51)
+            ? (count[s] * kProbScale + n / 2) / n
+            : static_cast<uint64_t>((static_cast<unsigned __int128>(count[s]) * kProbScale + n / 2) / n);
     freq[s] = static_cast<uint32_t>(f ? f : 1);
     sum += freq[s];
     if (largest < 0 || count[s] > count[largest]) largest = s;
@@ -139,16 +192,25 @@ void normalize(const uint64_t* count, uint64_t n, uint32_t* freq) {
   }
 }
 
+// log2(f) for the frequencies f = 1 to 4096: the doubles std::log2 gives, computed once.
+const double* log2_of_freq() {
+  static const std::vector<double> table = [] {
+    std::vector<double> t(kProbScale + 1, 0.0);
+    for (uint32_t f = 1; f <= kProbScale; ++f) t[f] = std::log2(double(f));
+    return t;
+  }();
+  return table.data();
+}
+
 // Estimated bytes of a rANS plane: entropy under the normalised frequencies + tables + states.
-double rans_plane_cost(const uint64_t* count, const uint32_t* freq) {
+double rans_plane_cost(const uint64_t* count, const uint32_t* freq, const Present& used) {
+  const double* log2f = log2_of_freq();
   double bits = 0;
-  int used = 0;
-  for (int s = 0; s < 256; ++s) {
-    if (!count[s]) continue;
-    ++used;
-    bits += double(count[s]) * (kProbBits - std::log2(double(freq[s])));
+  for (int k = 0; k < used.size; ++k) {
+    const int s = used.sym[k];
+    bits += double(count[s]) * (kProbBits - log2f[freq[s]]);
   }
-  return bits / 8 + 3.0 * used + 8 + kStatesBytes + 16;
+  return bits / 8 + 3.0 * used.size + 8 + kStatesBytes + 16;
 }
 
 // What a sample of 32 blocks of 1 KiB spread over a plane says (planes under 64 KiB are
@@ -165,8 +227,9 @@ Sample sample_plane(const uint8_t* p, uint64_t n) {
   Sample out;
   if (n < 2 * kBlock * kBlocks) return out;
   uint64_t count[256] = {};
-  for (uint64_t b = 0; b < kBlocks; ++b)
-    histogram(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
+  SubCounts sub;
+  for (uint64_t b = 0; b < kBlocks; ++b) sub.add(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
+  sub.flush(count);
   double bits = 0;
   const double total = double(kBlock * kBlocks);
   for (int s = 0; s < 256; ++s) {
@@ -179,32 +242,66 @@ Sample sample_plane(const uint8_t* p, uint64_t n) {
   return out;
 }
 
-// The full count of a plane where one byte value dominates: 16 bytes at a time, only the
-// other bytes are counted one by one.
-void histogram_skewed(const uint8_t* p, uint64_t n, uint8_t common, uint64_t* count) {
-  uint64_t i = 0;
-#ifdef TPDE_FAST_SSE2
-  const __m128i c = _mm_set1_epi8(static_cast<char>(common));
-  uint64_t others = 0;
-  uint32_t h[256] = {};
-  uint32_t pending = 0;  // increments in h since its last flush
-  for (; i + 16 <= n; i += 16) {
-    unsigned m =
-        ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(load128(p + i), c))) & 0xFFFF;
-    for (; m; m &= m - 1) {
-      ++h[p[i + __builtin_ctz(m)]];
-      ++pending;
-    }
-    if (pending > 0xF0000000u) {  // 32-bit counts never overflow
-      for (int s = 0; s < 256; ++s) count[s] += h[s], h[s] = 0;
-      others += pending;
-      pending = 0;
+#ifdef TPDE_FAST_SSSE3
+// For each 8-bit mask of bytes to keep: a pshufb control that moves them, in order, to the
+// front of 8 bytes.
+struct CompactTable {
+  alignas(8) uint8_t c[256][8];
+  CompactTable() {
+    for (int m = 0; m < 256; ++m) {
+      int k = 0;
+      for (int b = 0; b < 8; ++b)
+        if (m >> b & 1) c[m][k++] = static_cast<uint8_t>(b);
+      for (; k < 8; ++k) c[m][k] = 0x80;
     }
   }
-  for (int s = 0; s < 256; ++s) count[s] += h[s];
-  count[common] += i - others - pending;
-#endif
+};
+const CompactTable kCompact;
+
+// The full count of a plane where one byte value dominates: 16 bytes at a time, the other
+// bytes are packed into a small buffer (no branch on their number), which is then counted.
+__attribute__((target("ssse3,popcnt"))) void histogram_skewed(const uint8_t* p, uint64_t n,
+                                                              uint8_t common, uint64_t* count) {
+  constexpr uint64_t kBlock = 4096;
+  alignas(16) uint8_t kept[kBlock + 8];
+  SubCounts sub;
+  const __m128i c = _mm_set1_epi8(static_cast<char>(common));
+  uint64_t i = 0, others = 0;
+  while (i + 16 <= n) {
+    const uint64_t stop = i + std::min<uint64_t>(kBlock, (n - i) & ~uint64_t(15));
+    uint8_t* o = kept;
+    for (; i < stop; i += 16) {
+      const __m128i v = load128(p + i);
+      const unsigned keep =
+          ~static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, c))) & 0xFFFF;
+      const __m128i lo = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompact.c[keep & 0xFF]));
+      const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompact.c[keep >> 8]));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_shuffle_epi8(v, lo));
+      o += _mm_popcnt_u32(keep & 0xFF);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_shuffle_epi8(_mm_unpackhi_epi64(v, v), hi));
+      o += _mm_popcnt_u32(keep >> 8);
+    }
+    sub.add(kept, static_cast<uint64_t>(o - kept), count);
+    others += static_cast<uint64_t>(o - kept);
+  }
+  sub.flush(count);
+  count[common] += i - others;
   histogram(p + i, n - i, count);
+}
+
+bool has_ssse3_popcnt() {
+  static const bool yes = __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("popcnt");
+  return yes;
+}
+#endif
+
+// The full count of plane p, by the sample's most common byte where that one dominates.
+void count_plane(const uint8_t* p, uint64_t n, [[maybe_unused]] const Sample& sample,
+                 uint64_t* count) {
+#ifdef TPDE_FAST_SSSE3
+  if (sample.share > 0.4 && has_ssse3_popcnt()) return histogram_skewed(p, n, sample.common, count);
+#endif
+  histogram(p, n, count);
 }
 
 thread_local std::vector<uint8_t> t_planes;
@@ -220,7 +317,25 @@ void rounds_scalar(uint32_t* x, const uint8_t* sym, int64_t top, const EncSymbol
   }
 }
 
+// One of the two word streams being coded: its 32 states and its words, written downwards
+// from end.
+struct EncStream {
+  uint32_t x[kLanes];
+  uint16_t* w;
+  uint16_t* end;
+};
+
 #ifdef TPDE_FAST_AVX2
+// The table for the vector loops: the reciprocal, and freq | shift << 12 | bias << 16.
+void pack_table(const EncSymbol* table, int* rcp, int* packed) {
+  for (int s = 0; s < 256; ++s) {
+    const EncSymbol& e = table[s];
+    const uint32_t freq = kProbScale - e.cmpl;
+    rcp[s] = static_cast<int>(e.rcp);
+    packed[s] = static_cast<int>((freq & 0xFFF) | (uint32_t(e.shift) << 12) | (e.bias << 16));
+  }
+}
+
 // For each 8-bit mask of lanes that emit a word: a pshufb control that packs the emitted
 // lanes' 16-bit words, in lane order, into the top slots of 8 (the rest is don't-care).
 struct PackTable {
@@ -250,12 +365,7 @@ __attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8
                                                         uint16_t*& w) {
   alignas(32) int rcp[256];
   alignas(32) int packed[256];
-  for (int s = 0; s < 256; ++s) {
-    const EncSymbol& e = table[s];
-    const uint32_t freq = kProbScale - e.cmpl;
-    rcp[s] = static_cast<int>(e.rcp);
-    packed[s] = static_cast<int>((freq & 0xFFF) | (uint32_t(e.shift) << 12) | (e.bias << 16));
-  }
+  pack_table(table, rcp, packed);
   __m256i st[4];
   for (int g = 0; g < 4; ++g)
     st[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 8 * g));
@@ -301,58 +411,136 @@ bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
   return yes;
 }
+
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized (GCC bug 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// 16 lanes of a round (lanes 16 h to 16 h + 15) with AVX-512F: the emitted lanes' words
+// are packed in lane order (compress) and stored below w.
+__attribute__((target("avx512f,popcnt"), always_inline)) inline void lanes_avx512(
+    __m512i& st, const uint8_t* s, const int* rcp, const int* packed, uint16_t*& w) {
+  const __m512i m12 = _mm512_set1_epi32(0xFFF);
+  const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+  const __m512i r = _mm512_i32gather_epi32(idx, rcp, 4);
+  const __m512i p = _mm512_i32gather_epi32(idx, packed, 4);
+  const __m512i freq = _mm512_and_si512(p, m12);
+  __m512i v = st;
+  const __mmask16 emit = _mm512_cmpge_epu32_mask(v, _mm512_slli_epi32(freq, 19));
+  const unsigned count = _mm_popcnt_u32(emit);
+  w -= count;
+  _mm512_mask_cvtepi32_storeu_epi16(w, static_cast<__mmask16>((1u << count) - 1),
+                                    _mm512_maskz_compress_epi32(emit, v));
+  v = _mm512_mask_srli_epi32(v, emit, v, 16);
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(v, r), 32);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(v, 32), _mm512_srli_epi64(r, 32));
+  const __m512i shift = _mm512_and_si512(_mm512_srli_epi32(p, 12), _mm512_set1_epi32(0xF));
+  const __m512i q = _mm512_srlv_epi32(_mm512_mask_blend_epi32(0xAAAA, even, odd), shift);
+  const __m512i cmpl = _mm512_sub_epi32(_mm512_set1_epi32(static_cast<int>(kProbScale)), freq);
+  st = _mm512_add_epi32(_mm512_add_epi32(v, _mm512_srli_epi32(p, 16)), _mm512_mullo_epi32(q, cmpl));
+}
+
+// One round of a stream: lanes 31 to 16, then 15 to 0.
+__attribute__((target("avx512f,popcnt"), always_inline)) inline void round_avx512(
+    __m512i* st, const uint8_t* s, const int* rcp, const int* packed, uint16_t*& w) {
+  lanes_avx512(st[1], s + 16, rcp, packed, w);
+  lanes_avx512(st[0], s, rcp, packed, w);
+}
+
+// The full rounds top, top - 1, ..., 0 of both streams, interleaved (independent chains in
+// flight); each stream sees its own rounds in the order of rounds_scalar.
+__attribute__((target("avx512f,popcnt"))) void rounds_avx512(EncStream* streams,
+                                                             const uint8_t* sym, int64_t top,
+                                                             const EncSymbol* table) {
+  alignas(64) int rcp[256];
+  alignas(64) int packed[256];
+  pack_table(table, rcp, packed);
+  __m512i st[kStreams][2];
+  uint16_t* w[kStreams];
+  for (int k = 0; k < kStreams; ++k) {
+    for (int h = 0; h < 2; ++h) st[k][h] = _mm512_loadu_si512(streams[k].x + 16 * h);
+    w[k] = streams[k].w;
+  }
+  static_assert(kStreams == 2, "rounds alternate between two streams");
+  int64_t r = top;
+  if (r % 2 == 0) round_avx512(st[0], sym + kLanes * r--, rcp, packed, w[0]);
+  for (; r >= 1; r -= 2) {
+    round_avx512(st[1], sym + kLanes * r, rcp, packed, w[1]);
+    round_avx512(st[0], sym + kLanes * (r - 1), rcp, packed, w[0]);
+  }
+  for (int k = 0; k < kStreams; ++k) {
+    for (int h = 0; h < 2; ++h) _mm512_storeu_si512(streams[k].x + 16 * h, st[k][h]);
+    streams[k].w = w[k];
+  }
+}
+
+#pragma GCC diagnostic pop
+
+bool has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
+  return yes;
+}
 #endif
 
+// The full rounds top, top - 1, ..., 0 (top: the last full round).
+void full_rounds(EncStream* streams, const uint8_t* sym, int64_t top, const EncSymbol* table) {
+#ifdef TPDE_FAST_AVX2
+  if (has_avx512()) return rounds_avx512(streams, sym, top, table);
+#endif
+  for (int k = 0; k < kStreams; ++k) {
+    const int64_t last = top % kStreams == k ? top : top - 1;  // the stream's last full round
+    if (last < 0) continue;
+#ifdef TPDE_FAST_AVX2
+    if (has_avx2()) {
+      rounds_avx2(streams[k].x, sym, last, table, streams[k].w);
+      continue;
+    }
+#endif
+    rounds_scalar(streams[k].x, sym, last, table, streams[k].w);
+  }
+}
+
 // Appends one rANS plane body: table, then per stream its u64 length and its bytes.
-void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq,
+void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq, const Present& used,
                     std::vector<uint8_t>& out) {
   EncSymbol table[256] = {};
-  int used = 0;
   uint32_t start = 0;
-  for (int s = 0; s < 256; ++s) {
-    if (!freq[s]) continue;
+  for (int k = 0; k < used.size; ++k) {
+    const int s = used.sym[k];
     table[s] = make_symbol(start, freq[s]);
     start += freq[s];
-    ++used;
   }
-  put_varint(out, used);
+  put_varint(out, used.size);
   int last = -1;
-  for (int s = 0; s < 256; ++s) {
-    if (!freq[s]) continue;
+  for (int k = 0; k < used.size; ++k) {
+    const int s = used.sym[k];
     put_varint(out, s - last - 1);
     put_varint(out, freq[s] - 1);
     last = s;
   }
-  constexpr size_t kSlack = 8;  // the vector loop stores 8 words below w
-  if (t_words.size() < n + kSlack + 1) t_words.resize(n + kSlack + 1);
-  const int64_t rounds = static_cast<int64_t>((n + kLanes - 1) / kLanes);
-  for (int stream = 0; stream < kStreams; ++stream) {
-    uint16_t* end = t_words.data() + n + kSlack + 1;
-    uint16_t* w = end;
-    uint32_t x[kLanes];
-    for (auto& v : x) v = kStateLow;
-    // The stream's last round: round r belongs to stream r mod kStreams.
-    int64_t top = rounds - 1;
-    while (top >= 0 && top % kStreams != stream) --top;
-    if (top >= 0 && static_cast<uint64_t>(kLanes * (top + 1)) > n) {  // the partial last round
-      for (uint64_t i = n; i-- > static_cast<uint64_t>(kLanes * top);)
-        put_symbol(x[i & (kLanes - 1)], table[sym[i]], w);
-      top -= kStreams;
-    }
-    if (top >= 0) {
-#ifdef TPDE_FAST_AVX2
-      if (has_avx2())
-        rounds_avx2(x, sym, top, table, w);
-      else
-#endif
-        rounds_scalar(x, sym, top, table, w);
-    }
-    const size_t words = static_cast<size_t>(end - w);
+  constexpr size_t kSlack = 8;  // the AVX2 loop stores 8 words below w
+  const size_t room = n + kSlack + 1;  // words a stream may need, at most one a value
+  if (t_words.size() < kStreams * room) t_words.resize(kStreams * room);
+  EncStream streams[kStreams];
+  for (int k = 0; k < kStreams; ++k) {
+    for (auto& v : streams[k].x) v = kStateLow;
+    streams[k].w = streams[k].end = t_words.data() + (k + 1) * room;
+  }
+  // Round r (values 32 r to 32 r + 31) belongs to stream r mod kStreams; last round first.
+  int64_t top = static_cast<int64_t>((n + kLanes - 1) / kLanes) - 1;
+  if (top >= 0 && static_cast<uint64_t>(kLanes * (top + 1)) > n) {  // the partial last round
+    EncStream& st = streams[top % kStreams];
+    for (uint64_t i = n; i-- > static_cast<uint64_t>(kLanes * top);)
+      put_symbol(st.x[i & (kLanes - 1)], table[sym[i]], st.w);
+    --top;
+  }
+  if (top >= 0) full_rounds(streams, sym, top, table);
+  for (const EncStream& st : streams) {
+    const size_t words = static_cast<size_t>(st.end - st.w);
     put_u64(out, kStatesBytes + 2 * words);
     const size_t at = out.size();
     out.resize(at + kStatesBytes + 2 * words);
-    std::memcpy(out.data() + at, x, kStatesBytes);
-    std::memcpy(out.data() + at + kStatesBytes, w, 2 * words);
+    std::memcpy(out.data() + at, st.x, kStatesBytes);
+    std::memcpy(out.data() + at + kStatesBytes, st.w, 2 * words);
   }
 }
 
@@ -380,23 +568,18 @@ void encode_planes(const U* x, const U* ref, Residual kind, uint64_t n, std::vec
       continue;
     }
     uint64_t count[256] = {};
-    if (sample.share > 0.6)
-      histogram_skewed(p, n, sample.common, count);
-    else
-      histogram(p, n, count);
-    int present = 0, only = 0;
-    for (int s = 0; s < 256; ++s)
-      if (count[s]) ++present, only = s;
-    if (present <= 1) {
+    count_plane(p, n, sample, count);
+    const Present used = present_symbols(count);
+    if (used.size <= 1) {
       out.push_back(kPlaneConstant);
-      out.push_back(static_cast<uint8_t>(only));
+      out.push_back(used.size ? used.sym[0] : 0);
       continue;
     }
     uint32_t freq[256];
-    normalize(count, n, freq);
-    if (rans_plane_cost(count, freq) < (1.0 - kMinPlaneGain) * double(n)) {
+    normalize(count, n, used, freq);
+    if (rans_plane_cost(count, freq, used) < (1.0 - kMinPlaneGain) * double(n)) {
       out.push_back(kPlaneRans);
-      put_rans_plane(p, n, freq, out);
+      put_rans_plane(p, n, freq, used, out);
     } else {
       out.push_back(kPlaneRaw);
       out.insert(out.end(), p, p + n);
