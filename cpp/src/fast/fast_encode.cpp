@@ -172,7 +172,8 @@ void normalize(const uint64_t* count, uint64_t n, const Present& used, uint32_t*
     const uint64_t f =
         n < (uint64_t(1) << 51)
             ? (count[s] * kProbScale + n / 2) / n
-            : static_cast<uint64_t>((static_cast<unsigned __int128>(count[s]) * kProbScale + n / 2) / n);
+            : static_cast<uint64_t>(
+                  (static_cast<unsigned __int128>(count[s]) * kProbScale + n / 2) / n);
     freq[s] = static_cast<uint32_t>(f ? f : 1);
     sum += freq[s];
     if (largest < 0 || count[s] > count[largest]) largest = s;
@@ -228,7 +229,8 @@ Sample sample_plane(const uint8_t* p, uint64_t n) {
   if (n < 2 * kBlock * kBlocks) return out;
   uint64_t count[256] = {};
   SubCounts sub;
-  for (uint64_t b = 0; b < kBlocks; ++b) sub.add(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
+  for (uint64_t b = 0; b < kBlocks; ++b)
+    sub.add(p + (n - kBlock) / (kBlocks - 1) * b, kBlock, count);
   sub.flush(count);
   double bits = 0;
   const double total = double(kBlock * kBlocks);
@@ -278,7 +280,8 @@ __attribute__((target("ssse3,popcnt"))) void histogram_skewed(const uint8_t* p, 
       const __m128i hi = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kCompact.c[keep >> 8]));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_shuffle_epi8(v, lo));
       o += _mm_popcnt_u32(keep & 0xFF);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(o), _mm_shuffle_epi8(_mm_unpackhi_epi64(v, v), hi));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(o),
+                       _mm_shuffle_epi8(_mm_unpackhi_epi64(v, v), hi));
       o += _mm_popcnt_u32(keep >> 8);
     }
     sub.add(kept, static_cast<uint64_t>(o - kept), count);
@@ -290,7 +293,8 @@ __attribute__((target("ssse3,popcnt"))) void histogram_skewed(const uint8_t* p, 
 }
 
 bool has_ssse3_popcnt() {
-  static const bool yes = __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("popcnt");
+  static const bool yes =
+      simd_cap() >= 1 && __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("popcnt");
   return yes;
 }
 #endif
@@ -408,7 +412,8 @@ __attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8
 }
 
 bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  static const bool yes =
+      simd_cap() >= 2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
   return yes;
 }
 
@@ -448,9 +453,8 @@ __attribute__((target("avx512f,popcnt"), always_inline)) inline void round_avx51
 
 // The full rounds top, top - 1, ..., 0 of both streams, interleaved (independent chains in
 // flight); each stream sees its own rounds in the order of rounds_scalar.
-__attribute__((target("avx512f,popcnt"))) void rounds_avx512(EncStream* streams,
-                                                             const uint8_t* sym, int64_t top,
-                                                             const EncSymbol* table) {
+__attribute__((target("avx512f,popcnt"))) void rounds_avx512(EncStream* streams, const uint8_t* sym,
+                                                             int64_t top, const EncSymbol* table) {
   alignas(64) int rcp[256];
   alignas(64) int packed[256];
   pack_table(table, rcp, packed);
@@ -476,7 +480,8 @@ __attribute__((target("avx512f,popcnt"))) void rounds_avx512(EncStream* streams,
 #pragma GCC diagnostic pop
 
 bool has_avx512() {
-  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
+  static const bool yes =
+      simd_cap() >= 3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
   return yes;
 }
 #endif
@@ -517,7 +522,7 @@ void put_rans_plane(const uint8_t* sym, uint64_t n, const uint32_t* freq, const 
     put_varint(out, freq[s] - 1);
     last = s;
   }
-  constexpr size_t kSlack = 8;  // the AVX2 loop stores 8 words below w
+  constexpr size_t kSlack = 8;         // the AVX2 loop stores 8 words below w
   const size_t room = n + kSlack + 1;  // words a stream may need, at most one a value
   if (t_words.size() < kStreams * room) t_words.resize(kStreams * room);
   EncStream streams[kStreams];

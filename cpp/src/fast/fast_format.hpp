@@ -9,11 +9,25 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 namespace tpde {
 namespace fast {
+
+// The widest x86 instruction set the fast coder's runtime dispatch may pick:
+// TPDE_FAST_SIMD=scalar|ssse3|avx2|avx512 (default: avx512, i.e. whatever the CPU has) caps
+// it, so that the tests run every path on one machine. Every path gives the same bytes.
+inline int simd_cap() {
+  static const int cap = [] {
+    const char* env = std::getenv("TPDE_FAST_SIMD");
+    const std::string v = env ? env : "";
+    return v == "scalar" ? 0 : v == "ssse3" ? 1 : v == "avx2" ? 2 : 3;
+  }();
+  return cap;
+}
 
 constexpr uint8_t kValueSchemeFastPlanes = 3;
 
