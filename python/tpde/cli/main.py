@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--predecessor-cache", choices=("memory", "disk"), default="disk",
                    help="where the previous checkpoint is kept as the reference of the next: disk "
                         "(the default: unnamed files in --cache-dir; memory peaks near one checkpoint) "
-                        "or memory (about 7%% faster; three checkpoints' worth at the peak)")
+                        "or memory (about 6%% faster; three checkpoints' worth at the peak)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="with --predecessor-cache disk: the folder of its files (default: the store's "
                         "folder, or the system's temporary folder for a URL)")
