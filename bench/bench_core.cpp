@@ -42,7 +42,8 @@ static std::vector<uint8_t> read_file(const char* path) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bench_core f32|bf16[-fast] DATA.bin [REF.bin] [REPEATS] [PREV.bin] "
+    std::fprintf(stderr,
+                 "usage: bench_core f32|bf16[-fast] DATA.bin [REF.bin] [REPEATS] [PREV.bin] "
                  "[CHUNK_VALUES|COUNTS.txt] [OUT.bin]\n");
     return 2;
   }
