@@ -20,7 +20,7 @@ from .bundle import ChunkFetcher
 from .catalog import Catalog
 from .chain import ChainSteps, chain_markers, decode_chunk
 from .grid import Box, ChunkGrid, parse_index
-from .parallel import Pool
+from .parallel import Pool, largest_first
 from .schema import Manifest, Marker
 
 
@@ -141,6 +141,7 @@ class Reader:
             indices = sorted({i for n in wanted_here for i in grid.overlapping(boxes[n])})
             tasks += [(tuple(group), i) for i in indices]
         sizes = [sum(steps.chunk_bytes(n) for n in group) for group, _ in tasks]
+        tasks, sizes = largest_first(tasks, sizes)
 
         whole = {n for n in names if boxes[n] == grids[n].full_box() and grids[n].chunks}
         fetcher = ChunkFetcher(self.catalog.kv)

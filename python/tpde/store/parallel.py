@@ -8,6 +8,13 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from ..progress import byte_progress, wanted
 
 
+def largest_first(tasks: list, sizes: list[int]) -> tuple[list, list[int]]:
+    """`tasks` and their `sizes`, largest first (ties in their order): the threads then end
+    on small tasks together instead of one of them coding a large last chunk alone."""
+    order = sorted(range(len(tasks)), key=lambda i: -sizes[i])
+    return [tasks[i] for i in order], [sizes[i] for i in order]
+
+
 class Pool:
     """`workers` threads (a fresh pool per call) and the default for progress bars
     (None: shown for large jobs on a terminal)."""

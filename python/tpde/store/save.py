@@ -37,6 +37,7 @@ from .layout import StepLayout, step_metadata
 from .load import Reader
 from .lossy import LOSSLESS, TensorBound, encode_lossy, resolve_bounds
 from .names import check_saved_name
+from .parallel import largest_first
 from .schema import (
     DELTA,
     KEYFRAME,
@@ -186,6 +187,7 @@ class StepWriter:
             for i in grids[group[0]].indices()
         ]
         sizes = [sum(math.prod(chunks[n]) * arrays[n].itemsize for n in names) for names, _ in tasks]
+        tasks, sizes = largest_first(tasks, sizes)
         layout = None  # a local directory: folders and metadata files made while coding
         if self.kv.has_folders():
             own = {n: s for n, s in specs.items() if n not in bundled}  # arrays with keys of their own
