@@ -167,3 +167,31 @@ def test_refdecoder_agrees_on_mutated_chunks():
             assert a == b, (name, kwargs, a if isinstance(a, str) else "bytes", b if isinstance(b, str) else "bytes")
             agreed["bytes" if isinstance(a, bytes) else "error"] += 1
     assert agreed["bytes"] > 50 and agreed["error"] > 50, agreed
+
+
+def dense_decay_case(rng: np.random.Generator, name: str, n: int):
+    """(x, reference): a dense second moment, every value decayed by one factor plus fresh
+    squared gradients (no segment shows a common ratio)."""
+    ref = (rng.standard_normal(n) * 1e-3) ** 2 + 1e-9
+    x = ref * 0.98 + 0.02 * (rng.standard_normal(n) * 3e-4) ** 2
+    if name == "bfloat16":
+        return [(np.asarray(f, np.float32).view(np.uint32) >> 16).astype(np.uint16) for f in (x, ref)]
+    return [np.asarray(f).astype(name) for f in (x, ref)]
+
+
+def test_a_dense_decay_is_coded_against_the_scaled_reference_and_both_decoders_agree():
+    """Whole chunks that moved by about one factor take transform 2 with every segment a
+    candidate (the encoder's dense scale), with and without a prev-reference."""
+    rng = np.random.default_rng(5)
+    scaled = []
+    for name in ("float32", "float16", "bfloat16"):
+        for n in (300, 3000, 40_000):
+            x, ref = dense_decay_case(rng, name, n)
+            dt = "bfloat16" if name == "bfloat16" else None
+            for prev in (None, ref):
+                chunk = tpde.encode(x, reference=ref, prev_reference=prev, dtype=dt)
+                if chunkfmt.parse(chunk)["transform"] == 2:
+                    scaled.append((name, n, prev is None))
+                assert both(chunk, ref, prev) == (x.tobytes(), x.tobytes())
+    # float32 chunks of a few thousand values and more take it, with and without a prev-reference
+    assert {("float32", n, alone) for n in (3000, 40_000) for alone in (True, False)} <= set(scaled)

@@ -69,6 +69,7 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     bool extrapolated = false;
     Extrapolation extrapolation;
     bool scaled = false;
+    bool dense = false;  // scaled as a whole (find_dense_scale)
   };
   std::vector<Candidate> candidates;
   // Against the reference, or against an extrapolation of it when that leaves residuals of
@@ -133,6 +134,23 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
       candidates.push_back(c);
     }
   }
+  // Against the whole reference scaled by one factor (a dense decay, transform 2).
+  ScaledSegments dense;
+  std::unique_ptr<U[]> dense_pred, dense_prev;
+  if constexpr (sizeof(U) <= 4) {
+    if (may_scale && find_dense_scale<U>(in, n, dense, dense_pred, dense_prev)) {
+      EncodeInput full = in;
+      full.reference = dense_pred.get();
+      full.prev_reference = dense_prev.get();
+      Sample<U> dense_sample(full, n);
+      Candidate c{
+          true, false,
+          ChunkEncoder<U>(dense_sample.input, dense_sample.count, false, false).plan(scale)};
+      c.plan.bits += 8.0 * static_cast<double>(kScaledFixedBytes + dense.bitmap.size());
+      c.dense = true;
+      candidates.push_back(c);
+    }
+  }
   if (is_float(in.dtype))
     candidates.push_back(
         {false, true, ChunkEncoder<U>(sample_standalone, sample.count, delta, true).plan(scale)});
@@ -155,6 +173,10 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     if (best->scaled) {
       encode_predicted(scaled_pred.get(), scaled_prev.get(), kTransformScaled,
                        scaled_params(scaled));
+      return;
+    }
+    if (best->dense) {
+      encode_predicted(dense_pred.get(), dense_prev.get(), kTransformScaled, scaled_params(dense));
       return;
     }
     if (best->extrapolated) {

@@ -26,5 +26,10 @@ template <typename U>
 bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out,
                           std::unique_ptr<U[]>& pred, std::unique_ptr<U[]>& pred_prev);
 
+// The same for a chunk that moved by about one factor as a whole; see the .cpp.
+template <typename U>
+bool find_dense_scale(const EncodeInput& in, uint64_t n, ScaledSegments& out,
+                      std::unique_ptr<U[]>& pred, std::unique_ptr<U[]>& pred_prev);
+
 }  // namespace encoder
 }  // namespace tpde
