@@ -186,6 +186,19 @@ def test_zarr_v2_with_a_bare_codec_refuses_a_chunk_of_another_dtype(tmp_path, pl
     assert info.value.code == "bad_dtype" and str(placed.dtype) in str(info.value)
 
 
+@pytest.mark.parametrize("dtype", ["int8", "uint8"])
+def test_zarr_v2_byte_array_refuses_a_chunk_of_wider_values(tmp_path, dtype):
+    import zarr
+
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=(48,), chunks=(48,), dtype=dtype, zarr_format=2,
+                            compressors=TPDECodec(), filters=None)
+    arr[:] = np.arange(48).astype(dtype)
+    _chunk_file(tmp_path / "a.zarr").write_bytes(tpde.encode(np.arange(12, dtype=np.int32)))
+    with pytest.raises(tpde.TPDEError) as info:
+        arr[:]
+    assert info.value.code == "bad_dtype"
+
+
 def test_zarr_v2_bool_array_refuses_a_chunk_of_bytes(tmp_path):
     import zarr
 
@@ -226,13 +239,34 @@ def test_zarr_v2_with_a_shuffle_filter_reads_back(tmp_path):
     assert zarr.open_array(tmp_path / "a.zarr", mode="r")[:].tobytes() == values.tobytes()
 
 
-def test_a_decoded_chunk_views_as_its_own_dtype_and_as_bytes():
-    from tpde.codecs.numcodecs_codec import DecodedChunk
+def test_a_decoded_chunk_is_checked_only_where_zarr_reads_it_as_the_array():
+    from tpde.codecs.numcodecs_codec import DecodedChunk, check_view
 
     decoded = TPDECodec().decode(tpde.encode(F32))
     assert isinstance(decoded, DecodedChunk)
     assert type(decoded.view(np.float32)) is np.ndarray
     assert decoded.view(np.uint8).tobytes() == F32.tobytes()
+    assert decoded.view(np.int32).tobytes() == F32.tobytes()  # a caller's own view: not checked
     assert type(decoded.view(np.ndarray)) is np.ndarray
     with pytest.raises(tpde.TPDEError):
-        decoded.view(np.int32)
+        check_view(np.dtype(np.float32), np.dtype(np.int32))
+    check_view(np.dtype(np.uint32), np.dtype(">f4"))  # big-endian arrays are coded as unsigned bits
+    check_view(np.dtype(np.uint8), np.dtype("S3"))
+
+
+@pytest.mark.parametrize("filters", ["bitround", "delta", "shuffle"])
+def test_zarr_v2_filters_that_reinterpret_their_chunks_still_read_back(tmp_path, filters):
+    import zarr
+    from numcodecs import BitRound, Delta, Shuffle
+
+    dtype = "int32" if filters == "delta" else "float32"
+    chain = {"bitround": [BitRound(10)], "delta": [Delta(dtype)], "shuffle": [Shuffle(elementsize=4)]}[filters]
+    values = (np.random.default_rng(3).standard_normal(40) * 1000).astype(dtype)
+    expected = values
+    if filters == "bitround":  # its chunks are int32 bit patterns, viewed back as float32
+        expected = np.asarray(BitRound(10).decode(BitRound(10).encode(values)))
+        assert expected.tobytes() != values.tobytes()
+    arr = zarr.create_array(tmp_path / "a.zarr", shape=(40,), chunks=(16,), dtype=dtype, zarr_format=2,
+                            compressors=TPDECodec(), filters=chain)
+    arr[:] = values
+    assert zarr.open_array(tmp_path / "a.zarr", mode="r")[:].tobytes() == expected.tobytes()

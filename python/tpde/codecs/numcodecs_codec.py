@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray_like
@@ -34,28 +36,36 @@ def codable_view(arr: np.ndarray) -> np.ndarray:
     return flat.view(_UNSIGNED.get(dtype.itemsize, np.uint8))
 
 
-class DecodedChunk(np.ndarray):
-    """A decoded chunk that refuses to be viewed as values of another dtype.
+# the module whose view of a decoded chunk is the array's dtype (zarr-python 3's V2Codec)
+_ZARR_V2_CODEC = "zarr.codecs._v2"
 
-    zarr v2 does not tell a compressor the array's dtype: it views whatever the compressor
-    returns as the array's dtype, so a chunk of int32 values placed in a float32 array
-    would be read as floats without a word. Its `view` lets through what a chunk coded
-    from an array of the wanted dtype holds (`codable_view`), and raw-byte views; other
-    dtypes raise TPDEError("bad_dtype"). Every view it returns is a plain ndarray.
+
+class DecodedChunk(np.ndarray):
+    """A decoded chunk that zarr v2 cannot read as values of another dtype.
+
+    zarr v2 does not tell a compressor the array's dtype: its V2Codec views whatever the
+    compressor (or the last filter) returns as the array's dtype, so a chunk of int32 values
+    placed in a float32 array would be read as floats without a word. When that view is
+    taken here, it must be the dtype a chunk coded from such an array holds
+    (`codable_view`); another raises TPDEError("bad_dtype"). Filters (BitRound, Delta,
+    Shuffle, ...) reinterpret the chunks they made, and callers may view a chunk as they
+    like: those views are not checked. Every view it returns is a plain ndarray.
     """
 
     def view(self, *args, **kwargs):
-        """`ndarray.view`, checked as the class docstring says."""
+        """`ndarray.view`, checked for zarr v2's view as the class docstring says."""
         wanted = args[0] if args else kwargs.get("dtype")
-        if wanted is not None and not (isinstance(wanted, type) and issubclass(wanted, np.ndarray)):
+        if wanted is not None and not (isinstance(wanted, type) and issubclass(wanted, np.ndarray)) \
+                and sys._getframe(1).f_globals.get("__name__") == _ZARR_V2_CODEC:
             check_view(self.dtype, np.dtype(wanted))
         return np.asarray(self).view(*args, **kwargs)
 
 
 def check_view(held: np.dtype, wanted: np.dtype) -> None:
-    """Raise TPDEError("bad_dtype") unless a chunk of `held` values may be read as `wanted`."""
-    if wanted == held or wanted.kind == "O" or (wanted.itemsize == 1 and wanted.kind != "b"):
-        return  # raw bytes: filters (Shuffle, ...) view typed chunks as uint8
+    """Raise TPDEError("bad_dtype") unless a chunk of `held` values is what an array of
+    dtype `wanted` gives the codec to code."""
+    if wanted == held or wanted.kind == "O":
+        return
     expected = codable_view(np.empty(1, wanted)).dtype
     if expected != held:
         raise TPDEError(f"chunk holds {held} values, the array is {wanted}", "bad_dtype")
@@ -68,9 +78,9 @@ class TPDECodec(Codec):
     view of bf16 values; by default the array's own dtype is used. When set, it is also the
     dtype every decoded chunk must have: a chunk of another dtype raises
     :class:`tpde.TPDEError` ("bad_dtype"). Without it, a decoded chunk is a
-    :class:`DecodedChunk`, which refuses to be viewed as another dtype than the one it was
-    coded from: zarr v2 views each decoded chunk as the array's dtype, so a chunk of other
-    values placed in an array raises instead of being reinterpreted. A typed ``out``
+    :class:`DecodedChunk`, which zarr v2 cannot view as another dtype than the one a chunk
+    of the array's dtype holds: a chunk of other values placed in an array raises instead
+    of being reinterpreted (filters' own views are not checked). A typed ``out``
     buffer is checked the same way, except against chunks of 8-bit values, which
     numcodecs treats as raw bytes.
 
