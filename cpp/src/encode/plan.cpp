@@ -68,8 +68,7 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     Plan plan;
     bool extrapolated = false;
     Extrapolation extrapolation;
-    bool scaled = false;
-    bool dense = false;  // scaled as a whole (find_dense_scale)
+    int scaled = -1;  // coded against scaled_tries[scaled] (transform 2)
   };
   std::vector<Candidate> candidates;
   // Against the reference, or against an extrapolation of it when that leaves residuals of
@@ -117,37 +116,28 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     against_reference.plan = ChunkEncoder<U>(sample.input, sample.count, false, false).plan(scale);
     candidates.push_back(against_reference);
   }
-  // Against the reference scaled on the segments that only decayed (transform 2).
-  ScaledSegments scaled;
-  std::unique_ptr<U[]> scaled_pred, scaled_prev;
+  // Against the reference scaled by one factor (transform 2): on the segments that only
+  // decayed (find_scaled_segments), and as a whole (find_dense_scale, a dense decay).
+  struct ScaledTry {
+    ScaledSegments params;
+    std::unique_ptr<U[]> pred, prev;
+  };
+  ScaledTry scaled_tries[2];
   if constexpr (sizeof(U) <= 4) {
-    if (may_scale && find_scaled_segments<U>(in, n, scaled, scaled_pred, scaled_prev)) {
+    for (int k = 0; k < 2 && may_scale; ++k) {
+      ScaledTry& t = scaled_tries[k];
+      if (!(k == 0 ? find_scaled_segments<U>(in, n, t.params, t.pred, t.prev)
+                   : find_dense_scale<U>(in, n, t.params, t.pred, t.prev)))
+        continue;
       EncodeInput full = in;
-      full.reference = scaled_pred.get();
-      full.prev_reference = scaled_prev.get();
+      full.reference = t.pred.get();
+      full.prev_reference = t.prev.get();
       Sample<U> scaled_sample(full, n);
       Candidate c{
           true, false,
           ChunkEncoder<U>(scaled_sample.input, scaled_sample.count, false, false).plan(scale)};
-      c.plan.bits += 8.0 * static_cast<double>(kScaledFixedBytes + scaled.bitmap.size());
-      c.scaled = true;
-      candidates.push_back(c);
-    }
-  }
-  // Against the whole reference scaled by one factor (a dense decay, transform 2).
-  ScaledSegments dense;
-  std::unique_ptr<U[]> dense_pred, dense_prev;
-  if constexpr (sizeof(U) <= 4) {
-    if (may_scale && find_dense_scale<U>(in, n, dense, dense_pred, dense_prev)) {
-      EncodeInput full = in;
-      full.reference = dense_pred.get();
-      full.prev_reference = dense_prev.get();
-      Sample<U> dense_sample(full, n);
-      Candidate c{
-          true, false,
-          ChunkEncoder<U>(dense_sample.input, dense_sample.count, false, false).plan(scale)};
-      c.plan.bits += 8.0 * static_cast<double>(kScaledFixedBytes + dense.bitmap.size());
-      c.dense = true;
+      c.plan.bits += 8.0 * static_cast<double>(kScaledFixedBytes + t.params.bitmap.size());
+      c.scaled = k;
       candidates.push_back(c);
     }
   }
@@ -170,13 +160,9 @@ void encode_payload(const EncodeInput& in, uint64_t n, std::vector<uint8_t>& out
     encoder.encode_payload(best->plan, out);
   };
   if constexpr (sizeof(U) <= 4) {
-    if (best->scaled) {
-      encode_predicted(scaled_pred.get(), scaled_prev.get(), kTransformScaled,
-                       scaled_params(scaled));
-      return;
-    }
-    if (best->dense) {
-      encode_predicted(dense_pred.get(), dense_prev.get(), kTransformScaled, scaled_params(dense));
+    if (best->scaled >= 0) {
+      const ScaledTry& t = scaled_tries[best->scaled];
+      encode_predicted(t.pred.get(), t.prev.get(), kTransformScaled, scaled_params(t.params));
       return;
     }
     if (best->extrapolated) {

@@ -139,21 +139,31 @@ std::vector<Extrapolation> fit_extrapolations(const U* x, const U* ref, const U*
   return fits;
 }
 
+namespace {
+
 constexpr uint64_t kDenseProbes = 4096;  // positions find_dense_scale probes
 
-// The scale `scale` in the format's terms and the candidate segments (`ratios[c]` within
-// `tolerance` of it) where the scaled reference leaves residuals of fewer bits; pred and
-// pred_prev as find_scaled_segments says. False when none is selected.
+// The segment length of transform 2: a row of the chunk's last dimension, else 256 values.
+uint64_t segment_length(const EncodeInput& in, uint64_t n) {
+  const uint64_t last = in.shape.empty() ? n : in.shape.back();
+  return in.shape.size() >= 2 && last >= 16 && last <= 0xFFFFFFFFu ? last : 256;
+}
+
+// Whether bits b of a float with mant mantissa and expb exponent bits are a normal number.
 template <typename U>
-bool select_scaled(const EncodeInput& in, uint64_t n, uint64_t segment, double scale,
-                   const std::vector<double>& ratios, const std::vector<uint64_t>& candidates,
-                   double tolerance, ScaledSegments& out, std::unique_ptr<U[]>& pred,
-                   std::unique_ptr<U[]>& pred_prev) {
-  const U* x = static_cast<const U*>(in.data);
-  const U* ref = static_cast<const U*>(in.reference);
-  const U* prev = static_cast<const U*>(in.prev_reference);
-  const int mant = mantissa_bits(in.dtype), expb = exponent_bits(in.dtype);
-  const uint64_t segments = segment_count(n, static_cast<uint32_t>(segment));
+bool is_normal(U b, int mant, int expb) {
+  const int e = float_exponent(b, mant, expb);
+  return e != 0 && e != (1 << expb) - 1;
+}
+
+// Whether `scale` is a decay worth coding: further than 8 ulps from 1 (closer is unchanged or
+// noisy values, which 16-bit floats show often) and below 2^16.
+bool worth_scaling(double scale, int mant) {
+  return std::fabs(scale - 1) > std::ldexp(1.0, 3 - mant) && scale < 0x1p16;
+}
+
+// `scale` as the format's mantissa and shift (section 4.5); false when it has none.
+bool set_scale(double scale, ScaledSegments& out) {
   int e2 = 0;
   const double f = std::frexp(scale, &e2);  // scale = f 2^e2, f in [0.5, 1)
   uint64_t mantissa = static_cast<uint64_t>(std::llround(std::ldexp(f, 32)));
@@ -163,17 +173,29 @@ bool select_scaled(const EncodeInput& in, uint64_t n, uint64_t segment, double s
   }
   out.mantissa = static_cast<uint32_t>(mantissa);
   out.shift = -e2;
+  return scale_valid(out.mantissa, out.shift);
+}
+
+// Selects, among the `candidates` segments, those where the reference scaled by out's
+// scale leaves residuals of fewer bits; pred and pred_prev as find_scaled_segments says.
+// False when none is selected.
+template <typename U>
+bool select_scaled(const EncodeInput& in, uint64_t n, uint64_t segment,
+                   const std::vector<uint64_t>& candidates, ScaledSegments& out,
+                   std::unique_ptr<U[]>& pred, std::unique_ptr<U[]>& pred_prev) {
+  const U* x = static_cast<const U*>(in.data);
+  const U* ref = static_cast<const U*>(in.reference);
+  const U* prev = static_cast<const U*>(in.prev_reference);
+  const int mant = mantissa_bits(in.dtype), expb = exponent_bits(in.dtype);
   out.segment = static_cast<uint32_t>(segment);
-  if (!scale_valid(out.mantissa, out.shift)) return false;
-  out.bitmap.assign((segments + 7) / 8, 0);
+  out.bitmap.assign((segment_count(n, out.segment) + 7) / 8, 0);
   pred.reset(new U[n]);
   pred_prev.reset(prev ? new U[n] : nullptr);   // none without a prev-reference
   std::memcpy(pred.get(), ref, n * sizeof(U));  // segments not selected keep ref and prev
   if (prev) std::memcpy(pred_prev.get(), prev, n * sizeof(U));
   bool any = false;
-  for (size_t c = 0; c < candidates.size(); ++c) {
-    if (std::fabs(ratios[c] / scale - 1) > tolerance) continue;
-    const uint64_t j = candidates[c], begin = j * segment, end = std::min(n, begin + segment);
+  for (const uint64_t j : candidates) {
+    const uint64_t begin = j * segment, end = std::min(n, begin + segment);
     uint64_t scaled_bits = 0, plain_bits = 0;
     for (uint64_t i = begin; i < end; ++i) {
       pred[i] = scale_one<U>(ref[i], out.mantissa, out.shift, mant, expb);
@@ -192,36 +214,26 @@ bool select_scaled(const EncodeInput& in, uint64_t n, uint64_t segment, double s
   return any;
 }
 
+}  // namespace
+
 // Scaled segments (transform 2): rows whose moments only decayed since the last save (no
 // gradient reached them) are their reference times one factor, beta^k. Probes three values
-// of every segment (a row of the chunk's last dimension, else 256 values) for a common
-// ratio to the reference; the median ratio of the segments that show one is the scale,
-// and a segment is selected where the scaled reference leaves residuals of fewer bits.
-// When one is, pred and pred_prev (null without a prev-reference) hold what apply_scaled
-// makes of the selection (the prediction and its prev-reference), computed while selecting.
+// of every segment (segment_length) for a common ratio to the reference; the median ratio
+// of the segments that show one is the scale, and a segment is selected where the scaled
+// reference leaves residuals of fewer bits. When one is, pred and pred_prev (null without
+// a prev-reference) hold what apply_scaled makes of the selection (the prediction and its
+// prev-reference), computed while selecting.
 template <typename U>
 bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out,
                           std::unique_ptr<U[]>& pred, std::unique_ptr<U[]>& pred_prev) {
   const U* x = static_cast<const U*>(in.data);
   const U* ref = static_cast<const U*>(in.reference);
-  const U* prev = static_cast<const U*>(in.prev_reference);
   const int mant = mantissa_bits(in.dtype), expb = exponent_bits(in.dtype);
-  const uint64_t last = in.shape.empty() ? n : in.shape.back();
-  const uint64_t segment = in.shape.size() >= 2 && last >= 16 && last <= 0xFFFFFFFFu ? last : 256;
+  const uint64_t segment = segment_length(in, n);
   const uint64_t segments = segment_count(n, static_cast<uint32_t>(segment));
   if (segments == 0) return false;
-  auto normal = [&](U b) {
-    const int e = float_exponent(b, mant, expb);
-    return e != 0 && e != (1 << expb) - 1;
-  };
-  auto ratio = [&](uint64_t i) {
-    return to_double<U>(x[i], in.dtype) / to_double<U>(ref[i], in.dtype);
-  };
-  // Probes agree within the tolerance (loose enough for rows that had a little gradient);
-  // a common ratio within 8 ulps of 1 is no decay to code: unchanged or noisy rows, which
-  // 16-bit floats show often.
+  // Probes agree within the tolerance (loose enough for rows that had a little gradient).
   const double tolerance = std::ldexp(1.0, std::max(-10, 1 - mant));
-  const double near_one = std::ldexp(1.0, 3 - mant);
   std::vector<double> ratios;
   std::vector<uint64_t> candidates;
   for (uint64_t j = 0; j < segments; ++j) {
@@ -231,15 +243,15 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
     int seen = 0;
     bool agree = true;
     for (uint64_t i : probes) {
-      if (!normal(x[i]) || !normal(ref[i])) continue;
-      const double r = ratio(i);
+      if (!is_normal(x[i], mant, expb) || !is_normal(ref[i], mant, expb)) continue;
+      const double r = to_double<U>(x[i], in.dtype) / to_double<U>(ref[i], in.dtype);
       if (seen == 0)
         first = r;
       else if (std::fabs(r / first - 1) > tolerance)
         agree = false;
       ++seen;
     }
-    if (seen >= 2 && agree && first > 0 && std::fabs(first - 1) > near_one && first < 0x1p16) {
+    if (seen >= 2 && agree && first > 0 && worth_scaling(first, mant)) {
       ratios.push_back(first);
       candidates.push_back(j);
     }
@@ -247,8 +259,12 @@ bool find_scaled_segments(const EncodeInput& in, uint64_t n, ScaledSegments& out
   if (ratios.empty()) return false;
   std::vector<double> sorted = ratios;
   std::nth_element(sorted.begin(), sorted.begin() + sorted.size() / 2, sorted.end());
-  return select_scaled<U>(in, n, segment, sorted[sorted.size() / 2], ratios, candidates, tolerance,
-                          out, pred, pred_prev);
+  const double scale = sorted[sorted.size() / 2];
+  if (!set_scale(scale, out)) return false;
+  std::vector<uint64_t> near_scale;  // the candidates whose ratio is the scale's
+  for (size_t c = 0; c < candidates.size(); ++c)
+    if (std::fabs(ratios[c] / scale - 1) <= tolerance) near_scale.push_back(candidates[c]);
+  return select_scaled<U>(in, n, segment, near_scale, out, pred, pred_prev);
 }
 
 // A whole chunk that moved by about one factor (a dense second moment: every value decays
@@ -261,19 +277,14 @@ bool find_dense_scale(const EncodeInput& in, uint64_t n, ScaledSegments& out,
   const U* x = static_cast<const U*>(in.data);
   const U* ref = static_cast<const U*>(in.reference);
   const int mant = mantissa_bits(in.dtype), expb = exponent_bits(in.dtype);
-  const uint64_t last = in.shape.empty() ? n : in.shape.back();
-  const uint64_t segment = in.shape.size() >= 2 && last >= 16 && last <= 0xFFFFFFFFu ? last : 256;
+  const uint64_t segment = segment_length(in, n);
   const uint64_t segments = segment_count(n, static_cast<uint32_t>(segment));
   if (segments == 0) return false;
-  auto normal = [&](U b) {
-    const int e = float_exponent(b, mant, expb);
-    return e != 0 && e != (1 << expb) - 1;
-  };
   const uint64_t step = std::max<uint64_t>(1, n / kDenseProbes);
   std::vector<uint64_t> probes;
   std::vector<double> seen;
   for (uint64_t i = 0; i < n; i += step) {
-    if (!normal(x[i]) || !normal(ref[i])) continue;
+    if (!is_normal(x[i], mant, expb) || !is_normal(ref[i], mant, expb)) continue;
     const double r = to_double<U>(x[i], in.dtype) / to_double<U>(ref[i], in.dtype);
     if (r <= 0) continue;
     probes.push_back(i);
@@ -282,26 +293,17 @@ bool find_dense_scale(const EncodeInput& in, uint64_t n, ScaledSegments& out,
   if (seen.size() < 64) return false;
   std::nth_element(seen.begin(), seen.begin() + seen.size() / 2, seen.end());
   const double scale = seen[seen.size() / 2];
-  if (!(std::fabs(scale - 1) > std::ldexp(1.0, 3 - mant) && scale < 0x1p16)) return false;
-  int e2 = 0;
-  const double f = std::frexp(scale, &e2);
-  uint64_t mantissa = static_cast<uint64_t>(std::llround(std::ldexp(f, 32)));
-  if (mantissa >> 32) {
-    mantissa >>= 1;
-    ++e2;
-  }
-  if (!scale_valid(static_cast<uint32_t>(mantissa), -e2)) return false;
+  if (!worth_scaling(scale, mant) || !set_scale(scale, out)) return false;
   uint64_t scaled_bits = 0, plain_bits = 0;
   for (uint64_t i : probes) {
-    const U p = scale_one<U>(ref[i], static_cast<uint32_t>(mantissa), -e2, mant, expb);
+    const U p = scale_one<U>(ref[i], out.mantissa, out.shift, mant, expb);
     scaled_bits += bit_length(zigzag<U>(static_cast<U>(x[i] - p)));
     plain_bits += bit_length(zigzag<U>(static_cast<U>(x[i] - ref[i])));
   }
   if (20 * scaled_bits > 19 * plain_bits) return false;
-  std::vector<uint64_t> candidates(segments);
-  for (uint64_t j = 0; j < segments; ++j) candidates[j] = j;
-  return select_scaled<U>(in, n, segment, scale, std::vector<double>(segments, scale), candidates,
-                          0.0, out, pred, pred_prev);
+  std::vector<uint64_t> every(segments);
+  for (uint64_t j = 0; j < segments; ++j) every[j] = j;
+  return select_scaled<U>(in, n, segment, every, out, pred, pred_prev);
 }
 
 template std::vector<Extrapolation> fit_extrapolations<uint8_t>(const uint8_t*, const uint8_t*,
