@@ -197,8 +197,7 @@ __attribute__((target("avx2,popcnt"))) uint64_t rounds_avx2(Stream* st, const ui
 }
 
 bool has_avx2() {
-  static const bool yes =
-      simd_cap() >= 2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  static const bool yes = simd_allows(2, true);
   return yes;
 }
 #endif

@@ -293,8 +293,7 @@ __attribute__((target("ssse3,popcnt"))) void histogram_skewed(const uint8_t* p, 
 }
 
 bool has_ssse3_popcnt() {
-  static const bool yes =
-      simd_cap() >= 1 && __builtin_cpu_supports("ssse3") && __builtin_cpu_supports("popcnt");
+  static const bool yes = simd_allows(1, true);
   return yes;
 }
 #endif
@@ -412,8 +411,7 @@ __attribute__((target("avx2,popcnt"))) void rounds_avx2(uint32_t* x, const uint8
 }
 
 bool has_avx2() {
-  static const bool yes =
-      simd_cap() >= 2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  static const bool yes = simd_allows(2, true);
   return yes;
 }
 
@@ -480,8 +478,7 @@ __attribute__((target("avx512f,popcnt"))) void rounds_avx512(EncStream* streams,
 #pragma GCC diagnostic pop
 
 bool has_avx512() {
-  static const bool yes =
-      simd_cap() >= 3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt");
+  static const bool yes = simd_allows(3, true);
   return yes;
 }
 #endif

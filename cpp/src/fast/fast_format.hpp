@@ -29,6 +29,19 @@ inline int simd_cap() {
   return cap;
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TPDE_NO_SIMD)
+// Whether runtime dispatch may use x86 level `level` (1 SSSE3, 2 AVX2, 3 AVX-512F): within
+// simd_cap and present on this CPU, with POPCNT where `popcnt`. Callers cache the answer.
+inline bool simd_allows(int level, bool popcnt) {
+  if (simd_cap() < level || (popcnt && !__builtin_cpu_supports("popcnt"))) return false;
+  switch (level) {
+    case 1: return __builtin_cpu_supports("ssse3");
+    case 2: return __builtin_cpu_supports("avx2");
+    default: return __builtin_cpu_supports("avx512f");
+  }
+}
+#endif
+
 constexpr uint8_t kValueSchemeFastPlanes = 3;
 
 constexpr int kLanes = 32;     // rANS states a stream; value i uses state i mod 32 ...

@@ -94,7 +94,7 @@ __attribute__((target("ssse3"))) inline uint64_t split32_ssse3(Residual kind, co
 }
 
 inline bool has_ssse3() {
-  static const bool yes = __builtin_cpu_supports("ssse3");
+  static const bool yes = simd_allows(1, false);
   return yes;
 }
 #endif
