@@ -115,3 +115,28 @@ def test_a_failed_save_that_reused_the_context_step_codes_the_next_one_right(tmp
     reader = tpde.CheckpointStore(tmp_path / "s", mode="r")
     for step in range(5):
         assert _equal(reader.load(step), states[step]), step
+
+
+def test_a_save_failing_after_its_chunks_are_coded_leaves_no_overwritten_context(tmp_path, monkeypatch):
+    """Every chunk coded (the context step's arrays wholly overwritten), then the bundle
+    write fails before the commit: the next saves must not code against those arrays."""
+    import tpde.store.save as save_module
+
+    store = tpde.CheckpointStore(tmp_path / "s", chunk_elements=4096, keyframe_every=16)
+    states = [_state(s) for s in range(1, 6)]
+    for step in range(3):
+        store.save(step, states[step])
+    entries = save_module._entries
+
+    def failing(*args, **kwargs):
+        raise tpde.TPDEError("injected", "corrupt")
+
+    monkeypatch.setattr(save_module, "_entries", failing)
+    with pytest.raises(tpde.TPDEError, match="injected"):
+        store.save(3, states[3])
+    monkeypatch.setattr(save_module, "_entries", entries)
+    store.save(3, states[3])
+    store.save(4, states[4])
+    reader = tpde.CheckpointStore(tmp_path / "s", mode="r")
+    for step in range(5):
+        assert _equal(reader.load(step), states[step]), step

@@ -257,38 +257,34 @@ class StepWriter:
         for i, (_, stored) in enumerate(blobs):
             self.kv.set_uncommitted(blob_key(step_prefix(step), i), stored, created, flusher)
         try:
-            per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes,
-                                      done=sum(entry.size for entry, _ in blobs))
-        except BaseException:
-            if recycled:  # partly overwritten: no longer that step's reconstruction
-                self.snapshots.drop(prev.step)
-            raise
-        finally:
-            if layout is not None:  # nothing of this save goes on writing after it returns
-                layout.join()
-        coded = [(name, result) for (names, _), results in zip(tasks, per_group)
-                 for name, result in zip(names, results)]
-        packed, ranges = bundle.assemble(list(specs), {n: len(grids[n]) for n in bundled})
-        if packed:
-            self.kv.set_uncommitted(bundle_key(step), packed, created, flusher)
-        entries = _entries(specs, chunks, coded, kind, bounds, plan, ranges)
-        manifest = Manifest(
-            step=step,
-            kind=kind,
-            base_step=None if base is None else base.step,
-            prev_step=None if prev is None else prev.step,
-            depth=depth,
-            tree=job.tree,
-            arrays=entries,
-            meta=dict(job.meta or {}),
-            tpde_version=_core.__version__,
-            error_bounds=job.requested,
-            blobs=[entry for entry, _ in blobs],
-        )
-        try:
+            try:
+                per_group = self.pool.run(encode_group, tasks, f"save step {step}", progress, sizes,
+                                          done=sum(entry.size for entry, _ in blobs))
+            finally:
+                if layout is not None:  # nothing of this save goes on writing after it returns
+                    layout.join()
+            coded = [(name, result) for (names, _), results in zip(tasks, per_group)
+                     for name, result in zip(names, results)]
+            packed, ranges = bundle.assemble(list(specs), {n: len(grids[n]) for n in bundled})
+            if packed:
+                self.kv.set_uncommitted(bundle_key(step), packed, created, flusher)
+            entries = _entries(specs, chunks, coded, kind, bounds, plan, ranges)
+            manifest = Manifest(
+                step=step,
+                kind=kind,
+                base_step=None if base is None else base.step,
+                prev_step=None if prev is None else prev.step,
+                depth=depth,
+                tree=job.tree,
+                arrays=entries,
+                meta=dict(job.meta or {}),
+                tpde_version=_core.__version__,
+                error_bounds=job.requested,
+                blobs=[entry for entry, _ in blobs],
+            )
             marker = self.commit(manifest, layout, created, flusher)
         except BaseException:
-            if recycled:
+            if recycled:  # partly or wholly overwritten: no longer that step's reconstruction
                 self.snapshots.drop(prev.step)
             raise
         owned = frozenset(n for n in arrays if n in job.borrowed or n in recycled or on_disk)
