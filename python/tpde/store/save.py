@@ -425,7 +425,7 @@ def _reason(error: OSError) -> str:
 
 
 def _coded(blob: bytes, data: np.ndarray, ref: np.ndarray | None, coefs: list | None) -> tuple[Coded, np.ndarray]:
-    changed = 0 if ref is None else _count_changed(data, ref)
+    changed = 0 if ref is None else _core.count_changed(data, ref)
     return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
 
 
@@ -438,10 +438,6 @@ def _recyclable(prev: Snapshot | None, sources: dict[str, np.ndarray], borrowed:
     return {n for n in borrowed
             if n in prev.owned and isinstance(prev.arrays.get(n), np.ndarray)
             and prev.arrays[n].shape == sources[n].shape and prev.arrays[n].dtype == sources[n].dtype}
-
-
-def _count_changed(data: np.ndarray, ref: np.ndarray) -> int:
-    return _core.count_changed(data, ref)
 
 
 def _batches(names: list[str], size_of: Callable[[str], int], limit: int) -> list[list[str]]:
