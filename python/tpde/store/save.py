@@ -287,8 +287,8 @@ class StepWriter:
             if recycled:  # partly or wholly overwritten: no longer that step's reconstruction
                 self.snapshots.drop(prev.step)
             raise
-        owned = frozenset(n for n in arrays if n in job.borrowed or n in recycled or on_disk)
-        self.snapshots.keep(base, Snapshot(step, arrays, entries, owned))
+        # the copies of borrowed arrays (recycled ones included) are the store's own memory
+        self.snapshots.keep(base, Snapshot(step, arrays, entries, job.borrowed))
         return step_info(marker, manifest, tensors=True)
 
     def _references(
