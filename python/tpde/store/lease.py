@@ -351,6 +351,7 @@ class WriterLease:
         self._info, self._data, self._lost = info, data, None
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="tpde-lease", daemon=True)
+        self._thread.store = self._where  # names the store in a leak report
         self._thread.start()
 
     def _beat(self) -> None:
