@@ -53,7 +53,7 @@ def _pybind_params(fn) -> list[tuple[str, bool, str | None]]:
     inside = re.fullmatch(rf"{fn.__name__}\((.*)\) -> .*", first)
     assert inside, first
     params, kw_only = [], False
-    for part in re.split(r",\s*(?![^\[]*\])", inside.group(1)):
+    for part in re.split(r",\s*(?![^\[]*\])", inside.group(1)) if inside.group(1) else []:
         if part == "*":
             kw_only = True
             continue

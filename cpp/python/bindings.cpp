@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "format/scratch.hpp"
 #include "tpde/predict.hpp"
 #include "tpde/tpde.hpp"
 
@@ -88,6 +89,19 @@ const py::array* optional_array(const py::object& obj, py::array& holder) {
   return &holder;
 }
 
+// A bytes object holding `data`: allocated with the GIL, filled without it (a chunk is
+// megabytes; the copy would hold up every other thread's Python).
+py::bytes bytes_without_gil(const std::vector<uint8_t>& data) {
+  auto bytes = py::reinterpret_steal<py::bytes>(
+      PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(data.size())));
+  if (!bytes) throw py::error_already_set();
+  {
+    py::gil_scoped_release release;
+    if (!data.empty()) std::memcpy(PyBytes_AS_STRING(bytes.ptr()), data.data(), data.size());
+  }
+  return bytes;
+}
+
 py::object encode(const py::object& data_obj, const py::object& reference_obj,
                   const py::object& prev_obj, const py::object& dtype, const py::object& abs_error,
                   const py::object& log_rel_error, bool return_reconstruction,
@@ -155,7 +169,7 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj,
     py::gil_scoped_release release;
     chunk = tpde::encode(in);
   }
-  py::bytes bytes(reinterpret_cast<const char*>(chunk.data()), chunk.size());
+  py::bytes bytes = bytes_without_gil(chunk);
   if (return_reconstruction) return py::make_tuple(bytes, reconstruction);
   return bytes;
 }
@@ -500,4 +514,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("fingerprint", &fingerprint, py::arg("array"), "CRC32C of an array's raw bytes.");
   m.def("count_changed", &count_changed, py::arg("data"), py::arg("reference"),
         "Items of data whose bits differ from reference's (same dtype size and byte size).");
+  m.def("trim_scratch", &tpde::trim_scratch,
+        "Free the coder's work buffers kept for reuse between chunks; the bytes freed.");
+  m.def("scratch_bytes", &tpde::scratch_cached_bytes,
+        "Bytes of coder work buffers kept for reuse between chunks now.");
 }

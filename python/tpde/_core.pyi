@@ -101,3 +101,9 @@ def fingerprint(array: npt.ArrayLike) -> int:
 
 def count_changed(data: npt.ArrayLike, reference: npt.ArrayLike) -> int:
     """Items of data whose bits differ from reference's (same dtype size and byte size)."""
+
+def trim_scratch() -> int:
+    """Free the coder's work buffers kept for reuse between chunks; the bytes freed."""
+
+def scratch_bytes() -> int:
+    """Bytes of coder work buffers kept for reuse between chunks now."""

@@ -18,6 +18,7 @@
 #include "entropy/tables.hpp"
 #include "format/mem.hpp"
 #include "format/payload.hpp"
+#include "format/scratch.hpp"
 #include "model/contexts16.hpp"
 #include "model/symbols.hpp"
 #include "predict/extrapolate.hpp"
@@ -255,7 +256,7 @@ class ChunkEncoder {
         for (uint64_t k = 0; k < count; ++k) ++h[keys[k]];
       }
     };
-    std::unique_ptr<uint16_t[]> keys(new uint16_t[n_ + 8]);
+    ScratchBuffer<uint16_t> keys(n_ + 8);
     const uint64_t count = compute_keys<S, false>(keys.get());
     count_keys(keys.get(), count, all, used_all, false);
     if (zeros_ == 0) return;  // no Elias-gap candidate
@@ -422,7 +423,7 @@ class ChunkEncoder {
     const uint64_t n = n_;
 
     // Keys (context << 8 | symbol) in coding order: the histogram and the rANS pass read them.
-    std::unique_ptr<uint16_t[]> keys(new uint16_t[n + 8]);
+    ScratchBuffer<uint16_t> keys(n + 8);
     uint64_t written = 0;
     with_context_scheme(plan.contexts, [&](auto scheme) {
       constexpr ContextScheme S = decltype(scheme)::value;
@@ -430,9 +431,9 @@ class ChunkEncoder {
     });
     (void)written;  // == coded
 
-    std::unique_ptr<uint8_t[]> gaps(new uint8_t[elias ? n / 2 + 16 : 1]);
+    ScratchBuffer<uint8_t> gaps(elias ? n / 2 + 16 : 1);
     const size_t gaps_size = elias ? write_gaps<U>(values, n, gaps.get()) : 0;
-    std::unique_ptr<uint8_t[]> tails(new uint8_t[n * sizeof(U) + 16]);
+    ScratchBuffer<uint8_t> tails(n * sizeof(U) + 16);
     const size_t tails_size = write_tails<U>(values, symbols, n, elias, float_split_, tails.get());
 
     Histogram hist;
@@ -444,7 +445,7 @@ class ChunkEncoder {
     write_tables(freqs, contexts, tables);
 
     const size_t rans_cap = 2 * coded + 16;
-    std::unique_ptr<uint8_t[]> rans_buf(new uint8_t[rans_cap]);
+    ScratchBuffer<uint8_t> rans_buf(rans_cap);
     const uint8_t* rp = rans_encode_keys(keys.get(), coded, enc.get(), rans_buf.get(), rans_cap);
     const size_t rans_size = static_cast<size_t>(rans_buf.get() + rans_cap - rp);
 
@@ -488,8 +489,8 @@ class ChunkEncoder {
   const bool float_split_;
   const int mant_ = mantissa_bits(dtype_);
   const int expb_ = exponent_bits(dtype_);
-  std::vector<U> v_;
-  std::vector<uint8_t> symbols_;
+  ScratchBuffer<U> v_;  // every element written by transform()
+  ScratchBuffer<uint8_t> symbols_;
   uint64_t zeros_ = 0;
   double scale_ = 1.0;
   int context_param_ = 0;

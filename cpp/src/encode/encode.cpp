@@ -70,7 +70,7 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   if (in.lossy != LossyKind::kNone) lossy_params(in);  // validate before any work
   std::vector<uint8_t> payload;
   bool lossy = false;
-  if (!in.fast) payload.reserve(nbytes / 2 + 1024);
+  if (!in.fast) payload.reserve(nbytes / 2 + 1024 + header_size(h.shape.size()));
   if (in.fast) {
     // The payload goes straight after room for the header, written once its size and CRC
     // are known: no second copy of the chunk. Room for a Stored payload: a chunk that
@@ -101,11 +101,12 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   if (lossy) h.flags |= kFlagLossy;
   h.payload_size = payload.size();
   h.payload_crc = crc32c(payload.data(), payload.size());
-  std::vector<uint8_t> out;
-  out.reserve(header_size(h.shape.size()) + payload.size());
-  write_header(h, out);
-  out.insert(out.end(), payload.begin(), payload.end());
-  return out;
+  // the header goes in front of the payload in place (a move within its memory, which
+  // has room for it or grows once), not into a second chunk-sized buffer
+  std::vector<uint8_t> head;
+  write_header(h, head);
+  payload.insert(payload.begin(), head.begin(), head.end());
+  return payload;
 }
 
 }  // namespace tpde

@@ -150,6 +150,7 @@ class StepWriter:
         finally:
             if flusher is not None:
                 flusher.close()
+            _core.trim_scratch()  # the coder's work buffers, kept between chunks, not between saves
 
     def _write(self, job: SaveJob, cross_state: bool, progress, level: str, flusher=None) -> StepInfo:
         """The save itself; `level`: the chunk coder's level for lossless chunks ("default" or "fast")."""

@@ -1,0 +1,69 @@
+"""The coder's reused work buffers (cpp/src/format/scratch.hpp): memory that held another
+chunk never changes a chunk's bytes, threads share the buffers safely, and a save gives
+them back when it ends."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+import tpde
+from tpde import _core
+from tpde.store import CheckpointStore
+
+
+def _chunks(seed: int, count: int = 6, n: int = 300_000) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Delta chunks large enough for pooled buffers, each with a different mix of changes."""
+    r = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        ref = r.standard_normal(n).astype(np.float32)
+        x = ref.copy()
+        moved = r.random(n) < (k + 1) / (count + 1)
+        x[moved] += r.standard_normal(int(moved.sum())).astype(np.float32) * 1e-3
+        out.append((x, ref))
+    return out
+
+
+def test_reused_buffers_do_not_change_a_chunks_bytes():
+    chunks = _chunks(0)
+    _core.trim_scratch()
+    fresh = []
+    for x, ref in chunks:  # each on freshly allocated buffers
+        fresh.append(tpde.encode(x, reference=ref))
+        _core.trim_scratch()
+    for x, ref in chunks[3:] + chunks[:3]:  # buffers dirty with other chunks' bytes
+        tpde.encode(x, reference=ref)
+    assert _core.scratch_bytes() > 0
+    again = [tpde.encode(x, reference=ref) for x, ref in reversed(chunks)]
+    assert again[::-1] == fresh
+    for blob, (x, ref) in zip(fresh, chunks):
+        assert tpde.decode(blob, reference=ref).tobytes() == x.tobytes()
+
+
+def test_threads_share_the_buffers_safely():
+    chunks = _chunks(1, count=8)
+    serial = [tpde.encode(x, reference=ref) for x, ref in chunks]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda c: tpde.encode(c[0], reference=c[1]), chunks)) == serial
+
+
+def test_trim_frees_every_kept_buffer():
+    x, ref = _chunks(2, count=1)[0]
+    tpde.encode(x, reference=ref)
+    assert _core.scratch_bytes() > 0
+    assert _core.trim_scratch() > 0
+    assert _core.scratch_bytes() == 0 and _core.trim_scratch() == 0
+
+
+def test_a_save_gives_the_buffers_back(tmp_path):
+    r = np.random.default_rng(3)
+    state = {"w": r.standard_normal((512, 1024)).astype(np.float32)}
+    store = CheckpointStore(tmp_path / "s", workers=2, progress=False)
+    store.save(0, state)
+    state["w"][::7] += 1e-3
+    store.save(1, state)
+    assert _core.scratch_bytes() == 0
+    assert store.load(1)["w"].tobytes() == state["w"].tobytes()
