@@ -85,8 +85,8 @@ def test_durable_false_never_fsyncs(tmp_path, monkeypatch):
 
 
 def _fail_after(monkeypatch, n: int, err: int = errno.ENOSPC, counts=lambda path: True):
-    """Make the n-th write of a store file (0-based; of the files `counts` selects) fail
-    with `err`."""
+    """Make the n-th write of a store file (0-based; of the files `counts` selects; each
+    chunk appended to a bundle is a write) fail with `err`."""
     count = [0]
     real = durable.write_file
 
@@ -98,7 +98,18 @@ def _fail_after(monkeypatch, n: int, err: int = errno.ENOSPC, counts=lambda path
             raise OSError(err, os.strerror(err), path)
         return real(path, data, **kw)
 
+    real_append = durable.AppendFile.append
+
+    def append(self, data):  # a step's bundle, written chunk by chunk
+        if not counts(self.path):
+            return real_append(self, data)
+        count[0] += 1
+        if count[0] - 1 == n:
+            raise OSError(err, os.strerror(err), self.path)
+        return real_append(self, data)
+
     monkeypatch.setattr(durable, "write_file", write_file)
+    monkeypatch.setattr(durable.AppendFile, "append", append)
     return count
 
 
@@ -176,3 +187,26 @@ def test_out_of_space_sweep_on_a_small_tmpfs(tmp_path):
         finally:
             subprocess.run(["umount", str(mount)], check=True)
     assert failures >= 10
+
+
+def test_failing_bundle_write_names_the_tensor(tmp_path, monkeypatch):
+    store = CheckpointStore(tmp_path / "s", workers=2)  # both arrays go to the step's bundle
+    _fail_after(monkeypatch, 1, counts=lambda path: os.path.basename(path) == ".bundle")
+    with pytest.raises(TPDEError, match=r"step 0, tensor 'model/[wb]', chunk 0(\.0)*: .*bundle .*No space left") as e:
+        store.save(0, _state(0))
+    assert e.value.code == "io_error" and "\n" not in str(e.value)
+    monkeypatch.undo()
+    assert store.steps() == []
+    store.save(0, _state(0))
+    assert store.verify() == [] and store.load(0)["model"]["w"].tobytes() == _state(0)["model"]["w"].tobytes()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fsynced files")
+def test_a_bundle_written_chunk_by_chunk_is_fsynced_before_the_marker(tmp_path, monkeypatch):
+    path = tmp_path / "s"
+    store = CheckpointStore(path, workers=2)
+    rec = _Recorder(monkeypatch)
+    store.save(0, _state(0))
+    bundle = path / "steps" / "0" / ".bundle"
+    assert bundle.is_file()
+    assert rec.index("fsync", bundle) < rec.index("replace", path / "commits" / "0")

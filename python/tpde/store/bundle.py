@@ -43,19 +43,30 @@ def check_bundle_below(value: object) -> int:
 
 
 class BundleWriter:
-    """Collects the coded chunks of a step's bundled arrays (from any thread) and lays
-    them out, array by array in manifest order, chunks in C order."""
+    """Collects the coded chunks of a step's bundled arrays (from any thread). With a
+    `sink` (a local disk's `durable.AppendFile`) each chunk is written as it comes, in the
+    order the threads finish them; otherwise they are kept and laid out at the end, array
+    by array in manifest order, chunks in C order (one object for an object store)."""
 
-    def __init__(self, names: set[str]):
+    def __init__(self, names: set[str], sink=None):
         self.names = names
+        self.sink = sink
         self._parts: dict[tuple[str, int], bytes] = {}
+        self._places: dict[tuple[str, int], list[int]] = {}
 
     def add(self, name: str, flat_index: int, blob: bytes) -> None:
-        """Keep chunk `flat_index` (C order) of bundled array `name`."""
-        self._parts[(name, flat_index)] = blob
+        """Keep (or write) chunk `flat_index` (C order) of bundled array `name`."""
+        if self.sink is None:
+            self._parts[(name, flat_index)] = blob
+        else:
+            self._places[(name, flat_index)] = [self.sink.append(blob), len(blob)]
 
     def assemble(self, order: list[str], chunk_counts: dict[str, int]) -> tuple[bytes, dict[str, list]]:
-        """The bundle's bytes and each bundled array's `[[offset, length], ...]`."""
+        """The bundle's bytes (empty: written already, or nothing bundled) and each bundled
+        array's `[[offset, length], ...]`."""
+        if self.sink is not None:
+            return b"", {name: [self._places[(name, i)] for i in range(chunk_counts[name])]
+                         for name in order if name in self.names}
         pieces, ranges, offset = [], {}, 0
         for name in order:
             if name not in self.names:

@@ -41,6 +41,52 @@ def write_file(path: str, data: bytes, *, durable: bool, created: set[str] | Non
         flusher.sync(path)
 
 
+class AppendFile:
+    """A file that threads append to at once (a step's bundle on a local disk): each
+    `append` reserves the next bytes and writes there, so the caller learns its offset
+    at once and the file is never assembled in memory. Made on the first append (no
+    file when nothing is appended); `close` hands it to `flusher` when durable."""
+
+    def __init__(self, path: str, created: set[str] | None = None):
+        self.path = path
+        self._created = created
+        self._fd: int | None = None
+        self._end = 0
+        self._lock = threading.Lock()
+
+    def append(self, data: bytes) -> int:
+        """Write `data` after everything appended before; its offset in the file."""
+        with self._lock:
+            if self._fd is None:
+                try:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                except FileNotFoundError:
+                    _make_dirs(os.path.dirname(self.path), self._created)
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            offset, fd = self._end, self._fd
+            self._end += len(data)
+        view, at = memoryview(data), offset
+        while view:
+            written = os.pwrite(fd, view, at)
+            view, at = view[written:], at + written
+        return offset
+
+    def close(self, *, durable: bool = False, flusher: Flusher | None = None) -> None:
+        """Close the file (if one was made); fsync it when `durable` (by `flusher`'s threads
+        when given)."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            if durable and flusher is None:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if durable and flusher is not None:
+            flusher.sync(self.path)
+
+
 def write_atomic(path: str, data: bytes, *, durable: bool) -> None:
     """Replace `path` by `data` all at once: temporary file, fsync, rename, fsync folder."""
     folder = os.path.dirname(path)

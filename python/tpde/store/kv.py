@@ -194,6 +194,16 @@ class KeyValueAccess:
         disk.write_file(os.path.join(self.local_root, key), value, durable=self.durable, created=created,
                         flusher=flusher)
 
+    def append_file(self, key: str, created: set[str] | None = None) -> disk.AppendFile | None:
+        """On a local directory, a file of an uncommitted step that threads append to
+        (`durable.AppendFile`: a step's bundle, written as its chunks are coded); None on
+        other stores, which write an object whole."""
+        if self.local_root is None:
+            return None
+        if self.store.read_only:
+            raise TPDEError(f"{self.describe()} is open read-only", "read_only")
+        return disk.AppendFile(os.path.join(self.local_root, key), created)
+
     @_storage_errors
     def set_committed(self, key: str, value: bytes) -> None:
         """Write `value` under `key` all at once (manifest, commit marker): on a local

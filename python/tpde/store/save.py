@@ -158,7 +158,6 @@ class StepWriter:
         created: set[str] = set()  # local folders this save makes (synced before the marker)
         chunks = {n: choose_chunks(s.storage_shape, self.chunk_elements) for n, s in specs.items()}
         bundled = bundled_names({n: s.storage_shape for n, s in specs.items()}, self.bundle_below)
-        bundle = BundleWriter(bundled)
         base, prev, depth = self._references(step, specs, chunks, bundled)
         kind = KEYFRAME if base is None else DELTA
 
@@ -178,6 +177,9 @@ class StepWriter:
         coded_bounds = {n: b.resolved for n, b in bounds.items() if b.resolved is not None}
 
         self.kv.delete_prefix(step_prefix(step))  # leftovers of a crashed attempt
+        # a local disk's bundle is written as its chunks are coded, an object store's at the end
+        sink = self.kv.append_file(bundle_key(step), created) if bundled else None
+        bundle = BundleWriter(bundled, sink)
         grids = {n: ChunkGrid(specs[n].storage_shape, chunks[n]) for n in arrays}
         plan: xs.Plan = {}
         if cross_state and base is not None:
@@ -244,7 +246,11 @@ class StepWriter:
             if bound is not None or after:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
             if name in bundled:
-                bundle.add(name, grid.flat(index), blob)
+                try:
+                    bundle.add(name, grid.flat(index), blob)
+                except OSError as e:
+                    raise StoreIOError(f"step {step}, tensor {name!r}, chunk {grid.key(index)}: cannot write it "
+                                       f"to the step's bundle ({_reason(e)})", e.errno) from e
                 return _coded(blob, data, ref, coefs)
             if layout is not None:
                 layout.wait_folder(name)
@@ -264,6 +270,8 @@ class StepWriter:
             finally:
                 if layout is not None:  # nothing of this save goes on writing after it returns
                     layout.join()
+                if sink is not None:
+                    sink.close(durable=self.kv.durable, flusher=flusher)
             coded = [(name, result) for (names, _), results in zip(tasks, per_group)
                      for name, result in zip(names, results)]
             packed, ranges = bundle.assemble(list(specs), {n: len(grids[n]) for n in bundled})
