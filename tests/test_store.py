@@ -611,3 +611,25 @@ def test_other_user_errors(store):
     store.save(0, {"obj": object()}, allow_pickle=True)
     expect_error("unknown_tensor", r"'obj' at step 0 is a pickled object", store.load_tensor, 0, "obj")
     expect_error("unknown_step", r"unknown step 1; steps are 0", store.delete, 1)
+
+
+def test_a_save_codes_against_the_manifest_it_committed_without_reading_it_back(tmp_path, monkeypatch):
+    from tpde.store import schema
+
+    states = [{"x": torch.arange(64, dtype=torch.float32) + k / 8} for k in range(4)]
+    store = CheckpointStore(tmp_path / "s")
+    store.save(0, states[0])
+    store.save(1, states[1])
+    parsed = []
+    real = schema.Manifest.from_bytes.__func__
+    monkeypatch.setattr(schema.Manifest, "from_bytes",
+                        classmethod(lambda cls, *a: parsed.append(a[0].step) or real(cls, *a)))
+    store.save(2, states[2])
+    assert parsed == []  # the marker of step 1 vouches for the manifest held in memory
+    other = CheckpointStore(tmp_path / "s")  # another writer object reads it from the store
+    store.close()
+    other.save(3, states[3])
+    assert parsed and parsed[0] == 2  # then the chain it decodes to rebuild step 2
+    reader = CheckpointStore(tmp_path / "s", mode="r")
+    for k, state in enumerate(states):
+        assert reader.load(k)["x"].numpy().tobytes() == state["x"].numpy().tobytes()

@@ -57,19 +57,18 @@ def test_commit_order_chunks_manifest_then_marker(tmp_path, monkeypatch):
     store.save(1, _state(1))
     step = path / "steps" / "1"
     marker_rename = rec.index("replace", path / "commits" / "1")
-    files = [p for p in step.rglob("*") if p.is_file() and p.name != ".zattrs"]
+    files = [p for p in step.rglob("*") if p.is_file()]
     folders = [step, *[p for p in step.rglob("*") if p.is_dir()], path / "steps"]
-    assert len(files) > 5
-    for p in files + folders:  # every chunk, metadata file and folder: before the marker
+    assert len(files) > 5 and step / ".zattrs" in files
+    for p in files + folders:  # every chunk, metadata file, the manifest and folder: before the marker
         assert rec.index("fsync", p) < marker_rename, p
-    # the manifest and the marker: bytes synced under a temporary name, renamed, folder synced
-    for folder, name, last in ((step, ".zattrs", marker_rename), (path / "commits", "1", len(rec.events))):
-        partial = [i for i, (kind, p) in enumerate(rec.events)
-                   if kind == "fsync" and os.path.dirname(p) == str(folder.resolve())
-                   and os.path.basename(p).startswith(f".{name}.")]
-        renamed = rec.index("replace", folder / name)
-        synced = [i for i, e in enumerate(rec.events) if e == ("fsync", str(folder.resolve())) and i > renamed]
-        assert partial and partial[0] < renamed < synced[0] < last, name
+    # the marker: bytes synced under a temporary name, renamed, its folder synced
+    commits = path / "commits"
+    partial = [i for i, (kind, p) in enumerate(rec.events)
+               if kind == "fsync" and os.path.dirname(p) == str(commits.resolve())
+               and os.path.basename(p).startswith(".1.")]
+    synced = [i for i, e in enumerate(rec.events) if e == ("fsync", str(commits.resolve())) and i > marker_rename]
+    assert partial and partial[0] < marker_rename < synced[0]
 
 
 def test_durable_false_never_fsyncs(tmp_path, monkeypatch):

@@ -19,6 +19,12 @@ class Catalog:
 
     def __init__(self, kv: KeyValueAccess):
         self.kv = kv
+        self._written: tuple[int, int, Manifest] | None = None  # (step, manifest CRC32, manifest)
+
+    def wrote(self, manifest: Manifest, crc32: int) -> None:
+        """Remember the manifest this object's writer just committed (CRC32 of its bytes):
+        the next save codes against that step and need not read and parse it again."""
+        self._written = (manifest.step, crc32, manifest)
 
     def steps(self) -> list[int]:
         """Committed steps, ascending."""
@@ -38,6 +44,15 @@ class Catalog:
         """The manifest of `step`, checked against its marker (read when not given)."""
         marker = marker or self.marker(step)
         return Manifest.from_bytes(marker, self.kv.get(f"{step_prefix(marker.step)}/{ROOT_ATTRS}"))
+
+    def reference_manifest(self, marker: Marker) -> Manifest:
+        """The manifest of `marker`'s step for the next save: the one `wrote` remembered if
+        the marker vouches for it (same step and CRC32), else read and checked. Loads
+        always read the store (`manifest`), so that they see what is on disk."""
+        written = self._written
+        if written is not None and written[:2] == (marker.step, marker.manifest_crc32):
+            return written[2]
+        return self.manifest(marker.step, marker)
 
     def markers(self) -> list[Marker]:
         """The markers of every committed step, ascending."""

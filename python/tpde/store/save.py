@@ -310,7 +310,7 @@ class StepWriter:
         marker = self.catalog.marker(earlier[-1])
         if marker.depth + 1 >= self.keyframe_every:
             return None, None, 0
-        manifest = self.catalog.manifest(marker.step, marker)
+        manifest = self.catalog.reference_manifest(marker)
         for name, spec in specs.items():
             entry = manifest.arrays.get(name)
             if entry is None or entry.spec.kind != spec.kind:
@@ -364,9 +364,11 @@ class StepWriter:
             meta = step_metadata(step, {n: e.spec for n, e in own.items()}, {n: e.chunks for n, e in own.items()})
             self.pool.run(lambda key, value: self.kv.set_uncommitted(key, value, created, flusher),
                           list(meta.items()), "", False, [len(v) for v in meta.values()])
-        self.kv.sync_folders(created, flusher)  # and wait for every file's fsync
+        # the manifest is written in place like the chunks (the step is invisible until its
+        # marker, which holds the manifest's CRC32) and synced with them
         body = manifest.to_bytes()
-        self.kv.set_committed(f"{step_prefix(step)}/{ROOT_ATTRS}", body)
+        self.kv.set_uncommitted(f"{step_prefix(step)}/{ROOT_ATTRS}", body, created, flusher)
+        self.kv.sync_folders(created, flusher)  # and wait for every file's fsync
         entries = manifest.arrays.values()
         marker = Marker(
             step=step,
@@ -385,6 +387,7 @@ class StepWriter:
         if self.before_commit is not None:
             self.before_commit()  # a writer that lost its lease commits nothing
         self.kv.set_committed(commit_key(step), marker.to_bytes())
+        self.catalog.wrote(manifest, marker.manifest_crc32)
         return marker
 
 
