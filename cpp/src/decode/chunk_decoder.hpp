@@ -17,6 +17,7 @@
 #include "format/header.hpp"
 #include "format/mem.hpp"
 #include "format/payload.hpp"
+#include "format/scratch.hpp"
 #include "model/contexts16.hpp"
 #include "model/quantize.hpp"
 #include "model/symbols.hpp"
@@ -168,7 +169,7 @@ class ChunkDecoder {
     e.offset = static_cast<int32_t>(load_le<uint32_t>(p + 4));
     if (!extrapolation_valid<U>(e)) corrupt("extrapolation parameters out of range");
     p += kExtrapolationBytes;
-    predicted_.reset(new U[n_]);  // every element written by extrapolate: no zero-fill
+    predicted_.resize(n_);  // every element written by extrapolate: no zero-fill
     extrapolate<U>(ref_, prev_, n_, e, predicted_.get());
     prev_ = ref_;
     ref_ = predicted_.get();
@@ -192,8 +193,8 @@ class ChunkDecoder {
     p += bitmap_bytes;
     if ((segments & 7) && (s.bitmap.back() >> (segments & 7)))
       corrupt("scaled-reference bitmap padding not zero");
-    predicted_.reset(new U[n_]);  // every element written by apply_scaled: no zero-fill
-    if (prev_) scaled_prev_.reset(new U[n_]);  // format 5 allows no prev-reference
+    predicted_.resize(n_);  // every element written by apply_scaled: no zero-fill
+    if (prev_) scaled_prev_.resize(n_);  // format 5 allows no prev-reference
     apply_scaled<U>(ref_, prev_, n_, s, mant_, expb_, predicted_.get(), scaled_prev_.get());
     prev_ = scaled_prev_.get();
     ref_ = predicted_.get();
@@ -411,8 +412,8 @@ class ChunkDecoder {
   const U* ref_;
   const U* prev_;
   const uint64_t n_;
-  std::unique_ptr<U[]> predicted_;    // the extrapolated (transform 1) or scaled (2) reference
-  std::unique_ptr<U[]> scaled_prev_;  // the prev-reference of a scaled chunk (transform 2)
+  ScratchBuffer<U> predicted_;    // the extrapolated (transform 1) or scaled (2) reference
+  ScratchBuffer<U> scaled_prev_;  // the prev-reference of a scaled chunk (transform 2)
   const bool lossy_inner_;
   bool float_split_ = false;
   bool elias_ = false;

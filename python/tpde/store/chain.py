@@ -169,6 +169,10 @@ def decode_chunk(
     flat = int(np.ravel_multi_index(index, grid.grid))
     wanted = [(j, n) for j in range(start, len(chain)) for n in steps.present(j, group)]
     blobs = dict(zip(wanted, fetcher.fetch([(chain[j].step, steps.entry_at(j, n), key, flat) for j, n in wanted])))
+    # a step's decode no longer needed (two steps back) is decoded into again, not freed
+    # and allocated anew (fresh pages fault in one by one); seeds and `into` are never reused
+    own: set[int] = set()
+    spare: dict[str, np.ndarray] = {}
     for j in range(start, len(chain)):
         marker, plan = chain[j], steps.plan(j)
         decoded: dict[str, np.ndarray] = {}
@@ -197,6 +201,9 @@ def decode_chunk(
                 # (0-d arrays: the first writer coded their one value with shape (1,))
                 shape = grid.chunks if grid.chunks else None
                 target = into.get(name) if into is not None and j == last else None
+                reusable = target is None  # not the caller's output
+                if reusable:
+                    target = spare.pop(name, None)
                 arr = _core.decode(blob, reference=ref, prev_reference=ctx, shape=shape, out=target,
                                    dtype=steps.codec_dtype(name), max_bytes=dtype.itemsize * math.prod(grid.chunks))
             except KeyError as e:
@@ -214,8 +221,13 @@ def decode_chunk(
                     "corrupt",
                 )
             decoded[name] = arr.view(dtype).reshape(grid.chunks)
+            if reusable:
+                own.add(id(decoded[name]))
         for name, arr in decoded.items():
-            recon[name] = [*recon.get(name, [])[-1:], arr]
+            earlier = recon.get(name, [])
+            if len(earlier) == 2 and id(earlier[0]) in own:
+                spare[name] = earlier[0]
+            recon[name] = [*earlier[-1:], arr]
     return recon
 
 
