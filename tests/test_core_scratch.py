@@ -67,3 +67,19 @@ def test_a_save_gives_the_buffers_back(tmp_path):
     store.save(1, state)
     assert _core.scratch_bytes() == 0
     assert store.load(1)["w"].tobytes() == state["w"].tobytes()
+
+
+def test_a_load_gives_the_buffers_back(tmp_path):
+    r = np.random.default_rng(4)
+    store = CheckpointStore(tmp_path / "s", workers=2, progress=False)
+    saved = [r.standard_normal((512, 1024)).astype(np.float32)]
+    saved += [saved[-1] * np.float32(0.999) + np.float32(1e-4)]  # every value moves
+    saved += [saved[-1] * np.float32(0.999) + np.float32(1e-4)]
+    for step, w in enumerate(saved):
+        store.save(step, {"w": w})
+    x, ref = _chunks(5, count=1)[0]
+    tpde.encode(x, reference=ref)  # something held before the load
+    assert _core.scratch_bytes() > 0
+    reader = CheckpointStore(tmp_path / "s", mode="r", workers=2, progress=False)
+    assert reader.load(2)["w"].tobytes() == saved[2].tobytes()
+    assert _core.scratch_bytes() == 0

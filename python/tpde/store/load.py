@@ -175,5 +175,8 @@ class Reader:
                 if name in out_base:
                     grid.copy_into(out_base[name], boxes[name], index, recon[name][-2])
 
-        self.pool.run(decode_group, tasks, f"load step {manifest.step}", progress, sizes)
+        try:
+            self.pool.run(decode_group, tasks, f"load step {manifest.step}", progress, sizes)
+        finally:
+            _core.trim_scratch()  # the decoder's work buffers are kept between chunks only
         return out, out_base
