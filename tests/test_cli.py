@@ -57,7 +57,7 @@ def test_pack_bundle_below(ckpt_dir, tmp_path, capsys, flag, bundled):
     out = tmp_path / "s"
     code, _, _ = run(capsys, "pack", str(ckpt_dir / "ckpt-3.pt"), str(ckpt_dir / "ckpt-6.pt"), "-o", str(out), *flag)
     assert code == 0
-    assert CheckpointStore(out, mode="r").bundle_below == (65536 if bundled else 0)
+    assert CheckpointStore(out, mode="r").bundle_below == (2**20 if bundled else 0)
     assert CheckpointStore(out, mode="r").steps() == [3, 6]
     for step in (3, 6):
         assert (out / "steps" / str(step) / ".bundle").is_file() == bundled

@@ -19,7 +19,7 @@ def many_small(k: int) -> dict:
     """300 small tensors, a 0-d one, an empty one, and two that are not small."""
     g = torch.Generator().manual_seed(k)
     model = {f"layers.{i}.norm.weight": torch.full((16,), float(i)) + 0.01 * k for i in range(300)}
-    model["embed.weight"] = torch.randn(300, 256, generator=g)  # 76,800 elements: keys of its own
+    model["embed.weight"] = torch.randn(1025, 1024, generator=g)  # above 2^20 elements: keys of its own
     model["head.bias"] = torch.randn(1000, generator=g)
     return {"model": model, "step": torch.tensor(float(k)), "empty": torch.empty(0, 5), "epoch": k}
 
@@ -37,9 +37,9 @@ def test_bundled_store_round_trips_and_writes_a_handful_of_files(tmp_path):
     for k, state in enumerate(saved):
         assert_same_state(reader.load(k), state)
     assert [i.kind for i in reader.history()] == ["keyframe", "delta", "delta", "delta", "keyframe", "delta"]
-    # .bundle, .zattrs, .zgroup, model/.zgroup, embed.weight's .zarray and chunk
+    # .bundle, .zattrs, .zgroup, model/.zgroup, embed.weight's .zarray and two chunks
     assert sorted(p.name for p in step_files(tmp_path / "s", 3)) == [".bundle", ".zarray", ".zattrs", ".zgroup",
-                                                                        ".zgroup", "0.0"]
+                                                                        ".zgroup", "0.0", "1.0"]
     got = reader.load_tensor(3, "model/layers.7.norm.weight", (slice(2, 5),))
     assert torch.equal(got, saved[3]["model"]["layers.7.norm.weight"][2:5])
     assert torch.equal(reader.load_tensor(3, "step"), saved[3]["step"])

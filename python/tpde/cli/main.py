@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-elements", type=count, metavar="N")
     p.add_argument("--bundle-below", type=non_negative, metavar="N",
                    help="tensors of fewer than N elements share one object per step (default: the "
-                        "store's setting, 65536 for a new store; 0: every tensor its own objects)")
+                        "store's setting, 1048576 (2^20) for a new store; 0: every tensor its own objects)")
     p.add_argument("--predecessor-cache", choices=("memory", "disk"), default="disk",
                    help="where the previous checkpoint is kept as the reference of the next: disk "
                         "(the default: unnamed files in --cache-dir; memory peaks near one checkpoint) "

@@ -71,7 +71,7 @@ class CheckpointStore:
     apply to steps this object saves (None: the store's setting, else the default).
     `bundle_below`: arrays of fewer elements (biases, norms, counters) are saved into one
     object per step, the step's bundle, instead of objects of their own (0: never; None:
-    the store's setting, 65,536 for a new store, 0 for a store made before bundles).
+    the store's setting, 2^20 for a new store, 0 for a store made before bundles).
     `workers` threads code chunks in parallel. `progress`: None shows a bar for large
     saves and loads on a terminal, True/False forces it. `storage_options` go to fsspec
     for a URL (`{"endpoint_url": ..., "key": ..., "secret": ...}` for an S3 server).

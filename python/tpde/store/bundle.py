@@ -20,7 +20,7 @@ from .kv import KeyValueAccess
 from .schema import ArrayEntry, Manifest, step_prefix
 
 BUNDLE = ".bundle"
-DEFAULT_BUNDLE_BELOW = 2**16  # elements: biases and norms go to the bundle, weight matrices do not
+DEFAULT_BUNDLE_BELOW = 2**20  # elements: arrays smaller than one default chunk (design.md 3.2, "Bundles")
 _WHOLE_AT = 4  # ranges of one bundle a read needs from which it fetches the whole bundle once
 
 
@@ -89,7 +89,12 @@ class ChunkFetcher:
         self._whole: dict[int, bytes | None] = {}
 
     def prefetch(self, manifest: Manifest, names) -> None:
-        """Fetch the whole bundle of `manifest`'s step when `names` need many of its ranges."""
+        """Fetch the whole bundle of `manifest`'s step when `names` need many of its ranges
+        (a request each would cost more), except on a local disk, where each range is
+        read by the thread that decodes it (a read of the whole bundle first would be one
+        serial read before any decoding)."""
+        if self.kv.local_root is not None:
+            return
         ranges = [r for n in names if (e := manifest.arrays.get(n)) is not None and e.bundle for r in e.bundle]
         if len(ranges) >= _WHOLE_AT and manifest.step not in self._whole:
             self._whole[manifest.step] = self.kv.get(bundle_key(manifest.step))
