@@ -45,13 +45,19 @@ class AppendFile:
     """A file that threads append to at once (a step's bundle on a local disk): each
     `append` reserves the next bytes and writes there, so the caller learns its offset
     at once and the file is never assembled in memory. Made on the first append (no
-    file when nothing is appended); `close` hands it to `flusher` when durable."""
+    file when nothing is appended); `close` hands it to `flusher` when durable. With a
+    `flusher`, every `SYNC_EVERY` bytes appended are handed to it while appends go on,
+    so that the device writes them during coding, not all at the commit."""
 
-    def __init__(self, path: str, created: set[str] | None = None):
+    SYNC_EVERY = 8 << 20
+
+    def __init__(self, path: str, created: set[str] | None = None, flusher: Flusher | None = None):
         self.path = path
         self._created = created
+        self._flusher = flusher
         self._fd: int | None = None
         self._end = 0
+        self._synced_to = 0  # bytes already handed to the flusher
         self._lock = threading.Lock()
 
     def append(self, data: bytes) -> int:
@@ -69,6 +75,13 @@ class AppendFile:
         while view:
             written = os.pwrite(fd, view, at)
             view, at = view[written:], at + written
+        if self._flusher is not None:
+            with self._lock:
+                due = self._end - self._synced_to >= self.SYNC_EVERY
+                if due:
+                    self._synced_to = self._end
+            if due:
+                self._flusher.sync(self.path)
         return offset
 
     def close(self, *, durable: bool = False, flusher: Flusher | None = None) -> None:

@@ -194,7 +194,8 @@ class KeyValueAccess:
         disk.write_file(os.path.join(self.local_root, key), value, durable=self.durable, created=created,
                         flusher=flusher)
 
-    def append_file(self, key: str, created: set[str] | None = None) -> disk.AppendFile | None:
+    def append_file(self, key: str, created: set[str] | None = None,
+                    flusher: disk.Flusher | None = None) -> disk.AppendFile | None:
         """On a local directory, a file of an uncommitted step that threads append to
         (`durable.AppendFile`: a step's bundle, written as its chunks are coded); None on
         other stores, which write an object whole."""
@@ -202,7 +203,7 @@ class KeyValueAccess:
             return None
         if self.store.read_only:
             raise TPDEError(f"{self.describe()} is open read-only", "read_only")
-        return disk.AppendFile(os.path.join(self.local_root, key), created)
+        return disk.AppendFile(os.path.join(self.local_root, key), created, flusher if self.durable else None)
 
     @_storage_errors
     def set_committed(self, key: str, value: bytes) -> None:

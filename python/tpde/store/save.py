@@ -178,7 +178,7 @@ class StepWriter:
 
         self.kv.delete_prefix(step_prefix(step))  # leftovers of a crashed attempt
         # a local disk's bundle is written as its chunks are coded, an object store's at the end
-        sink = self.kv.append_file(bundle_key(step), created) if bundled else None
+        sink = self.kv.append_file(bundle_key(step), created, flusher) if bundled else None
         bundle = BundleWriter(bundled, sink)
         grids = {n: ChunkGrid(specs[n].storage_shape, chunks[n]) for n in arrays}
         plan: xs.Plan = {}
