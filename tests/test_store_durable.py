@@ -209,3 +209,17 @@ def test_a_bundle_written_chunk_by_chunk_is_fsynced_before_the_marker(tmp_path, 
     bundle = path / "steps" / "0" / ".bundle"
     assert bundle.is_file()
     assert rec.index("fsync", bundle) < rec.index("replace", path / "commits" / "0")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to name fsynced files")
+def test_a_large_bundle_is_fsynced_while_it_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(durable.AppendFile, "SYNC_EVERY", 4096)
+    path = tmp_path / "s"
+    store = CheckpointStore(path, chunk_elements=1024, workers=2)
+    state = {f"w{i}": np.random.default_rng(i).standard_normal(4096).astype(np.float32) for i in range(8)}
+    rec = _Recorder(monkeypatch)
+    store.save(0, state)
+    bundle = str((path / "steps" / "0" / ".bundle").resolve())
+    synced = [i for i, e in enumerate(rec.events) if e == ("fsync", bundle)]
+    assert len(synced) >= 4 and synced[-1] < rec.index("replace", path / "commits" / "0")
+    assert store.load(0)["w3"].tobytes() == state["w3"].tobytes()
