@@ -180,3 +180,19 @@ def test_bundled_at_some_steps_of_a_chain_and_not_others_is_corrupt(tmp_path):
     with pytest.raises(tpde.TPDEError) as info:
         CheckpointStore(tmp_path / "s", mode="r").load_tensor(1, name)
     assert info.value.code == "corrupt" and "bundled at some steps" in str(info.value)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open descriptors in /proc")
+def test_loads_close_the_bundle_files_they_open(tmp_path):
+    store = CheckpointStore(tmp_path / "s", keyframe_every=4)
+    saved = [many_small(k) for k in range(3)]
+    for k, state in enumerate(saved):
+        store.save(k, state)
+    reader = CheckpointStore(tmp_path / "s", mode="r", workers=2)
+    reader.load(2)
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    for _ in range(3):
+        assert_same_state(reader.load(2), saved[2])
+        name = "layers.3.norm.weight"
+        assert torch.equal(reader.load_tensor(2, f"model/{name}"), saved[2]["model"][name])
+    assert len(list(Path("/proc/self/fd").iterdir())) == before

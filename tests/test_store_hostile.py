@@ -127,6 +127,23 @@ def test_symbolic_links_out_of_the_store_are_refused(tmp_path):
     assert any("outside the store" in p for p in store.verify())
 
 
+def test_a_bundle_linked_out_of_the_store_is_refused(tmp_path):
+    path = tmp_path / "s"
+    CheckpointStore(path).save(0, {"w": np.arange(100, dtype=np.float32), "b": np.ones(3, np.float32)})
+    outside = tmp_path / "outside"
+    shutil.move(path / "steps" / "0" / ".bundle", outside)
+    (path / "steps" / "0" / ".bundle").symlink_to(outside)
+    store = CheckpointStore(path, mode="r")
+    with pytest.raises(TPDEError, match="outside the store") as present:
+        store.load(0)
+    with pytest.raises(TPDEError, match="outside the store"):
+        store.load_tensor(0, "w")
+    outside.unlink()
+    with pytest.raises(TPDEError) as missing:
+        store.load(0)
+    assert str(missing.value) == str(present.value)
+
+
 def test_marker_names_and_numbers_are_checked(tmp_path):
     path = tmp_path / "s"
     store = CheckpointStore(path)

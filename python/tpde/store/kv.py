@@ -73,8 +73,8 @@ def one_line(error: BaseException) -> str:
 
 def _storage_errors(method):
     """Turn any failure of the underlying store into one StorageError line naming the store."""
-    verb = "read" if method.__name__ in ("get", "get_many", "get_ranges", "list_dir", "exists", "is_empty") \
-        else "write to"
+    reads = ("get", "get_many", "get_ranges", "list_dir", "exists", "is_empty", "open_file")
+    verb = "read" if method.__name__ in reads else "write to"
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -139,7 +139,7 @@ class KeyValueAccess:
         """The bytes `[offset, offset + length)` of each `(key, offset, length)`: None when
         the key is missing or holds fewer bytes (fetched concurrently on stores without
         sync access)."""
-        if type(self.store) is LocalStore and getattr(self.store, "_is_open", False):
+        if self.reads_files():
             return [self._read_local(key, (offset, length)) for key, offset, length in ranges]
         if self._real_root is not None:
             for key, _, _ in ranges:
@@ -229,11 +229,37 @@ class KeyValueAccess:
         if flusher is not None:
             flusher.wait()
 
-    def _read_local(self, key: str, span: tuple[int, int] | None = None) -> bytes | None:
-        """A key's file of a plain local store (`span`: only its bytes `(offset, length)`;
-        None when the file is shorter), checked as `_check_inside` does, at the cost of one
-        path resolution per folder: the folder's once (then remembered), the file itself
-        opened without following a symbolic link (one is checked in full)."""
+    def reads_files(self) -> bool:
+        """Whether keys are read straight from the files of a plain local store."""
+        return type(self.store) is LocalStore and getattr(self.store, "_is_open", False)
+
+    @_storage_errors
+    def open_file(self, key: str) -> tuple[int, int] | None:
+        """An open read-only descriptor of a key's file and the file's size (None when
+        there is no such file), for `os.pread`s of many ranges of it (a step's bundle);
+        checked as `_read_local` does. Only where `reads_files()`; the caller closes it."""
+        self._check_folder(key)
+        path = os.path.join(self.store.root, key)
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+        try:
+            try:
+                fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+                self._check_inside(key)  # the file is a symbolic link
+                fd = os.open(path, flags)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        try:
+            return fd, os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _check_folder(self, key: str) -> None:
+        """Refuse a key whose folder resolves outside the local store (each folder's real
+        path is resolved once per store object, then remembered)."""
         folder = key.rpartition("/")[0]
         if folder not in self._inside:
             real = os.path.realpath(os.path.join(self._real_root, folder))
@@ -241,6 +267,13 @@ class KeyValueAccess:
                 self._check_inside(key)  # raises, naming the key
             else:
                 self._inside.add(folder)
+
+    def _read_local(self, key: str, span: tuple[int, int] | None = None) -> bytes | None:
+        """A key's file of a plain local store (`span`: only its bytes `(offset, length)`;
+        None when the file is shorter), checked as `_check_inside` does, at the cost of one
+        path resolution per folder: the folder's once (then remembered), the file itself
+        opened without following a symbolic link (one is checked in full)."""
+        self._check_folder(key)
         path = os.path.join(self.store.root, key)
         try:
             return _read_file(path, follow=False, span=span)

@@ -178,5 +178,6 @@ class Reader:
         try:
             self.pool.run(decode_group, tasks, f"load step {manifest.step}", progress, sizes)
         finally:
+            fetcher.close()
             _core.trim_scratch()  # the decoder's work buffers are kept between chunks only
         return out, out_base
