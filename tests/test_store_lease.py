@@ -152,6 +152,25 @@ def test_lease_on_a_store_without_files():
         CheckpointStore(memory).save(1, _state(0, 1))
 
 
+def test_a_store_another_writer_is_creating_names_that_writer(tmp_path):
+    """The creator takes the lease, then writes the root: a second writer opening the
+    store in between is told who holds it, not that it is not a tpde store (a CI failure
+    of the two-writer test)."""
+    path = tmp_path / "s"
+    path.mkdir()
+    _other_writer(path)
+    (path / ".zgroup").write_bytes(b'{"zarr_format":2}')  # the root is half written
+    with pytest.raises(TPDEError, match="another writer.*pid 4242") as e:
+        CheckpointStore(path)
+    assert e.value.code == "store_locked"
+    with pytest.raises(TPDEError) as e:  # a reader is not a writer: the store is not readable yet
+        CheckpointStore(path, mode="r")
+    assert e.value.code == "not_a_store"
+    (path / LEASE_KEY).unlink()  # no lease: a folder that is not a tpde store
+    with pytest.raises(TPDEError, match="not a tpde checkpoint store"):
+        CheckpointStore(path)
+
+
 def test_mode_w_keeps_out_a_second_writer(tmp_path):
     path = tmp_path / "s"
     CheckpointStore(path).save(0, _state(0, 0))

@@ -128,7 +128,7 @@ class CheckpointStore:
         if mode == "w":
             self._writable()  # erasing is writing
         try:
-            settings = open_root(self._kv, mode)
+            settings = self._open_root(mode)
         except BaseException:
             self._give_back()
             raise
@@ -144,6 +144,18 @@ class CheckpointStore:
         if not settings:
             self._writable()
             create_root(self._kv, self.keyframe_every, self.chunk_elements, self.bundle_below)
+
+    def _open_root(self, mode: str) -> dict:
+        """`open_root`; a store without its root settings but with a writer lease is one
+        that another writer is creating (it takes the lease, then writes the root): the
+        lease's answer (TPDEError "store_locked" naming that writer) is the better one."""
+        try:
+            return open_root(self._kv, mode)
+        except TPDEError as e:
+            if e.code != "not_a_store" or mode == "r" or not self._kv.exists(writer_lease.LEASE_KEY):
+                raise
+        self._writable()  # raises store_locked while the other writer lives
+        return open_root(self._kv, mode)
 
     # ------------------------------------------------------------------ settings
 
