@@ -7,6 +7,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 import tpde
 from tpde import _core
@@ -83,3 +84,39 @@ def test_a_load_gives_the_buffers_back(tmp_path):
     reader = CheckpointStore(tmp_path / "s", mode="r", workers=2, progress=False)
     assert reader.load(2)["w"].tobytes() == saved[2].tobytes()
     assert _core.scratch_bytes() == 0
+
+
+def test_known_reference_fingerprints_give_the_same_chunk():
+    x, ref = _chunks(6, count=1)[0]
+    prev = ref - np.float32(1e-3)
+    plain = tpde.encode(x, reference=ref, prev_reference=prev)
+    known = _core.encode(x, reference=ref, prev_reference=prev, reference_fingerprint=_core.fingerprint(ref),
+                         prev_reference_fingerprint=_core.fingerprint(prev))
+    assert known == plain
+    wrong = _core.encode(x, reference=ref, reference_fingerprint=_core.fingerprint(ref) ^ 1)
+    with pytest.raises(tpde.TPDEError) as e:  # the header names another reference
+        tpde.decode(wrong, reference=ref)
+    assert e.value.code == "reference_mismatch"
+    with pytest.raises(tpde.TPDEError, match="without reference"):
+        _core.encode(x, reference_fingerprint=1)
+
+
+def test_a_store_codes_the_same_chunks_with_the_fingerprints_it_kept(tmp_path, monkeypatch):
+    from tpde.store import save as save_module
+
+    r = np.random.default_rng(7)
+    states = [{"w": r.standard_normal((300, 1000)).astype(np.float32), "b": np.zeros(10, np.float32)}]
+    for _ in range(3):
+        states.append({k: v + np.float32(1e-3) * (r.random(v.shape) < 0.3) for k, v in states[-1].items()})
+    bundles, used = [], []
+    real = save_module._known_fingerprint
+    for kept in (True, False):
+        monkeypatch.setattr(save_module, "_known_fingerprint",
+                            (lambda *a: used.append(real(*a)) or used[-1]) if kept else (lambda *a: None))
+        store = CheckpointStore(tmp_path / f"s{kept}", workers=1, progress=False)
+        for step, state in enumerate(states):
+            store.save(step, state)
+        bundles.append([(tmp_path / f"s{kept}" / "steps" / str(s) / ".bundle").read_bytes() for s in range(4)])
+        assert store.load(3)["w"].tobytes() == states[3]["w"].tobytes()
+    assert bundles[0] == bundles[1]
+    assert sum(crc is not None for crc in used) >= 5  # references and contexts of steps 1-3

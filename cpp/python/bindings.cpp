@@ -105,7 +105,9 @@ py::bytes bytes_without_gil(const std::vector<uint8_t>& data) {
 py::object encode(const py::object& data_obj, const py::object& reference_obj,
                   const py::object& prev_obj, const py::object& dtype, const py::object& abs_error,
                   const py::object& log_rel_error, bool return_reconstruction,
-                  const py::object& contexts, bool extrapolate, const std::string& level) {
+                  const py::object& contexts, bool extrapolate, const std::string& level,
+                  const py::object& reference_fingerprint,
+                  const py::object& prev_reference_fingerprint) {
   if (level != "default" && level != "fast")
     raise_error(tpde::ErrorCode::kInvalidArgument,
                 "level must be 'default' or 'fast', not '" + level + "'");
@@ -142,6 +144,17 @@ py::object encode(const py::object& data_obj, const py::object& reference_obj,
   }
   in.extrapolate = extrapolate;
   in.fast = level == "fast";
+  if (!reference_fingerprint.is_none()) {
+    if (!ref)
+      raise_error(tpde::ErrorCode::kInvalidArgument, "reference_fingerprint without reference");
+    in.reference_fingerprint = reference_fingerprint.cast<uint32_t>();
+  }
+  if (!prev_reference_fingerprint.is_none()) {
+    if (!prev)
+      raise_error(tpde::ErrorCode::kInvalidArgument,
+                  "prev_reference_fingerprint without prev_reference");
+    in.prev_reference_fingerprint = prev_reference_fingerprint.cast<uint32_t>();
+  }
   if (!contexts.is_none()) {
     static const char* kNames[] = {"none",      "ref_exponent",  "prev_residual",
                                    "neighbour", "prev_exponent", "ref_exponent_prev_residual"};
@@ -484,6 +497,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("abs_error") = py::none(), py::arg("log_rel_error") = py::none(),
         py::arg("return_reconstruction") = false, py::arg("contexts") = py::none(),
         py::arg("extrapolate") = true, py::arg("level") = "default",
+        py::arg("reference_fingerprint") = py::none(),
+        py::arg("prev_reference_fingerprint") = py::none(),
         "Encode one array as a tpde chunk: standalone, or a delta against reference.\n"
         "Lossless unless abs_error (|decoded - x| <= abs_error) or log_rel_error\n"
         "(|decoded - x| <= log_rel_error * |x|) is given; with return_reconstruction=True\n"

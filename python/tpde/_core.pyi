@@ -49,10 +49,15 @@ def encode(
     contexts: Sequence[str] | None = None,
     extrapolate: bool = True,
     level: Literal["default", "fast"] = "default",
+    reference_fingerprint: int | None = None,
+    prev_reference_fingerprint: int | None = None,
 ) -> bytes | tuple[bytes, np.ndarray]:
     """Encode one array as a tpde chunk: standalone, or a delta against `reference`.
 
     level="fast" writes a FastPlanes chunk (format 6): lossless only, no prev-reference.
+    `reference_fingerprint` / `prev_reference_fingerprint`: the references' CRC32C
+    (`fingerprint`) when the caller has them, saving a pass over each; a wrong one makes
+    the chunk undecodable (its header names the wrong reference).
     Returns the chunk, or (chunk, reconstruction) with return_reconstruction=True."""
 
 def decode(

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "tpde/error.hpp"
@@ -54,6 +55,10 @@ struct EncodeInput {
   // Level "fast": a FastPlanes chunk (format 6, docs/format.md section 14): byte planes and
   // static rANS, lossless only (lossy is an invalid_argument), prev_reference ignored.
   bool fast = false;
+  // CRC32C of reference / prev_reference when the caller already has them (a store keeps
+  // each chunk's in its manifest): the header takes them instead of a pass over each.
+  std::optional<uint32_t> reference_fingerprint;
+  std::optional<uint32_t> prev_reference_fingerprint;
 };
 
 // Largest chunk encode() can produce for nbytes of input and ndim dimensions.

@@ -193,7 +193,7 @@ class ChunkDecoder {
     p += bitmap_bytes;
     if ((segments & 7) && (s.bitmap.back() >> (segments & 7)))
       corrupt("scaled-reference bitmap padding not zero");
-    predicted_.resize(n_);  // every element written by apply_scaled: no zero-fill
+    predicted_.resize(n_);               // every element written by apply_scaled: no zero-fill
     if (prev_) scaled_prev_.resize(n_);  // format 5 allows no prev-reference
     apply_scaled<U>(ref_, prev_, n_, s, mant_, expb_, predicted_.get(), scaled_prev_.get());
     prev_ = scaled_prev_.get();

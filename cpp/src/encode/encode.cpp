@@ -61,10 +61,13 @@ std::vector<uint8_t> encode(const EncodeInput& in) {
   const uint64_t n = h.count();
   if (in.reference) {
     h.mode = Mode::kDelta;
-    h.reference_fingerprint = crc32c(in.reference, nbytes);
+    h.reference_fingerprint =
+        in.reference_fingerprint ? *in.reference_fingerprint : crc32c(in.reference, nbytes);
     if (in.prev_reference && !in.fast) {  // the fast level uses no prev-reference
       h.flags |= kFlagPrevReference;
-      h.prev_reference_fingerprint = crc32c(in.prev_reference, nbytes);
+      h.prev_reference_fingerprint = in.prev_reference_fingerprint
+                                         ? *in.prev_reference_fingerprint
+                                         : crc32c(in.prev_reference, nbytes);
     }
   }
   if (in.lossy != LossyKind::kNone) lossy_params(in);  // validate before any work

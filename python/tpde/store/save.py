@@ -221,16 +221,22 @@ class StepWriter:
             # the fast level codes without a prev-reference context
             ctx = None if prev is None or level == "fast" else grid.extract(prev.arrays[name], index)
             bound = coded_bounds.get(name)
+            # the references' content hashes, kept from when they were saved: no pass over each
+            known = {}
+            if ref is not None and (crc := _known_fingerprint(base, name, grid.flat(index))) is not None:
+                known["reference_fingerprint"] = crc
+            if ctx is not None and (crc := _known_fingerprint(prev, name, grid.flat(index))) is not None:
+                known["prev_reference_fingerprint"] = crc
 
-            def code_against(reference, context):
-                code = dict(reference=reference, prev_reference=context, dtype=dtype)
+            def code_against(reference, context, fingerprints=None):
+                code = dict(reference=reference, prev_reference=context, dtype=dtype, **(fingerprints or {}))
                 if bound is not None:
                     return encode_lossy(grid, index, data, code, bound)
                 return _core.encode(data, **code, level=level), data
 
             coefs = None
             try:
-                blob, recon = code_against(ref, ctx)
+                blob, recon = code_against(ref, ctx, known)
                 if name in plan:
                     terms = xs.term_arrays(plan[name], chunk_of)
                     coefs = xs.fit(data, ref, terms, dtype)
@@ -439,6 +445,15 @@ def _reason(error: OSError) -> str:
 def _coded(blob: bytes, data: np.ndarray, ref: np.ndarray | None, coefs: list | None) -> tuple[Coded, np.ndarray]:
     changed = 0 if ref is None else _core.count_changed(data, ref)
     return Coded(len(blob), _core.fingerprint(data), changed, coefs), data
+
+
+def _known_fingerprint(snapshot: Snapshot, name: str, flat: int) -> int | None:
+    """The content hash of chunk `flat` of `name` in `snapshot`'s step, from its manifest
+    entry (the same CRC32C `_core.fingerprint` gives its reconstruction), if it has one."""
+    entry = snapshot.entries.get(name)
+    if entry is None or not 0 <= flat < len(entry.crc32c):
+        return None
+    return entry.crc32c[flat]
 
 
 def _recyclable(prev: Snapshot | None, sources: dict[str, np.ndarray], borrowed: frozenset) -> set[str]:
