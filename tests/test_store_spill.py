@@ -199,3 +199,26 @@ def writer_stores(root):
     from tpde.dcp import store_hooks
 
     return [s for key, s in store_hooks._OPEN.items() if str(root) in str(key)]
+
+
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_a_save_keeps_no_reference_to_the_callers_arrays(tmp_path, cache):
+    """Without the cyclic collector: the state's arrays go when the caller drops them (a
+    reference cycle in the state walk held them until a collection: `tpde-pack pack` had an
+    extra state at its peak)."""
+    import gc
+    import weakref
+
+    store = CheckpointStore(tmp_path / "s", predecessor_cache=cache, progress=False)
+    r = np.random.default_rng(0)
+    gc.collect()
+    gc.disable()
+    try:
+        for step in range(3):
+            w = r.standard_normal((256, 256)).astype(np.float32)
+            alive = weakref.ref(w)
+            store.save(step, {"w": w, "b": np.ones(4, np.float32)})  # copies: the store keeps its own
+            del w
+            assert alive() is None, step
+    finally:
+        gc.enable()

@@ -183,7 +183,14 @@ def flatten_state(
             raise TPDEError("a state_dict's _metadata holds arrays", "unsupported_type")
         return node
 
-    return walk(state, ()), leaves
+    try:
+        return walk(state, ()), leaves
+    finally:
+        # walk and walk_object refer to each other through their closure cells, a cycle that
+        # also holds `leaves`: broken here, the caller's arrays are freed as soon as the
+        # caller drops them, not when the cyclic collector next runs (pack held a whole
+        # extra state at times)
+        walk = walk_object = None  # noqa: F841
 
 
 def unflatten_state(
