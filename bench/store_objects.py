@@ -40,6 +40,7 @@ if str(HERE.parent) not in sys.path:
 from bench import store_scale  # noqa: E402
 from bench.sections import head_commit, write_section  # noqa: E402
 from tpde.store import CheckpointStore  # noqa: E402
+from tpde.store.bundle import DEFAULT_BUNDLE_BELOW  # noqa: E402
 
 
 class CountingStore(MemoryStore):
@@ -156,7 +157,7 @@ def report(rows: list[tuple[str, dict, dict]], commit: str, command: str, load: 
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for label, off, on in rows:
-        for setting, r in (("0 (off)", off), ("65,536 (default)", on)):
+        for setting, r in (("0 (off)", off), (f"{DEFAULT_BUNDLE_BELOW:,} (default)", on)):
             lines.append(f"| {label} | {r['tensors']} | {setting} | {r['objects']} | {r['puts']} | {r['load_gets']} "
                          f"| {r['tensor_gets']} | {r['t_save']:.3f} | {r['t_load']:.3f} |")
     lines.append("<!-- /store_objects -->")
