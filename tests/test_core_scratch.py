@@ -4,6 +4,9 @@ them back when it ends."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -120,3 +123,34 @@ def test_a_store_codes_the_same_chunks_with_the_fingerprints_it_kept(tmp_path, m
         assert store.load(3)["w"].tobytes() == states[3]["w"].tobytes()
     assert bundles[0] == bundles[1]
     assert sum(crc is not None for crc in used) >= 5  # references and contexts of steps 1-3
+
+
+_FORKS = """
+import os, threading, numpy as np, tpde
+x = np.random.default_rng(0).standard_normal(400_000).astype(np.float32)
+ref = x + np.float32(1e-3)
+stop = False
+def spin():
+    while not stop:
+        tpde.encode(x, reference=ref)
+threads = [threading.Thread(target=spin) for _ in range(2)]
+for t in threads:
+    t.start()
+ok = 0
+for _ in range(20):
+    pid = os.fork()
+    if pid == 0:  # the pool's lock may have been held by a parent thread at the fork
+        blob = tpde.encode(x, reference=ref)
+        os._exit(0 if tpde.decode(blob, reference=ref).tobytes() == x.tobytes() else 1)
+    ok += os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+stop = True
+for t in threads:
+    t.join()
+print(ok)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_threads_code_can_code():
+    out = subprocess.run([sys.executable, "-c", _FORKS], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["20"], out.stderr[-2000:]

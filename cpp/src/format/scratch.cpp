@@ -5,6 +5,10 @@
 #include <new>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
 namespace tpde {
 namespace {
 
@@ -24,10 +28,17 @@ struct Pool {
   size_t held = 0;
 };
 
-Pool& pool() {
-  static Pool* p = new Pool();  // never destroyed: blocks may come back during exit
-  return *p;
-}
+// Never destroyed: blocks may come back during exit. A child forked while another thread
+// held the mutex would wait on it forever, so the child starts a fresh pool (the parent's
+// blocks are left to the parent).
+Pool* g_pool = new Pool();
+
+#if defined(__unix__) || defined(__APPLE__)
+void fresh_pool_in_child() { g_pool = new Pool(); }
+const int g_atfork = pthread_atfork(nullptr, nullptr, fresh_pool_in_child);
+#endif
+
+Pool& pool() { return *g_pool; }
 
 }  // namespace
 
