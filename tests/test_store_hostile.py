@@ -111,37 +111,28 @@ def test_names_that_escape_are_refused_for_bundled_arrays_too(tmp_path, name):
     assert e.value.code == "corrupt" and "refusing to use it as a path" in str(e.value)
 
 
-def test_symbolic_links_out_of_the_store_are_refused(tmp_path):
+@pytest.mark.parametrize("bundle_below, key", [(0, "w"), (None, ".bundle")])
+def test_symbolic_links_out_of_the_store_are_refused(tmp_path, bundle_below, key):
+    """An array's folder, or a step's bundle, replaced by a link out of the store."""
     path = tmp_path / "s"
-    CheckpointStore(path, bundle_below=0).save(0, {"w": np.arange(100, dtype=np.float32)})
+    state = {"w": np.arange(100, dtype=np.float32), "b": np.ones(3, np.float32)}
+    CheckpointStore(path, bundle_below=bundle_below).save(0, state)
     outside = tmp_path / "outside"
-    shutil.move(path / "steps" / "0" / "w", outside)
-    (path / "steps" / "0" / "w").symlink_to(outside)
-    store = CheckpointStore(path, mode="r")
-    with pytest.raises(TPDEError, match="outside the store") as present:
-        store.load(0)
-    shutil.rmtree(outside)
-    with pytest.raises(TPDEError) as missing:
-        store.load(0)
-    assert str(missing.value) == str(present.value)
-    assert any("outside the store" in p for p in store.verify())
-
-
-def test_a_bundle_linked_out_of_the_store_is_refused(tmp_path):
-    path = tmp_path / "s"
-    CheckpointStore(path).save(0, {"w": np.arange(100, dtype=np.float32), "b": np.ones(3, np.float32)})
-    outside = tmp_path / "outside"
-    shutil.move(path / "steps" / "0" / ".bundle", outside)
-    (path / "steps" / "0" / ".bundle").symlink_to(outside)
+    shutil.move(path / "steps" / "0" / key, outside)
+    (path / "steps" / "0" / key).symlink_to(outside)
     store = CheckpointStore(path, mode="r")
     with pytest.raises(TPDEError, match="outside the store") as present:
         store.load(0)
     with pytest.raises(TPDEError, match="outside the store"):
         store.load_tensor(0, "w")
-    outside.unlink()
-    with pytest.raises(TPDEError) as missing:
+    if outside.is_dir():
+        shutil.rmtree(outside)
+    else:
+        outside.unlink()
+    with pytest.raises(TPDEError) as missing:  # the same error: no probe of what exists outside
         store.load(0)
     assert str(missing.value) == str(present.value)
+    assert any("outside the store" in p for p in store.verify())
 
 
 def test_marker_names_and_numbers_are_checked(tmp_path):
