@@ -17,7 +17,7 @@ import math
 import os
 import threading
 
-from ..errors import StorageError, TPDEError
+from ..errors import TPDEError
 from .kv import KeyValueAccess
 from .schema import ArrayEntry, Manifest, step_prefix
 
@@ -112,16 +112,7 @@ class ChunkFetcher:
         out: list[bytes | None] = []
         for key, offset, length in ranges:
             opened = self._file(key)
-            if opened is None or offset + length > opened[1]:
-                out.append(None)
-                continue
-            try:
-                data = os.pread(opened[0], length, offset) if length else b""
-            except OSError as e:
-                failure = StorageError(f"cannot read {self.kv.describe()}: {key}: {e.strerror or e}")
-                failure.errno = e.errno
-                raise failure from e
-            out.append(data if len(data) == length else None)
+            out.append(None if opened is None else self.kv.read_range(opened, offset, length))
         return out
 
     def prefetch(self, manifest: Manifest, names) -> None:
@@ -129,7 +120,7 @@ class ChunkFetcher:
         (a request each would cost more), except on a local disk, where each range is
         read by the thread that decodes it (a read of the whole bundle first would be one
         serial read before any decoding)."""
-        if self.kv.local_root is not None:
+        if self.kv.reads_files():
             return
         ranges = [r for n in names if (e := manifest.arrays.get(n)) is not None and e.bundle for r in e.bundle]
         if len(ranges) >= _WHOLE_AT and manifest.step not in self._whole:

@@ -24,11 +24,7 @@ def write_file(path: str, data: bytes, *, durable: bool, created: set[str] | Non
 
     Folders this call creates are added to `created` so the commit can fsync them.
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except FileNotFoundError:
-        _make_dirs(os.path.dirname(path), created)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = _create(path, created)
     try:
         view = memoryview(data)
         while view:
@@ -45,16 +41,19 @@ class AppendFile:
     """A file that threads append to at once (a step's bundle on a local disk): each
     `append` reserves the next bytes and writes there, so the caller learns its offset
     at once and the file is never assembled in memory. Made on the first append (no
-    file when nothing is appended); `close` hands it to `flusher` when durable. With a
-    `flusher`, every `SYNC_EVERY` bytes appended are handed to it while appends go on,
-    so that the device writes them during coding, not all at the commit."""
+    file when nothing is appended); `close` fsyncs it when `durable` (by `flusher`'s
+    threads when given, as `write_file`). With a `flusher`, every `SYNC_EVERY` bytes
+    appended are handed to it while appends go on, so that the device writes them during
+    coding, not all at the commit."""
 
     SYNC_EVERY = 8 << 20
 
-    def __init__(self, path: str, created: set[str] | None = None, flusher: Flusher | None = None):
+    def __init__(self, path: str, created: set[str] | None = None, *, durable: bool,
+                 flusher: Flusher | None = None):
         self.path = path
         self._created = created
-        self._flusher = flusher
+        self._durable = durable
+        self._flusher = flusher if durable else None
         self._fd: int | None = None
         self._end = 0
         self._synced_to = 0  # bytes already handed to the flusher
@@ -64,11 +63,7 @@ class AppendFile:
         """Write `data` after everything appended before; its offset in the file."""
         with self._lock:
             if self._fd is None:
-                try:
-                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                except FileNotFoundError:
-                    _make_dirs(os.path.dirname(self.path), self._created)
-                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self._fd = _create(self.path, self._created)
             offset, fd = self._end, self._fd
             self._end += len(data)
         view, at = memoryview(data), offset
@@ -84,20 +79,19 @@ class AppendFile:
                 self._flusher.sync(self.path)
         return offset
 
-    def close(self, *, durable: bool = False, flusher: Flusher | None = None) -> None:
-        """Close the file (if one was made); fsync it when `durable` (by `flusher`'s threads
-        when given)."""
+    def close(self) -> None:
+        """Close the file (if one was made), fsynced when durable."""
         with self._lock:
             fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
-            if durable and flusher is None:
+            if self._durable and self._flusher is None:
                 os.fsync(fd)
         finally:
             os.close(fd)
-        if durable and flusher is not None:
-            flusher.sync(self.path)
+        if self._flusher is not None:
+            self._flusher.sync(self.path)
 
 
 def write_atomic(path: str, data: bytes, *, durable: bool) -> None:
@@ -183,6 +177,16 @@ class Flusher:
     def close(self) -> None:
         """Wait for what is running, drop the rest (after a failed save)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _create(path: str, created: set[str] | None) -> int:
+    """Open `path` for writing, empty (created, with its missing folders, recorded in
+    `created`)."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:
+        _make_dirs(os.path.dirname(path), created)
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
 
 def _make_dirs(path: str, created: set[str] | None) -> None:

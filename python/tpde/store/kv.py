@@ -73,7 +73,7 @@ def one_line(error: BaseException) -> str:
 
 def _storage_errors(method):
     """Turn any failure of the underlying store into one StorageError line naming the store."""
-    reads = ("get", "get_many", "get_ranges", "list_dir", "exists", "is_empty", "open_file")
+    reads = ("get", "get_many", "get_ranges", "list_dir", "exists", "is_empty", "open_file", "read_range")
     verb = "read" if method.__name__ in reads else "write to"
 
     @functools.wraps(method)
@@ -203,7 +203,7 @@ class KeyValueAccess:
             return None
         if self.store.read_only:
             raise TPDEError(f"{self.describe()} is open read-only", "read_only")
-        return disk.AppendFile(os.path.join(self.local_root, key), created, flusher if self.durable else None)
+        return disk.AppendFile(os.path.join(self.local_root, key), created, durable=self.durable, flusher=flusher)
 
     @_storage_errors
     def set_committed(self, key: str, value: bytes) -> None:
@@ -236,26 +236,21 @@ class KeyValueAccess:
     @_storage_errors
     def open_file(self, key: str) -> tuple[int, int] | None:
         """An open read-only descriptor of a key's file and the file's size (None when
-        there is no such file), for `os.pread`s of many ranges of it (a step's bundle);
-        checked as `_read_local` does. Only where `reads_files()`; the caller closes it."""
-        self._check_folder(key)
-        path = os.path.join(self.store.root, key)
-        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-        try:
-            try:
-                fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
-            except OSError as e:
-                if e.errno != errno.ELOOP:
-                    raise
-                self._check_inside(key)  # the file is a symbolic link
-                fd = os.open(path, flags)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        there is no such file), for `read_range`s of it (a step's bundle), checked as every
+        local read is. Only where `reads_files()`; the caller closes it."""
+        fd = self._open_local(key)
+        if fd is None:
             return None
         try:
             return fd, os.fstat(fd).st_size
         except BaseException:
             os.close(fd)
             raise
+
+    @_storage_errors
+    def read_range(self, opened: tuple[int, int], offset: int, length: int) -> bytes | None:
+        """Bytes `[offset, offset + length)` of a file from `open_file` (None when it is shorter)."""
+        return _read_span(opened[0], opened[1], offset, length)
 
     def _check_folder(self, key: str) -> None:
         """Refuse a key whose folder resolves outside the local store (each folder's real
@@ -269,19 +264,40 @@ class KeyValueAccess:
                 self._inside.add(folder)
 
     def _read_local(self, key: str, span: tuple[int, int] | None = None) -> bytes | None:
-        """A key's file of a plain local store (`span`: only its bytes `(offset, length)`;
-        None when the file is shorter), checked as `_check_inside` does, at the cost of one
-        path resolution per folder: the folder's once (then remembered), the file itself
-        opened without following a symbolic link (one is checked in full)."""
+        """A key's file of a plain local store, as `LocalStore.get_sync` (None when there
+        is no such file; `span`: only its bytes `(offset, length)`, None when the file is
+        shorter), opened by `_open_local`."""
+        fd = self._open_local(key)
+        if fd is None:
+            return None
+        try:
+            if span is not None:
+                return _read_span(fd, os.fstat(fd).st_size, *span)
+            with open(fd, "rb", buffering=0, closefd=False) as f:
+                return f.readall()
+        except IsADirectoryError:  # a folder where a file should be: no such file
+            return None
+        finally:
+            os.close(fd)
+
+    def _open_local(self, key: str) -> int | None:
+        """A read-only descriptor of a key's file (None when there is no such file),
+        checked as `_check_inside` does at the cost of one path resolution per folder: the
+        folder's once (then remembered), the file itself opened without following a
+        symbolic link (one is checked in full)."""
         self._check_folder(key)
         path = os.path.join(self.store.root, key)
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
         try:
-            return _read_file(path, follow=False, span=span)
-        except OSError as e:
-            if e.errno != errno.ELOOP:
-                raise
-        self._check_inside(key)  # the file is a symbolic link
-        return _read_file(path, span=span)
+            try:
+                return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+            self._check_inside(key)  # the file is a symbolic link
+            return os.open(path, flags)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
 
     def _check_inside(self, key: str) -> None:
         """Refuse a key that resolves (through symbolic links) outside the local store:
@@ -350,22 +366,16 @@ class KeyValueAccess:
         return describe_store(self.store)
 
 
-def _read_file(path: str, follow: bool = True, span: tuple[int, int] | None = None) -> bytes | None:
-    """A whole file's bytes (None when there is no such file), as `LocalStore.get_sync`;
-    `span` (offset, length): only those bytes (None when the file is shorter).
-    `follow=False`: a symbolic link raises OSError(ELOOP)."""
-    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
-    try:
-        with open(os.open(path, flags), "rb", buffering=0) as f:
-            if span is None:
-                return f.readall()
-            offset, length = span
-            if offset + length > os.fstat(f.fileno()).st_size:
-                return None
-            data = os.pread(f.fileno(), length, offset) if length else b""
-            return data if len(data) == length else None
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+def _read_span(fd: int, size: int, offset: int, length: int) -> bytes | None:
+    """Bytes `[offset, offset + length)` of the open file `fd` of `size` bytes (None when
+    it is shorter)."""
+    if offset + length > size:
         return None
+    try:
+        data = os.pread(fd, length, offset) if length else b""
+    except IsADirectoryError:  # a folder where a file should be: no such file
+        return None
+    return data if len(data) == length else None
 
 
 KeyValueStore = KeyValueAccess  # the name before the store package split

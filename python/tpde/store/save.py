@@ -222,10 +222,11 @@ class StepWriter:
             ctx = None if prev is None or level == "fast" else grid.extract(prev.arrays[name], index)
             bound = coded_bounds.get(name)
             # the references' content hashes, kept from when they were saved: no pass over each
+            flat = grid.flat(index)
             known = {}
-            if ref is not None and (crc := _known_fingerprint(base, name, grid.flat(index))) is not None:
+            if ref is not None and (crc := _known_fingerprint(base, name, flat)) is not None:
                 known["reference_fingerprint"] = crc
-            if ctx is not None and (crc := _known_fingerprint(prev, name, grid.flat(index))) is not None:
+            if ctx is not None and (crc := _known_fingerprint(prev, name, flat)) is not None:
                 known["prev_reference_fingerprint"] = crc
 
             def code_against(reference, context, fingerprints=None):
@@ -253,7 +254,7 @@ class StepWriter:
                 arrays[name][grid.region(index)] = data[grid.inner(index)]
             if name in bundled:
                 try:
-                    bundle.add(name, grid.flat(index), blob)
+                    bundle.add(name, flat, blob)
                 except OSError as e:
                     raise StoreIOError(f"step {step}, tensor {name!r}, chunk {grid.key(index)}: cannot write it "
                                        f"to the step's bundle ({_reason(e)})", e.errno) from e
@@ -277,7 +278,7 @@ class StepWriter:
                 if layout is not None:  # nothing of this save goes on writing after it returns
                     layout.join()
                 if sink is not None:
-                    sink.close(durable=self.kv.durable, flusher=flusher)
+                    sink.close()
             coded = [(name, result) for (names, _), results in zip(tasks, per_group)
                      for name, result in zip(names, results)]
             packed, ranges = bundle.assemble(list(specs), {n: len(grids[n]) for n in bundled})
