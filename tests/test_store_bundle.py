@@ -196,3 +196,24 @@ def test_loads_close_the_bundle_files_they_open(tmp_path):
         name = "layers.3.norm.weight"
         assert torch.equal(reader.load_tensor(2, f"model/{name}"), saved[2]["model"][name])
     assert len(list(Path("/proc/self/fd").iterdir())) == before
+
+
+def test_a_failing_bundle_read_is_one_storage_error_line(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from tpde.errors import StorageError
+    from tpde.store import kv as kv_module
+
+    store = CheckpointStore(tmp_path / "s")
+    store.save(0, many_small(0))
+    reader = CheckpointStore(tmp_path / "s", mode="r")
+
+    def pread(*args):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(kv_module.os, "pread", pread)
+    with pytest.raises(StorageError) as e:
+        reader.load(0)
+    assert "cannot read" in str(e.value) and "Input/output error" in str(e.value) and "\n" not in str(e.value)
+    assert e.value.errno == errno.EIO
